@@ -1,0 +1,186 @@
+"""Typed schemas of the config groups, their registration, and the checks Hydra cannot do.
+
+Each group YAML lists its schema first in its defaults, so Hydra type-checks every value
+(``task.max_length=abc`` fails at composition). The group nodes are deliberately left
+open to unknown keys: Hydra would reject a typo with a bare "not in struct", while
+``validate`` names it and suggests the closest valid key. This module imports nothing
+heavy, so ``run.py --help`` and ``--cfg job`` stay fast and config errors come first.
+"""
+
+import ast
+import dataclasses
+import difflib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+
+class FinetuneError(Exception):
+    """A problem the user can fix (config, data, model, environment): shown without traceback."""
+
+
+@dataclass
+class DataFiles:
+    train: Optional[str] = None
+    validation: Optional[str] = None
+    test: Optional[str] = None
+
+
+@dataclass
+class TaskFields:
+    path: Optional[str] = None  # hub dataset id, used when data_files.train is not set
+    name: Optional[str] = None  # hub subset, e.g. "rte" of "nyu-mll/glue"
+    data_files: DataFiles = field(default_factory=DataFiles)
+    text_fields: List[str] = field(default_factory=lambda: ["text"])
+    label_field: str = "label"
+    label_names: List[str] = field(default_factory=list)
+    max_length: int = 128
+    validation_size: float = 0.1  # carved from train when there is no validation split: fraction, or rows if >= 1
+    max_train_samples: Optional[int] = None
+    max_eval_samples: Optional[int] = None
+    max_test_samples: Optional[int] = None
+    metric_for_best_model: str = "accuracy"
+    examples: List[Any] = field(default_factory=list)  # texts, or [first, second] pairs
+    predictions_file: str = "test_predictions.tsv"  # written when the test split has no labels
+
+
+@dataclass
+class TaskConfig(TaskFields):
+    _target_: str = "finetune.data.TextClassificationData"
+
+
+@dataclass
+class ModelFields:
+    name_or_path: str = ""
+    trust_remote_code: bool = False
+    attn_implementation: Optional[str] = None  # e.g. "sdpa" or "eager"; None lets transformers choose
+
+
+@dataclass
+class ModelConfig(ModelFields):
+    _target_: str = "finetune.model.PretrainedClassifier"
+
+
+@dataclass
+class HardwareFields:
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32
+    tf32: bool = False
+    num_proc: Optional[int] = None  # tokenization processes; None: more than one only for large data
+    dataloader_num_workers: int = 0
+    pin_memory: bool = False
+    fused_optimizer: bool = False
+    torch_compile: bool = False
+
+
+@dataclass
+class HardwareConfig(HardwareFields):
+    _target_: str = "finetune.hardware.Hardware"
+
+
+GROUP_SCHEMAS = {"task": TaskConfig, "model": ModelConfig, "hardware": HardwareConfig}
+CHOICES = {
+    "task.metric_for_best_model": ("accuracy", "f1", "loss"),
+    "hardware.device": ("auto", "cpu", "cuda"),
+    "hardware.precision": ("auto", "bf16", "fp16", "fp32"),
+}
+# Set by the run itself, so a value in trainer.* would be silently replaced.
+RUN_OWNED_TRAINER_FIELDS = ("output_dir",)
+
+
+def register_configs() -> None:
+    """Store each group's schema as ``<group>/schema``, open to unknown keys (see module doc)."""
+    store = ConfigStore.instance()
+    for group, schema in GROUP_SCHEMAS.items():
+        store.store(group=group, name="schema", node=OmegaConf.structured(schema, flags={"struct": False}))
+    store.store(group="trainer", name="schema", node=OmegaConf.create({}, flags={"struct": False}))
+
+
+def local_model_path(package: str, fallback: str) -> str:
+    """Resolver ``${local_model:package,hub_id}``: the folder a model package ships, else the hub id."""
+    if importlib.util.find_spec(package) is None:
+        return fallback
+    return str(importlib.import_module(package).get_model_path())
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("local_model"):
+        OmegaConf.register_new_resolver("local_model", local_model_path)
+
+
+def _closest(key: str, valid: List[str]) -> str:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    return f" Did you mean '{match[0]}'?" if match else ""
+
+
+def _unknown_keys(node: DictConfig, schema: type, prefix: str) -> List[str]:
+    """Messages for keys of ``node`` that ``schema`` (a dataclass) does not define, recursively."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    errors = []
+    for key in node.keys():
+        if key not in fields:
+            valid = sorted(k for k in fields if not k.startswith("_"))
+            errors.append(f"Unknown config key '{prefix}.{key}'.{_closest(str(key), valid)} Valid keys: {', '.join(valid)}.")
+        elif dataclasses.is_dataclass(fields[key].type) and isinstance(node[key], DictConfig):
+            errors.extend(_unknown_keys(node[key], fields[key].type, f"{prefix}.{key}"))
+    return errors
+
+
+def training_argument_names() -> List[str]:
+    """Field names of ``transformers.TrainingArguments``, read from its source file.
+
+    Importing transformers takes seconds; parsing the one file takes milliseconds and
+    lets a misspelt ``trainer.<field>`` fail before any heavy import.
+    """
+    spec = importlib.util.find_spec("transformers")
+    source = Path(spec.origin).with_name("training_args.py") if spec and spec.origin else None
+    if source is not None and source.is_file():
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and node.name == "TrainingArguments":
+                names = [s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
+                if names:
+                    return names
+    from transformers import TrainingArguments  # layout changed: fall back to the slow, exact way
+
+    return [f.name for f in dataclasses.fields(TrainingArguments)]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject unknown keys, out-of-range choices and inconsistent settings, all at once."""
+    errors = []
+    for group, schema in GROUP_SCHEMAS.items():
+        errors.extend(_unknown_keys(cfg[group], schema, group))
+    trainer_fields = set(training_argument_names())
+    for key in cfg.trainer.keys():
+        if key != "_target_" and key not in trainer_fields:
+            hint = _closest(str(key), sorted(trainer_fields))
+            errors.append(f"Unknown config key 'trainer.{key}': not a transformers.TrainingArguments field.{hint}")
+        elif key in RUN_OWNED_TRAINER_FIELDS:
+            errors.append(f"trainer.{key} is set by the run (the run folder); move the run with hydra.run.dir=... instead.")
+    for dotted, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, dotted)
+        if value not in allowed:
+            errors.append(f"{dotted}={value!r} is not one of {', '.join(allowed)}.")
+    task = cfg.task
+    if not task.label_names:
+        errors.append("task.label_names is empty: list the class names, in label-id order.")
+    if len(task.text_fields) not in (1, 2):
+        errors.append(f"task.text_fields must name one text column or two (a pair), got {list(task.text_fields)}.")
+    if not task.data_files.train and not task.path:
+        errors.append("The task has no data: set task.data_files.train=<file> (local) or task.path=<hub dataset>.")
+    if task.max_length < 1:
+        errors.append(f"task.max_length must be positive, got {task.max_length}.")
+    if not cfg.model.name_or_path:
+        errors.append("model.name_or_path is empty: give a hub id or a local model folder.")
+    for example in task.examples:
+        is_pair = not isinstance(example, str)
+        if is_pair != (len(task.text_fields) == 2) or (is_pair and len(example) != 2):
+            shape = "[first, second] pairs" if len(task.text_fields) == 2 else "plain strings"
+            errors.append(f"task.examples must be {shape} for text_fields {list(task.text_fields)}, got {example!r}.")
+            break
+    if errors:
+        raise FinetuneError("Invalid configuration:\n  " + "\n  ".join(errors))

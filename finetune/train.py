@@ -1,0 +1,109 @@
+"""One fine-tuning run, start to finish: config in, run folder out."""
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import DictConfig
+
+from finetune.config import validate
+from finetune.hub import go_offline_if_unreachable
+
+log = logging.getLogger(__name__)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write to a temporary name, then rename: a reader never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_model(trainer, path: Path) -> None:
+    """Save model and tokenizer beside ``path``, then move them in place, so ``path`` is complete or absent."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]:
+    """Fine-tune ``cfg.model`` on ``cfg.task``; write model/, logs/ and metrics.json into ``run_dir``."""
+    from hydra.utils import instantiate
+
+    validate(cfg)  # config mistakes fail here, before heavy imports and downloads
+    task = instantiate(cfg.task, _convert_="object")
+    source = instantiate(cfg.model, _convert_="object")
+    hardware = instantiate(cfg.hardware, _convert_="object")
+    if (task.path and not task.data_files.train) or not source.is_local:
+        go_offline_if_unreachable()
+
+    # Data first: its errors (and, offline, a missing hub data set) surface before the slow imports.
+    splits = task.load(seed=cfg.seed)
+    log.info(task.summary(splits))
+
+    from transformers import pipeline, set_seed
+
+    from finetune.data import LABEL
+    from finetune.trainer import best_validation_metrics, build_trainer, training_arguments, without_prefix
+
+    hardware_args = hardware.resolve()
+    log.info(hardware.describe())
+    args = training_arguments(cfg.trainer, hardware_args, run_dir)
+    tokenizer = source.load_tokenizer()
+    task.check_max_length(tokenizer, source.name_or_path)
+    encoded = task.tokenize(splits, tokenizer, hardware.tokenizer_processes(len(splits["train"])))
+
+    set_seed(cfg.seed)  # before the classification head is initialised
+    model = source.load_model(task.label_names, tokenizer)
+    trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"])
+    result = trainer.train()
+
+    metrics: Dict[str, Optional[Dict[str, float]]] = {
+        "validation": best_validation_metrics(trainer),
+        "test": None,
+        "train": {
+            "runtime_s": result.metrics["train_runtime"],
+            "samples_per_second": result.metrics["train_samples_per_second"],
+            "steps_per_second": result.metrics["train_steps_per_second"],
+            "loss": result.metrics["train_loss"],
+            "epochs": result.metrics.get("epoch"),
+            "steps": result.global_step,
+            "samples": len(encoded["train"]),
+        },
+    }
+    if "test" in encoded:
+        if task.is_labeled(encoded["test"]):
+            metrics["test"] = without_prefix(trainer.evaluate(encoded["test"], metric_key_prefix="test"), "test")
+        else:  # e.g. GLUE: labels are withheld, so predict and write a submission file
+            output = trainer.predict(encoded["test"].remove_columns(LABEL))
+            task.write_predictions(run_dir / task.predictions_file, output.predictions.argmax(axis=-1).tolist())
+            log.info("Test split is unlabeled: wrote %d predictions to %s", len(encoded["test"]), run_dir / task.predictions_file)
+
+    if trainer.is_world_process_zero():
+        save_model(trainer, run_dir / "model")
+        write_json(run_dir / "metrics.json", metrics)
+    log.info("Validation (best model): %s", _rounded(metrics["validation"]))
+    if metrics["test"] is not None:
+        log.info("Test: %s", _rounded(metrics["test"]))
+    log.info("Run folder: %s  (tensorboard --logdir %s)", run_dir, run_dir / "logs")
+
+    if task.examples and trainer.is_world_process_zero():
+        classify = pipeline("text-classification", model=str(run_dir / "model"), top_k=None, device=trainer.args.device)
+        log.info("Examples, best label first:")
+        for example, scores in zip(task.examples, classify(_pipeline_inputs(task.examples))):
+            log.info("  %s\n    %s", example, [{"label": s["label"], "score": round(s["score"], 3)} for s in scores])
+    return metrics
+
+
+def _pipeline_inputs(examples: List[Any]) -> List[Any]:
+    return [e if isinstance(e, str) else {"text": e[0], "text_pair": e[1]} for e in examples]
+
+
+def _rounded(metrics: Dict[str, float]) -> Dict[str, float]:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
