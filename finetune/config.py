@@ -96,8 +96,18 @@ def register_configs() -> None:
     """Store each group's schema as ``<group>/schema``, open to unknown keys (see module doc)."""
     store = ConfigStore.instance()
     for group, schema in GROUP_SCHEMAS.items():
-        store.store(group=group, name="schema", node=OmegaConf.structured(schema, flags={"struct": False}))
+        store.store(group=group, name="schema", node=_open(OmegaConf.structured(schema)))
     store.store(group="trainer", name="schema", node=OmegaConf.create({}, flags={"struct": False}))
+
+
+def _open(node: DictConfig) -> DictConfig:
+    """Let unknown keys into ``node`` and its nested nodes (nested dataclasses carry their own flag)."""
+    OmegaConf.set_struct(node, False)
+    for key in node.keys():
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _open(child)
+    return node
 
 
 def local_model_path(package: str, fallback: str) -> str:

@@ -40,7 +40,7 @@ class TextClassificationData(TaskFields):
             size = self.validation_size if self.validation_size < 1 else int(self.validation_size)
             if size >= len(splits["train"]):
                 raise FinetuneError(
-                    f"task.validation_size={self.validation_size} leaves no training rows out of {len(splits['train'])}; "
+                    f"task.validation_size={size} leaves no training rows out of {len(splits['train'])}; "
                     "lower it or give task.data_files.validation."
                 )
             held_out = splits["train"].train_test_split(test_size=size, stratify_by_column=LABEL, seed=seed)
@@ -79,6 +79,8 @@ class TextClassificationData(TaskFields):
                 loaded[split] = (load_dataset(builder, data_files={split: str(file)}, split=split, **options), path)
             except Exception as error:
                 cause = error.__cause__ or error
+                if file.stat().st_size == 0 or "corresponds to no data" in str(cause):
+                    raise FinetuneError(f"task.data_files.{split}: {path} has no rows.") from error
                 raise FinetuneError(f"Could not read {path} as {file.suffix[1:].upper()}: {cause}") from error
         return loaded
 

@@ -29,9 +29,10 @@ def go_offline_if_unreachable(timeout: float = 3.0) -> None:
     """
     if offline():
         return
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = endpoint.hostname or "huggingface.co"
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((host, endpoint.port or (80 if endpoint.scheme == "http" else 443)), timeout=timeout).close()
     except OSError as error:
         log.warning("The Hugging Face Hub (%s) is unreachable (%s): working offline, from local files and the cache.", host, error)
         os.environ["HF_HUB_OFFLINE"] = "1"

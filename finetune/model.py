@@ -39,14 +39,17 @@ class PretrainedClassifier(ModelFields):
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         return tokenizer
 
-    def load_model(self, label_names: List[str], tokenizer):
-        from transformers import AutoModelForSequenceClassification
-
+    def check_folder(self) -> None:
+        """A local model folder without weights fails now, not after the data is tokenized."""
         if self.is_local and not any((Path(self.name_or_path).expanduser() / f).exists() for f in WEIGHT_FILES):
             raise FinetuneError(
                 f"The model folder {self.name_or_path} has no weights ({' or '.join(WEIGHT_FILES[::2])}); "
                 "point model.name_or_path at a complete model folder."
             )
+
+    def load_model(self, label_names: List[str], tokenizer):
+        from transformers import AutoModelForSequenceClassification
+
         extra = {"attn_implementation": self.attn_implementation} if self.attn_implementation else {}
         model = self._load(
             AutoModelForSequenceClassification.from_pretrained,
@@ -54,6 +57,7 @@ class PretrainedClassifier(ModelFields):
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
             label2id={name: i for i, name in enumerate(label_names)},
+            ignore_mismatched_sizes=True,  # a checkpoint fine-tuned on other labels gets a fresh head
             **extra,
         )
         if model.config.pad_token_id is None:

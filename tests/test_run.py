@@ -1,0 +1,183 @@
+"""The real entry point end to end on tiny models: what a run writes, prints and refuses."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from finetune.config import FinetuneError, register_configs, register_resolvers
+from finetune.train import run
+from tests.conftest import REPO, TOPICS, read_json, read_scalars
+
+register_configs()
+register_resolvers()
+TINY_TRAINING = [  # small, quick and still learning: the synthetic classes are separable by keywords
+    "trainer=fast",
+    "trainer.num_train_epochs=4",
+    "trainer.learning_rate=2e-3",
+    "trainer.per_device_train_batch_size=8",
+    "trainer.logging_steps=2",
+    "task.max_length=32",
+]
+
+
+def run_py(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    result.output = result.stdout + result.stderr
+    return result
+
+
+def topic_args(topic_files, model_dir: Path, run_dir: Path):
+    return [
+        "task=ag_news", "model=distilbert", f"model.name_or_path={model_dir}",
+        f"task.data_files.train={topic_files['train']}", f"task.data_files.test={topic_files['test']}",
+        "task.validation_size=0.2", f"hydra.run.dir={run_dir}", *TINY_TRAINING,
+    ]
+
+
+@pytest.fixture(scope="module")
+def topic_run(tmp_path_factory, topic_files, tiny_models):
+    """One real run.py run of a single-text task, started from an empty working directory."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    run_dir = cwd / "runs" / "topics"
+    result = run_py(*topic_args(topic_files, tiny_models["bert"], run_dir), cwd=cwd)
+    assert result.returncode == 0, result.output[-4000:]
+    return result, run_dir, cwd
+
+
+def test_run_writes_the_best_model_metrics_and_logs(topic_run):
+    result, run_dir, cwd = topic_run
+    assert sorted(p.name for p in cwd.iterdir()) == ["runs"]  # nothing written outside the run folder
+    assert {"model", "logs", "checkpoints", "metrics.json", "run.log", ".hydra"} <= {p.name for p in run_dir.iterdir()}
+    assert (run_dir / "model" / "model.safetensors").is_file() and (run_dir / "model" / "tokenizer.json").is_file()
+    assert not list(run_dir.glob(".*.tmp"))
+
+    metrics = read_json(run_dir / "metrics.json")
+    assert set(metrics) == {"validation", "test", "train"}
+    for split in ("validation", "test"):
+        assert {"accuracy", "f1", "loss"} <= set(metrics[split])
+        assert metrics[split]["accuracy"] >= 0.6, metrics  # chance is 0.25
+    assert metrics["train"]["samples"] == 160 and metrics["train"]["samples_per_second"] > 0
+    assert metrics["train"]["steps"] == 80  # 4 epochs of 20 batches
+
+
+def test_run_keeps_the_best_epoch(topic_run):
+    _, run_dir, _ = topic_run
+    metrics = read_json(run_dir / "metrics.json")
+    evals = read_scalars(run_dir / "logs")["eval/accuracy"]
+    assert len(evals) == 4 and metrics["validation"]["accuracy"] == pytest.approx(max(evals))
+
+
+def test_tensorboard_has_loss_learning_rate_and_eval_scores(topic_run):
+    _, run_dir, _ = topic_run
+    scalars = read_scalars(run_dir / "logs")
+    assert {"train/loss", "train/learning_rate", "eval/accuracy", "eval/f1", "eval/loss", "test/accuracy"} <= set(scalars)
+    losses = scalars["train/loss"]
+    assert len(losses) == 40 and sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3  # the loss went down
+
+
+def test_saved_model_works_with_a_plain_pipeline(topic_run):
+    from transformers import pipeline
+
+    _, run_dir, _ = topic_run
+    classify = pipeline("text-classification", model=str(run_dir / "model"), top_k=None)
+    scores = classify(["coach league goal the season match"])[0]
+    assert sorted(s["label"] for s in scores) == sorted(TOPICS)
+    assert scores[0]["label"] == "Sports"
+
+
+def test_run_prints_device_summary_final_scores_and_examples(topic_run):
+    result, run_dir, _ = topic_run
+    output = result.output
+    assert "Using device: CPU (" in output
+    assert "Dataset summary:" in output and "train" in output and "160 rows" in output and "World: 40" in output
+    assert "Validation (best model): {" in output and "Test: {" in output
+    assert "The Lakers beat the Celtics" in output and "[{'label': '" in output and "'score': 0." in output
+    assert "Examples" in (run_dir / "run.log").read_text()
+
+
+def test_pair_task_with_unlabeled_test_writes_predictions(tmp_path, pair_files, tiny_models):
+    run_dir = tmp_path / "rte"
+    result = run_py(
+        "task=rte", "model=xlnet", f"model.name_or_path={tiny_models['xlnet']}", "hardware=cpu",
+        f"task.data_files.train={pair_files['train']}", f"task.data_files.test={pair_files['test']}",
+        f"hydra.run.dir={run_dir}", *TINY_TRAINING, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.output[-4000:]
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["test"] is None and metrics["validation"]["accuracy"] >= 0.0
+    lines = (run_dir / "RTE.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 31
+    assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
+    assert [line.split("\t")[0] for line in lines[1:]] == [str(i) for i in range(30)]
+    assert "Using device: CPU (" in result.output and "fp32" in result.output
+    assert "A man is performing music." in result.output
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("architecture", ["bert", "distilbert", "roberta", "xlnet", "deberta"])
+def test_every_architecture_fine_tunes_and_saves_label_names(architecture, tmp_path, topic_files, tiny_models):
+    from transformers import AutoConfig
+
+    cfg = compose_config(
+        f"model={architecture}", f"model.name_or_path={tiny_models[architecture]}",
+        f"task.data_files.train={topic_files['train']}", "task.validation_size=0.2", "task.examples=[]",
+        "hardware=cpu", *TINY_TRAINING, "trainer.num_train_epochs=1",
+    )
+    metrics = run(cfg, tmp_path)
+    assert metrics["test"] is None and 0.0 <= metrics["validation"]["accuracy"] <= 1.0
+    saved = AutoConfig.from_pretrained(tmp_path / "model")
+    assert saved.model_type == architecture
+    assert saved.id2label == dict(enumerate(TOPICS)) and saved.label2id == {name: i for i, name in enumerate(TOPICS)}
+    assert read_json(tmp_path / "metrics.json") == metrics
+
+
+def test_bad_data_stops_before_training_with_one_message(tmp_path, tiny_models):
+    (tmp_path / "train.csv").write_text("text,label\nfine text,World\nmore text,Wrld\n")
+    result = run_py(
+        f"model.name_or_path={tiny_models['bert']}", f"task.data_files.train={tmp_path / 'train.csv'}",
+        f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "row 2 has label 'Wrld'" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_missing_model_weights_is_named(tmp_path, topic_files, tiny_models):
+    empty = tmp_path / "model-without-weights"
+    empty.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (empty / name).write_bytes((tiny_models["bert"] / name).read_bytes())
+    cfg = compose_config(f"model.name_or_path={empty}", f"task.data_files.train={topic_files['train']}")
+    with pytest.raises(FinetuneError, match="has no weights"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_unreachable_hub_is_detected_and_the_local_route_shown(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # nothing listens there: as unreachable as the Hub offline
+    result = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output
+    assert "is unreachable" in output and "working offline" in output
+    assert "Could not load data set 'fancyzhx/ag_news' from the Hugging Face Hub" in output
+    assert "task.data_files.train=" in output and "model.name_or_path=" in output
+
+
+def test_hub_model_miss_offline_is_one_message(tmp_path, topic_files):
+    cfg = compose_config(
+        "model.name_or_path=some-org/not-cached-model", f"task.data_files.train={topic_files['train']}", "task.validation_size=0.2"
+    )
+    with pytest.raises(FinetuneError, match="Could not load tokenizer 'some-org/not-cached-model' from the Hugging Face Hub"):
+        run(cfg, tmp_path)
