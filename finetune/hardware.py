@@ -65,9 +65,10 @@ class Hardware(HardwareFields):
         import torch
 
         if self.on_gpu:
-            name = torch.cuda.get_device_name(torch.cuda.current_device())
-            return f"Using device: CUDA ({self.precision_used})\nGPU: {name}"
-        return f"Using device: CPU ({torch.get_num_threads()} threads, {self.precision_used})"
+            device = f"Using device: CUDA\nGPU: {torch.cuda.get_device_name(torch.cuda.current_device())}"
+        else:
+            device = f"Using device: CPU ({torch.get_num_threads()} threads)"
+        return f"{device}\nPrecision: {self.precision_used}"
 
     def tokenizer_processes(self, rows: int) -> Optional[int]:
         """Processes for tokenization: worth it only on data large enough to amortise the start-up."""

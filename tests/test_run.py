@@ -113,7 +113,7 @@ def test_pair_task_with_unlabeled_test_writes_predictions(tmp_path, pair_files, 
     assert lines[0] == "index\tprediction" and len(lines) == 31
     assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
     assert [line.split("\t")[0] for line in lines[1:]] == [str(i) for i in range(30)]
-    assert "Using device: CPU (" in result.output and "fp32" in result.output
+    assert "Using device: CPU (" in result.output and "Precision: fp32" in result.output
     assert "A man is performing music." in result.output
 
 
