@@ -75,6 +75,7 @@ class HardwareFields:
     pin_memory: bool = False
     fused_optimizer: bool = False
     torch_compile: bool = False
+    distributed: bool = False  # launched by torchrun / accelerate launch, one process per device
 
 
 @dataclass
@@ -118,8 +119,12 @@ def local_model_path(package: str, fallback: str) -> str:
 
 
 def register_resolvers() -> None:
+    from finetune.distributed import run_time
+
     if not OmegaConf.has_resolver("local_model"):
         OmegaConf.register_new_resolver("local_model", local_model_path)
+    if not OmegaConf.has_resolver("run_time"):
+        OmegaConf.register_new_resolver("run_time", run_time, use_cache=True)
 
 
 def _closest(key: str, valid: List[str]) -> str:

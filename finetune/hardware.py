@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from finetune.config import FinetuneError, HardwareFields
+from finetune.distributed import world_size
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,11 @@ class Hardware(HardwareFields):
         """The TrainingArguments this hardware setting implies (trainer.* settings win over them)."""
         import torch
 
+        if self.distributed and world_size() <= 1:
+            raise FinetuneError(
+                "hardware=ddp runs one process per device and needs a launcher: "
+                "torchrun --nproc_per_node=N run.py hardware=ddp ... (or accelerate launch run.py hardware=ddp ...)"
+            )
         cuda = torch.cuda.is_available()
         if self.device == "cuda" and not cuda:
             raise FinetuneError("hardware.device=cuda but PyTorch sees no CUDA GPU. Use hardware=auto or hardware=cpu.")
@@ -57,6 +63,8 @@ class Hardware(HardwareFields):
             args["tf32"] = True
         if on_gpu and self.fused_optimizer:
             args["optim"] = "adamw_torch_fused"
+        if world_size() > 1:
+            args["ddp_find_unused_parameters"] = False  # classifiers use every parameter: skip the search
         self.precision_used = precision
         self.on_gpu = on_gpu
         return args
@@ -68,7 +76,8 @@ class Hardware(HardwareFields):
             device = f"Using device: CUDA\nGPU: {torch.cuda.get_device_name(torch.cuda.current_device())}"
         else:
             device = f"Using device: CPU ({torch.get_num_threads()} threads)"
-        return f"{device}\nPrecision: {self.precision_used}"
+        processes = f"\nProcesses: {world_size()} (data parallel)" if world_size() > 1 else ""
+        return f"{device}\nPrecision: {self.precision_used}{processes}"
 
     def tokenizer_processes(self, rows: int) -> Optional[int]:
         """Processes for tokenization: worth it only on data large enough to amortise the start-up."""

@@ -40,7 +40,9 @@ class PretrainedClassifier(ModelFields):
         return tokenizer
 
     def check_folder(self) -> None:
-        """A local model folder without weights fails now, not after the data is tokenized."""
+        """A local model folder without weights (or a path that is no folder) fails now, not after tokenizing."""
+        if not self.is_local and self.name_or_path.startswith(("/", ".", "~")):  # a path, not a hub id
+            raise FinetuneError(f"model.name_or_path: no such folder: {self.name_or_path}")
         if self.is_local and not any((Path(self.name_or_path).expanduser() / f).exists() for f in WEIGHT_FILES):
             raise FinetuneError(
                 f"The model folder {self.name_or_path} has no weights ({' or '.join(WEIGHT_FILES[::2])}); "

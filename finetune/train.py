@@ -51,14 +51,15 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]
     from transformers import pipeline, set_seed
 
     from finetune.data import LABEL
-    from finetune.trainer import best_validation_metrics, build_trainer, training_arguments, without_prefix
+    from finetune.trainer import best_validation_metrics, build_trainer, log_hparams, training_arguments, without_prefix
 
     hardware_args = hardware.resolve()
     log.info(hardware.describe())
     args = training_arguments(cfg.trainer, hardware_args, run_dir)
     tokenizer = source.load_tokenizer()
     task.check_max_length(tokenizer, source.name_or_path)
-    encoded = task.tokenize(splits, tokenizer, hardware.tokenizer_processes(len(splits["train"])))
+    with args.main_process_first(desc="tokenization"):  # other ranks then read rank 0's cache
+        encoded = task.tokenize(splits, tokenizer, hardware.tokenizer_processes(len(splits["train"])))
 
     set_seed(cfg.seed)  # before the classification head is initialised
     model = source.load_model(task.label_names, tokenizer)
@@ -83,12 +84,14 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]
             metrics["test"] = without_prefix(trainer.evaluate(encoded["test"], metric_key_prefix="test"), "test")
         else:  # e.g. GLUE: labels are withheld, so predict and write a submission file
             output = trainer.predict(encoded["test"].remove_columns(LABEL))
-            task.write_predictions(run_dir / task.predictions_file, output.predictions.argmax(axis=-1).tolist())
-            log.info("Test split is unlabeled: wrote %d predictions to %s", len(encoded["test"]), run_dir / task.predictions_file)
+            if trainer.is_world_process_zero():
+                task.write_predictions(run_dir / task.predictions_file, output.predictions.argmax(axis=-1).tolist())
+                log.info("Test split is unlabeled: wrote %d predictions to %s", len(encoded["test"]), run_dir / task.predictions_file)
 
     if trainer.is_world_process_zero():
         save_model(trainer, run_dir / "model")
         write_json(run_dir / "metrics.json", metrics)
+        log_hparams(run_dir / "logs", cfg, _choices(), metrics)
     log.info("Validation (best model): %s", _rounded(metrics["validation"]))
     if metrics["test"] is not None:
         log.info("Test: %s", _rounded(metrics["test"]))
@@ -100,6 +103,16 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]
         for example, scores in zip(task.examples, classify(_pipeline_inputs(task.examples))):
             log.info("  %s\n    %s", example, [{"label": s["label"], "score": round(s["score"], 3)} for s in scores])
     return metrics
+
+
+def _choices() -> Dict[str, str]:
+    """The presets this run was composed from (task, model, ...), when Hydra composed it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {group: str(choices[group]) for group in ("task", "model", "trainer", "hardware") if group in choices}
 
 
 def _pipeline_inputs(examples: List[Any]) -> List[Any]:

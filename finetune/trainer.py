@@ -63,3 +63,22 @@ def best_validation_metrics(trainer) -> Dict[str, float]:
             if entry.get("step") == step and "eval_loss" in entry:
                 return without_prefix({k: v for k, v in entry.items() if k.startswith("eval_")}, "eval")
     return without_prefix(trainer.evaluate(), "eval")
+
+
+HPARAMS = ("learning_rate", "per_device_train_batch_size", "num_train_epochs", "weight_decay", "warmup_steps", "seed")
+
+
+def log_hparams(log_dir: Path, cfg: DictConfig, names: Mapping[str, str], metrics: Mapping[str, Any]) -> None:
+    """Record the run's hyperparameters with its final scores for TensorBoard's HParams tab."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    hparams = {key: cfg.trainer.get(key) for key in HPARAMS if cfg.trainer.get(key) is not None}
+    hparams.update(names, name_or_path=cfg.model.name_or_path, max_length=cfg.task.max_length)
+    scores = {
+        f"hparams/{split}_{name}": value
+        for split in ("validation", "test")
+        for name, value in (metrics.get(split) or {}).items()
+        if name in ("accuracy", "f1", "loss")
+    }
+    with SummaryWriter(log_dir=str(log_dir)) as writer:
+        writer.add_hparams(hparams, scores, run_name=".")  # "." keeps it in the run's own log folder
