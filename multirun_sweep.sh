@@ -1,9 +1,39 @@
 #!/usr/bin/env bash
-# The standard comparison: every model preset on a task, one Hydra multirun.
-#   ./multirun_sweep.sh [TASK] [extra Hydra overrides...]
-#   ./multirun_sweep.sh rte trainer.num_train_epochs=5
+# The standard comparison: models x tasks x seeds as one Hydra sweep, ending with its
+# leaderboard (summary.md / summary.csv in the sweep folder).
 set -euo pipefail
-cd "$(dirname "$0")"
-task="${1:-ag_news}"
-shift || true
-exec python run.py -m task="$task" model=distilbert,bert,roberta,xlnet,deberta "$@"
+
+usage() {
+  cat <<USAGE
+Usage: $(basename "$0") [-m MODELS] [-t TASKS] [-s SEEDS] [HYDRA_OVERRIDE ...]
+
+Fine-tunes every model on every task with every seed (python run.py -m ...), then prints
+the leaderboard. Lists are comma-separated. Options win over environment variables:
+
+  -m MODELS   model presets        (env MODELS, default: distilbert,bert,roberta,xlnet,deberta)
+  -t TASKS    task presets         (env TASKS,  default: ag_news)
+  -s SEEDS    seeds                (env SEEDS,  default: 42)
+  -h          this help
+
+Any further arguments are Hydra overrides, passed through to every job, for example:
+  $(basename "$0") -t rte -s 1,2,3 trainer.num_train_epochs=5
+  $(basename "$0") -m minilm task.data_files.train=data/train.csv task.max_train_samples=2000
+  $(basename "$0") hydra/launcher=slurm hydra.launcher.partition=gpu
+USAGE
+}
+
+models="${MODELS:-distilbert,bert,roberta,xlnet,deberta}"
+tasks="${TASKS:-ag_news}"
+seeds="${SEEDS:-42}"
+while getopts "m:t:s:h" option; do
+  case "$option" in
+    m) models="$OPTARG" ;;
+    t) tasks="$OPTARG" ;;
+    s) seeds="$OPTARG" ;;
+    h) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+shift $((OPTIND - 1))
+
+exec "${PYTHON:-python}" "$(dirname "$0")/run.py" -m model="$models" task="$tasks" seed="$seeds" "$@"

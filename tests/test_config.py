@@ -153,3 +153,32 @@ def test_unknown_preset_lists_the_available_ones(tmp_path):
     result = run_py("model=bret", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 1
     assert "Could not find 'model/bret'" in result.stderr and "bert" in result.stderr and "deberta" in result.stderr
+
+
+def compose_with_hydra(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_experiment_presets_pin_a_whole_sweep():
+    models = compose_with_hydra("experiment=ag_news_models")
+    assert models.hydra.mode.name == "MULTIRUN" and models.task.path == "fancyzhx/ag_news"
+    assert models.hydra.sweeper.params.model == "distilbert,bert,roberta,xlnet,deberta"
+    seeds = compose_with_hydra("experiment=rte_seeds")
+    assert seeds.task.name == "rte" and seeds.model.name_or_path == "roberta-base"
+    assert seeds.hydra.sweeper.params.seed == "1,2,3,4,5" and seeds.trainer.num_train_epochs == 10
+    validate(seeds)
+
+
+def test_sweep_and_run_folders_are_named_after_model_and_task():
+    cfg = compose_with_hydra()
+    assert cfg.hydra.run.dir.startswith("outputs/${run_time:") and cfg.hydra.run.dir.endswith("_${hydra:runtime.choices.task}")
+    assert cfg.hydra.sweep.subdir == "${hydra:job.num}_${hydra:runtime.choices.model}_${hydra:runtime.choices.task}"
+    assert cfg.hydra.callbacks.leaderboard._target_ == "finetune.leaderboard.Leaderboard"
+
+
+def test_slurm_launcher_preset_documents_the_cluster_knobs():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    launcher = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu").hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert (launcher.gpus_per_node, launcher.timeout_min, launcher.array_parallelism) == (1, 240, 8)
