@@ -171,10 +171,11 @@ def test_experiment_presets_pin_a_whole_sweep():
 
 
 def test_sweep_and_run_folders_are_named_after_model_and_task():
-    cfg = compose_with_hydra()
-    assert cfg.hydra.run.dir.startswith("outputs/${run_time:") and cfg.hydra.run.dir.endswith("_${hydra:runtime.choices.task}")
-    assert cfg.hydra.sweep.subdir == "${hydra:job.num}_${hydra:runtime.choices.model}_${hydra:runtime.choices.task}"
-    assert cfg.hydra.callbacks.leaderboard._target_ == "finetune.leaderboard.Leaderboard"
+    hydra = compose_with_hydra().hydra
+    run_dir, subdir = OmegaConf.to_container(hydra.run)["dir"], OmegaConf.to_container(hydra.sweep)["subdir"]
+    assert run_dir == "outputs/${run_time:%Y-%m-%d_%H-%M-%S}_${hydra:runtime.choices.model}_${hydra:runtime.choices.task}"
+    assert subdir == "${hydra:job.num}_${hydra:runtime.choices.model}_${hydra:runtime.choices.task}"
+    assert hydra.callbacks.leaderboard._target_ == "finetune.leaderboard.Leaderboard"
 
 
 def test_slurm_launcher_preset_documents_the_cluster_knobs():
