@@ -37,7 +37,7 @@ class Hardware(HardwareFields):
         if self.distributed and world_size() <= 1:
             raise FinetuneError(
                 "hardware=ddp runs one process per device and needs a launcher: "
-                "torchrun --nproc_per_node=N run.py hardware=ddp ... (or accelerate launch run.py hardware=ddp ...)"
+                "torchrun --nproc_per_node=N run.py hardware=ddp ... (or accelerate launch --multi_gpu --num_processes N run.py hardware=ddp ...)"
             )
         cuda = torch.cuda.is_available()
         if self.device == "cuda" and not cuda:

@@ -155,3 +155,22 @@ def test_ddp_preset_without_a_launcher_says_how_to_launch(tmp_path, topic_files,
     )
     assert result.returncode == 1
     assert "torchrun --nproc_per_node=N run.py hardware=ddp" in result.stdout + result.stderr
+
+
+def test_nothing_of_a_finished_job_stays_in_memory(tmp_path, topic_files, tiny_models):
+    import gc
+
+    from hydra import compose, initialize_config_dir
+    from transformers import PreTrainedModel, Trainer
+
+    from finetune.config import register_configs, register_resolvers
+    from finetune.launch import release_memory
+    from finetune.train import run
+
+    register_configs()
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=data_args(topic_files, tiny_models))
+    run(cfg, tmp_path)
+    release_memory()
+    assert not [o for o in gc.get_objects() if isinstance(o, (Trainer, PreTrainedModel))]
