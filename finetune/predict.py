@@ -5,8 +5,8 @@
     python -m finetune.predict outputs/<run> --input test.csv --output predictions.csv
 
 Texts are tokenized once, sorted by length and batched, so each batch pads only to its own
-longest text; the model runs under ``torch.inference_mode`` in half precision on a GPU and
-with bf16 autocast on CPUs that compute bf16 natively. Results come back in input order.
+longest text; the model runs under ``torch.inference_mode``, with half-precision autocast
+on a GPU and bf16 autocast on CPUs that compute bf16 natively. Results come back in input order.
 """
 
 import argparse
@@ -72,10 +72,9 @@ class Predictor:
         if precision == "fp16" and not on_gpu:
             raise FinetuneError("--precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32.")
         self.precision = precision
-        if on_gpu and precision != "fp32":  # GPUs: the whole model in half precision
-            self.model.to(torch.bfloat16 if precision == "bf16" else torch.float16)
-        # CPUs: bf16 autocast keeps the weights in fp32 and runs the matrix products in bf16
-        self.autocast = not on_gpu and precision == "bf16"
+        # Autocast runs the matrix products in half precision and leaves the weights as they
+        # are, so a model shared with a Trainer (or saved later) is not changed.
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
     @classmethod
     def load(cls, path: Union[str, Path], device: Optional[str] = None, **options: Any) -> "Predictor":
@@ -122,7 +121,8 @@ class Predictor:
             rows = order[start : start + self.batch_size]
             batch = self.tokenizer.pad([{k: encoded[k][i] for k in encoded} for i in rows], return_tensors="pt")
             batch = {k: v.to(self.model.device) for k, v in batch.items()}
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            autocast = torch.autocast(self.model.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+            with torch.inference_mode(), autocast:
                 logits = self.model(**batch).logits
             result[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         return result

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -45,12 +46,13 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]
         go_offline_if_unreachable()
 
     # Data first: its errors (and, offline, a missing hub data set) surface before the slow imports.
+    started = time.perf_counter()
     splits = task.load(seed=cfg.seed)
-    log.info(task.summary(splits))
+    log.info("%s\nLoaded and checked in %.1f s", task.summary(splits), time.perf_counter() - started)
 
     from transformers import pipeline, set_seed
 
-    from finetune.data import LABEL
+    from finetune.predict import Predictor
     from finetune.trainer import best_validation_metrics, build_trainer, log_hparams, training_arguments, without_prefix
 
     hardware_args = hardware.resolve()
@@ -58,8 +60,10 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]
     args = training_arguments(cfg.trainer, hardware_args, run_dir)
     tokenizer = source.load_tokenizer()
     task.check_max_length(tokenizer, source.name_or_path)
+    started = time.perf_counter()
     with args.main_process_first(desc="tokenization"):  # other ranks then read rank 0's cache
         encoded = task.tokenize(splits, tokenizer, hardware.tokenizer_processes(len(splits["train"])))
+    log.info("Tokenized in %.1f s (cached by datasets: a rerun on the same data and tokenizer skips it)", time.perf_counter() - started)
 
     set_seed(cfg.seed)  # before the classification head is initialised
     model = source.load_model(task.label_names, tokenizer)
@@ -77,16 +81,22 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]
             "epochs": result.metrics.get("epoch"),
             "steps": result.global_step,
             "samples": len(encoded["train"]),
+            # on this process; real / computed tokens: the share of the compute spent on text, not padding
+            "tokens": trainer.real_tokens,
+            "padding_efficiency": trainer.real_tokens / max(trainer.computed_tokens, 1),
         },
     }
     if "test" in encoded:
         if task.is_labeled(encoded["test"]):
             metrics["test"] = without_prefix(trainer.evaluate(encoded["test"], metric_key_prefix="test"), "test")
-        else:  # e.g. GLUE: labels are withheld, so predict and write a submission file
-            output = trainer.predict(encoded["test"].remove_columns(LABEL))
-            if trainer.is_world_process_zero():
-                task.write_predictions(run_dir / task.predictions_file, output.predictions.argmax(axis=-1).tolist())
-                log.info("Test split is unlabeled: wrote %d predictions to %s", len(encoded["test"]), run_dir / task.predictions_file)
+        elif trainer.is_world_process_zero():  # e.g. GLUE: labels are withheld, so predict and write a submission file
+            # The Predictor keeps input order (the Trainer's length-grouped evaluation does not).
+            predictor = Predictor(trainer.model, tokenizer, max_length=task.max_length, precision=hardware.precision_used)
+            columns = splits["test"].select_columns(list(task.text_fields))[:]
+            texts = [columns[f] for f in task.text_fields]
+            predicted = predictor.probabilities(texts[0] if len(texts) == 1 else list(zip(*texts))).argmax(axis=-1)
+            task.write_predictions(run_dir / task.predictions_file, predicted.tolist())
+            log.info("Test split is unlabeled: wrote %d predictions to %s", len(predicted), run_dir / task.predictions_file)
 
     if trainer.is_world_process_zero():
         save_model(trainer, run_dir / "model")

@@ -40,7 +40,19 @@ def training_arguments(trainer_cfg: DictConfig, hardware_args: Mapping[str, Any]
 def build_trainer(args, model, tokenizer, train_dataset, eval_dataset):
     from transformers import DataCollatorWithPadding, Trainer
 
-    return Trainer(
+    class TokenCountingTrainer(Trainer):
+        """A Trainer that also counts real and padded tokens: padding is computation wasted."""
+
+        real_tokens = computed_tokens = 0
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            mask = inputs.get("attention_mask")
+            if mask is not None:
+                self.real_tokens += int(mask.sum())
+                self.computed_tokens += mask.numel()
+            return super().training_step(model, inputs, *args, **kwargs)
+
+    return TokenCountingTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,

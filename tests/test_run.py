@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from finetune.config import FinetuneError, register_configs, register_resolvers
 from finetune.train import run
-from tests.conftest import REPO, TOPICS, read_json, read_scalars
+from tests.conftest import REPO, TOPICS, pair_rows, read_json, read_scalars
 
 register_configs()
 register_resolvers()
@@ -113,6 +113,11 @@ def test_pair_task_with_unlabeled_test_writes_predictions(tmp_path, pair_files, 
     assert lines[0] == "index\tprediction" and len(lines) == 31
     assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
     assert [line.split("\t")[0] for line in lines[1:]] == [str(i) for i in range(30)]
+    from finetune.predict import Predictor  # the predictions belong to the rows in file order
+
+    rows = pair_rows(30, seed=4, labeled=False)
+    expected = Predictor.load(run_dir, precision="fp32")([(r["sentence1"], r["sentence2"]) for r in rows], top_k=1)
+    assert [line.split("\t")[1] for line in lines[1:]] == [e[0]["label"] for e in expected]
     assert "Using device: CPU (" in result.output and "Precision: fp32" in result.output
     assert "A man is performing music." in result.output
 
