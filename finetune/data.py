@@ -156,12 +156,19 @@ class TextClassificationData(TaskFields):
         def encode(batch: Dict[str, List]) -> Dict[str, List]:
             return tokenizer(*(batch[f] for f in self.text_fields), truncation=True, max_length=self.max_length)
 
-        return splits.map(
-            encode,
-            batched=True,
-            num_proc=num_proc,
-            remove_columns=[c for c in splits["train"].column_names if c != LABEL],
-            desc="Tokenizing",
+        from datasets import DatasetDict
+
+        return DatasetDict(
+            {
+                name: split.map(
+                    encode,
+                    batched=True,
+                    num_proc=num_proc,
+                    remove_columns=[c for c in split.column_names if c != LABEL],  # splits may differ (GLUE's test)
+                    desc=f"Tokenizing {name}",
+                )
+                for name, split in splits.items()
+            }
         )
 
     def write_predictions(self, path: Path, label_ids: List[int]) -> None:

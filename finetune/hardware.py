@@ -28,6 +28,19 @@ def cpu_has_native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
+def resolve_precision(precision: str, on_gpu: bool, setting: str) -> str:
+    """``auto`` becomes bf16 (fp16 on GPUs without it) where the hardware computes it natively, else fp32."""
+    import torch
+
+    if precision == "auto":
+        if on_gpu:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if precision == "fp16" and not on_gpu:
+        raise FinetuneError(f"{setting}=fp16 needs a CUDA GPU; on a CPU use bf16 or fp32.")
+    return precision
+
+
 @dataclass
 class Hardware(HardwareFields):
     def resolve(self) -> Dict[str, Any]:
@@ -43,14 +56,7 @@ class Hardware(HardwareFields):
         if self.device == "cuda" and not cuda:
             raise FinetuneError("hardware.device=cuda but PyTorch sees no CUDA GPU. Use hardware=auto or hardware=cpu.")
         on_gpu = cuda and self.device != "cpu"
-        precision = self.precision
-        if precision == "auto":
-            if on_gpu:
-                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-            else:
-                precision = "bf16" if cpu_has_native_bf16() else "fp32"
-        if precision == "fp16" and not on_gpu:
-            raise FinetuneError("hardware.precision=fp16 needs a CUDA GPU; on a CPU use bf16 or fp32.")
+        precision = resolve_precision(self.precision, on_gpu, "hardware.precision")
         args: Dict[str, Any] = {
             "use_cpu": not on_gpu,
             "bf16": precision == "bf16",

@@ -58,20 +58,12 @@ class Predictor:
     def __init__(self, model, tokenizer, batch_size: int = 64, max_length: Optional[int] = None, precision: str = "auto"):
         import torch
 
-        from finetune.hardware import cpu_has_native_bf16
+        from finetune.hardware import resolve_precision
 
         self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
         self.max_length = max_length or min(tokenizer.model_max_length, 512)
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        on_gpu = model.device.type == "cuda"
-        if precision == "auto":
-            if on_gpu:
-                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-            else:
-                precision = "bf16" if cpu_has_native_bf16() else "fp32"
-        if precision == "fp16" and not on_gpu:
-            raise FinetuneError("--precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32.")
-        self.precision = precision
+        self.precision = precision = resolve_precision(precision, model.device.type == "cuda", "--precision")
         # Autocast runs the matrix products in half precision and leaves the weights as they
         # are, so a model shared with a Trainer (or saved later) is not changed.
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)

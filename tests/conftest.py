@@ -64,8 +64,9 @@ def pair_rows(n: int, seed: int, labeled: bool = True) -> List[Dict[str, str]]:
         first = " ".join(rng.sample(PAIR_WORDS, 5))
         second = " ".join(rng.sample(PAIR_WORDS, 3) + ["yes" if entailed else "no"])
         row = {"index": str(i), "sentence1": ('"' if i % 7 == 0 else "") + first, "sentence2": second}
-        if labeled:
+        if labeled:  # like GLUE's train.tsv: the label name, and (an extra column) its id
             row["label"] = "entailment" if entailed else "not_entailment"
+            row["label_id"] = str(int(not entailed))
         rows.append(row)
     return rows
 
