@@ -3,6 +3,7 @@
 import logging
 import os
 import socket
+import sys
 from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,7 @@ def go_offline_if_unreachable(timeout: float = 3.0) -> None:
     """Switch the Hub libraries to offline mode when the Hub cannot be reached.
 
     Without this, every hub lookup retries for tens of seconds before failing. In offline
-    mode, what is in the local cache still loads and the rest fails at once. Must run
-    before huggingface_hub is imported: it reads HF_HUB_OFFLINE at import time.
+    mode, what is in the local cache still loads and the rest fails at once.
     """
     if offline():
         return
@@ -36,6 +36,10 @@ def go_offline_if_unreachable(timeout: float = 3.0) -> None:
     except OSError as error:
         log.warning("The Hugging Face Hub (%s) is unreachable (%s): working offline, from local files and the cache.", host, error)
         os.environ["HF_HUB_OFFLINE"] = "1"
+        # Already imported (by an earlier job of a sweep), the libraries hold their own copy.
+        for module in ("huggingface_hub.constants", "datasets.config"):
+            if module in sys.modules:
+                sys.modules[module].HF_HUB_OFFLINE = True
 
 
 def hub_failure(what: str, name: str, error: Exception) -> str:

@@ -1,5 +1,6 @@
 """The `trainer` group: TrainingArguments from the config, a Trainer with dynamic padding and metrics."""
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
@@ -38,7 +39,21 @@ def training_arguments(trainer_cfg: DictConfig, hardware_args: Mapping[str, Any]
 
 
 def build_trainer(args, model, tokenizer, train_dataset, eval_dataset):
-    from transformers import DataCollatorWithPadding, Trainer
+    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback
+
+    class StopOnNonFiniteLoss(TrainerCallback):
+        """Training on after the loss became NaN or inf only produces garbage: stop, and say where."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            # The Trainer leaves non-finite losses out of the logged mean; the gradient norm still shows them.
+            for key, what in (("loss", "training loss"), ("grad_norm", "gradient norm")):
+                value = (logs or {}).get(key)
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise FinetuneError(
+                        f"The {what} became {value} at step {state.global_step} (learning rate "
+                        f"{logs.get('learning_rate', args.learning_rate):.3g}). Lower trainer.learning_rate, "
+                        "or use hardware.precision=fp32 if half precision overflows."
+                    )
 
     class TokenCountingTrainer(Trainer):
         """A Trainer that also counts real and padded tokens: padding is computation wasted."""
@@ -60,6 +75,7 @@ def build_trainer(args, model, tokenizer, train_dataset, eval_dataset):
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),  # pads each batch to its own longest row
         compute_metrics=compute_metrics,
+        callbacks=[StopOnNonFiniteLoss()],
     )
 
 

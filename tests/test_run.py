@@ -186,3 +186,29 @@ def test_hub_model_miss_offline_is_one_message(tmp_path, topic_files):
     )
     with pytest.raises(FinetuneError, match="Could not load tokenizer 'some-org/not-cached-model' from the Hugging Face Hub"):
         run(cfg, tmp_path)
+
+
+def test_a_loss_that_diverges_stops_the_run_and_names_the_step(tmp_path, topic_files, tiny_models):
+    cfg = compose_config(
+        f"model.name_or_path={tiny_models['bert']}", f"task.data_files.train={topic_files['train']}", "task.validation_size=0.2",
+        "task.examples=[]", "hardware=cpu", *TINY_TRAINING, "trainer.learning_rate=1e12", "trainer.max_grad_norm=0",
+    )
+    with pytest.raises(FinetuneError, match=r"The (training loss|gradient norm) became (nan|inf) at step \d+ \(learning rate .*Lower trainer.learning_rate"):
+        run(cfg, tmp_path)
+    assert not (tmp_path / "model").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_going_offline_also_reaches_libraries_imported_earlier(monkeypatch):
+    """In a sweep, an earlier job has imported the hub libraries: they must go offline too."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    from finetune.hub import go_offline_if_unreachable
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    go_offline_if_unreachable()
+    assert huggingface_hub.constants.is_offline_mode() and datasets.config.HF_HUB_OFFLINE
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
