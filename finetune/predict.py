@@ -126,26 +126,23 @@ class Predictor:
 
 def read_table(path: Path):
     """A CSV, TSV (GLUE style, unquoted), JSON / JSONL or Parquet file as a pandas DataFrame."""
-    import csv
-
     import pandas as pd
+
+    from finetune.data import LOCAL_FORMATS
 
     suffix = path.suffix.lower()
     if not path.is_file():
         raise FinetuneError(f"--input: no such file: {path}")
+    if suffix not in LOCAL_FORMATS:
+        raise FinetuneError(f"--input: cannot read '{suffix}' files; use one of {', '.join(LOCAL_FORMATS)}.")
+    builder, options = LOCAL_FORMATS[suffix]
     try:
-        if suffix == ".csv":
-            frame = pd.read_csv(path, keep_default_na=False)
-        elif suffix == ".tsv":
-            frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
-        elif suffix in (".json", ".jsonl"):
+        if builder == "csv":  # the same reader options as training data: TSV unquoted, no NaN words
+            frame = pd.read_csv(path, **options)
+        elif builder == "json":
             frame = pd.read_json(path, lines=suffix == ".jsonl" or path.read_text(encoding="utf-8").lstrip()[:1] != "[")
-        elif suffix == ".parquet":
-            frame = pd.read_parquet(path)
         else:
-            raise FinetuneError(f"--input: cannot read '{suffix}' files; use .csv, .tsv, .json, .jsonl or .parquet.")
-    except FinetuneError:
-        raise
+            frame = pd.read_parquet(path)
     except (pd.errors.EmptyDataError, ValueError, UnicodeDecodeError, OSError) as error:
         if path.stat().st_size == 0:
             raise FinetuneError(f"--input: {path} is empty.") from error
