@@ -111,6 +111,15 @@ def _open(node: DictConfig) -> DictConfig:
     return node
 
 
+def with_schemas(cfg: DictConfig) -> DictConfig:
+    """A config read back from a run folder's YAML, typed again as Hydra composed it (nested dataclasses)."""
+    typed = cfg.copy()
+    for group, schema in GROUP_SCHEMAS.items():
+        if group in typed:
+            typed[group] = OmegaConf.merge(_open(OmegaConf.structured(schema)), typed[group])
+    return typed
+
+
 def local_model_path(package: str, fallback: str) -> str:
     """Resolver ``${local_model:package,hub_id}``: the folder a model package ships, else the hub id."""
     if importlib.util.find_spec(package) is None:
@@ -120,11 +129,16 @@ def local_model_path(package: str, fallback: str) -> str:
 
 def register_resolvers() -> None:
     from finetune.distributed import run_time
+    from finetune.resume import hydra_output_subdir, resume_run_dir
 
-    if not OmegaConf.has_resolver("local_model"):
-        OmegaConf.register_new_resolver("local_model", local_model_path)
-    if not OmegaConf.has_resolver("run_time"):
-        OmegaConf.register_new_resolver("run_time", run_time, use_cache=True)
+    for name, resolver, use_cache in (
+        ("local_model", local_model_path, False),
+        ("run_time", run_time, True),
+        ("resume_run_dir", resume_run_dir, False),
+        ("hydra_output_subdir", hydra_output_subdir, False),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=use_cache)
 
 
 def _closest(key: str, valid: List[str]) -> str:

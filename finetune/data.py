@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from finetune.config import FinetuneError, TaskFields
+from finetune.files import write_text
 from finetune.hub import hub_failure
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ class TextClassificationData(TaskFields):
     def write_predictions(self, path: Path, label_ids: List[int]) -> None:
         """A GLUE-style submission file: ``index`` and ``prediction`` (the label name)."""
         rows = "".join(f"{i}\t{self.label_names[label]}\n" for i, label in enumerate(label_ids))
-        path.write_text("index\tprediction\n" + rows, encoding="utf-8")
+        write_text(path, "index\tprediction\n" + rows)
 
 
 def label_array(ds):

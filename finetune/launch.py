@@ -21,23 +21,35 @@ def run_job(cfg: DictConfig) -> Optional[float]:
 
     A single run that fails on bad input prints one message and exits 1. In a sweep, a
     failed job is recorded in its folder (``failed.json``, read by the leaderboard) and the
-    sweep goes on with the next job.
+    sweep goes on with the next job. SIGINT / SIGTERM stop either after a checkpoint is saved
+    (exit 130 / 143).
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from finetune.distributed import quiet_replica_logging
-    from finetune.train import run, write_json
+    from finetune.files import write_json
+    from finetune.resume import resumed_config
+    from finetune.train import run
+    from finetune.trainer import StoppedBySignal
 
     quiet_replica_logging()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
+        if cfg.resume:
+            cfg = resumed_config(cfg, run_dir, hydra_cfg.overrides.task)
         metrics = run(cfg, run_dir)
         return metrics["validation"].get(cfg.task.metric_for_best_model)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training: stop now
+        log.error("Interrupted: the run in %s did not finish.", run_dir)
+        sys.exit(130)
     except Exception as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        if isinstance(error, StoppedBySignal):  # asked to stop: a sweep stops too
+            log.error("%s", error)
+            sys.exit(error.exit_code)
         if hydra_cfg.mode != RunMode.MULTIRUN:
             if isinstance(error, FinetuneError):
                 log.error("%s", error)

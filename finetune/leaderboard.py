@@ -14,6 +14,7 @@ from typing import Any, Dict, List
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from finetune.files import replaced_atomically, write_text
 from finetune.launch import FAILED_FILE
 
 log = logging.getLogger("finetune")
@@ -80,7 +81,7 @@ def write_leaderboard(sweep_dir: Path) -> List[Dict[str, Any]]:
     """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``; return the ranked rows."""
     jobs = [p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()]
     rows = rank([job_row(p) for p in jobs])
-    with (sweep_dir / "summary.csv").open("w", newline="", encoding="utf-8") as f:
+    with replaced_atomically(sweep_dir / "summary.csv") as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -93,7 +94,7 @@ def write_leaderboard(sweep_dir: Path) -> List[Dict[str, Any]]:
         result = OmegaConf.load(best)
         params = " ".join(f"{k}={v}" for k, v in result.best_params.items())
         text += f"\nBest parameters (Optuna): `{params}` with validation score {result.best_value:.4f}\n"
-    (sweep_dir / "summary.md").write_text(text, encoding="utf-8")
+    write_text(sweep_dir / "summary.md", text)
     return rows
 
 

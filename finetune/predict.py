@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from finetune.config import FinetuneError
+from finetune.files import replaced_atomically, write_json
 
 Text = Union[str, Tuple[str, str]]  # a text, or a (first, second) pair
 Scores = List[Dict[str, Any]]  # [{"label": name, "score": p}, ...], best first
@@ -156,19 +157,18 @@ def write_table(frame, path: Path) -> None:
     import csv
 
     suffix = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        frame.to_csv(path, index=False)
-    elif suffix == ".tsv":
-        frame.to_csv(path, sep="\t", index=False, quoting=csv.QUOTE_NONE, escapechar="\\")
-    elif suffix == ".jsonl":
-        frame.to_json(path, orient="records", lines=True, force_ascii=False)
-    elif suffix == ".json":
-        frame.to_json(path, orient="records", force_ascii=False)
-    elif suffix == ".parquet":
-        frame.to_parquet(path, index=False)
-    else:
+    writers = {
+        ".csv": lambda target: frame.to_csv(target, index=False),
+        ".tsv": lambda target: frame.to_csv(target, sep="\t", index=False, quoting=csv.QUOTE_NONE, escapechar="\\"),
+        ".jsonl": lambda target: frame.to_json(target, orient="records", lines=True, force_ascii=False),
+        ".json": lambda target: frame.to_json(target, orient="records", force_ascii=False),
+        ".parquet": lambda target: frame.to_parquet(target, index=False),
+    }
+    if suffix not in writers:
         raise FinetuneError(f"--output: cannot write '{suffix}' files; use .csv, .tsv, .json, .jsonl or .parquet.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replaced_atomically(path) as tmp:
+        writers[suffix](tmp)
 
 
 def label_ids(values: Sequence[Any], labels: List[str]) -> List[int]:
@@ -230,7 +230,7 @@ def classify_file(predictor: Predictor, frame, truth: Optional[List[int]], outpu
         return None
     metrics = evaluate(truth, predicted.tolist(), predictor.labels)
     metrics_path = output_path.with_name(output_path.stem + ".metrics.json")
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_json(metrics_path, metrics)
     return metrics
 
 

@@ -1,9 +1,7 @@
 """One fine-tuning run, start to finish: config in, run folder out."""
 
-import json
 import logging
-import os
-import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -11,26 +9,18 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig
 
 from finetune.config import validate
+from finetune.distributed import rank
+from finetune.files import replaced_atomically, write_json
 from finetune.hub import go_offline_if_unreachable
+from finetune.resume import latest_checkpoint
 
 log = logging.getLogger(__name__)
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write to a temporary name, then rename: a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def save_model(trainer, path: Path) -> None:
-    """Save model and tokenizer beside ``path``, then move them in place, so ``path`` is complete or absent."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    """Save model and tokenizer so that ``path`` is either complete or absent."""
+    with replaced_atomically(path) as tmp:
+        trainer.save_model(str(tmp))
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]:
@@ -38,6 +28,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]
     from hydra.utils import instantiate
 
     validate(cfg)  # config mistakes fail here, before heavy imports and downloads
+    checkpoint = latest_checkpoint(run_dir, remove_incomplete=rank() == 0) if cfg.get("resume") else None
     task = instantiate(cfg.task, _convert_="object")
     source = instantiate(cfg.model, _convert_="object")
     hardware = instantiate(cfg.hardware, _convert_="object")
@@ -53,10 +44,12 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]
     from transformers import pipeline, set_seed
 
     from finetune.predict import Predictor
-    from finetune.trainer import best_validation_metrics, build_trainer, log_hparams, training_arguments, without_prefix
+    from finetune.trainer import StoppedBySignal, best_validation_metrics, build_trainer, log_hparams, mean_training_loss, training_arguments, without_prefix
 
     hardware_args = hardware.resolve()
     log.info(hardware.describe())
+    if checkpoint:
+        log.info("Resuming from %s", checkpoint)
     args = training_arguments(cfg.trainer, hardware_args, run_dir)
     tokenizer = source.load_tokenizer()
     task.check_max_length(tokenizer, source.name_or_path)
@@ -68,7 +61,13 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]
     set_seed(cfg.seed)  # before the classification head is initialised
     model = source.load_model(task.label_names, tokenizer)
     trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"])
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer.stop.signum is not None:
+        raise StoppedBySignal(
+            f"Stopped by {signal.Signals(trainer.stop.signum).name} at step {trainer.state.global_step}; checkpoint saved in "
+            f"{run_dir / 'checkpoints'}. Continue with: python run.py resume={run_dir}",
+            trainer.stop.signum,
+        )
 
     metrics: Dict[str, Optional[Dict[str, float]]] = {
         "validation": best_validation_metrics(trainer),
@@ -77,7 +76,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]
             "runtime_s": result.metrics["train_runtime"],
             "samples_per_second": result.metrics["train_samples_per_second"],
             "steps_per_second": result.metrics["train_steps_per_second"],
-            "loss": result.metrics["train_loss"],
+            "loss": mean_training_loss(trainer),
             "epochs": result.metrics.get("epoch"),
             "steps": result.global_step,
             "samples": len(encoded["train"]),

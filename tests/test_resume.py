@@ -1,0 +1,112 @@
+"""Stopping and resuming through the real run.py: killed, interrupted, resumed, same numbers."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, read_json
+from tests.test_run import TINY_TRAINING, run_py, topic_args
+
+# 12 epochs of 20 steps, a checkpoint and an evaluation every 10 steps: long enough to stop mid-epoch.
+RESUMABLE = [
+    *TINY_TRAINING, "hardware=cpu", "task.examples=[]", "trainer.num_train_epochs=12", "trainer.save_total_limit=2",
+    "trainer.save_strategy=steps", "trainer.eval_strategy=steps", "trainer.save_steps=10", "trainer.eval_steps=10",
+]
+FINAL = {"validation": ("loss", "accuracy", "f1"), "test": ("loss", "accuracy", "f1"), "train": ("loss", "steps", "tokens")}
+
+
+def resumable_args(topic_files, tiny_models, run_dir: Path):
+    return [*topic_args(topic_files, tiny_models["bert"], run_dir), *RESUMABLE]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, topic_files, tiny_models) -> Path:
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    result = run_py(*resumable_args(topic_files, tiny_models, run_dir), cwd=run_dir.parent)
+    assert result.returncode == 0, result.output[-4000:]
+    return run_dir
+
+
+def start_and_wait_for_checkpoint(args, cwd: Path, run_dir: Path, step: int) -> subprocess.Popen:
+    """Start run.py and return once checkpoint-<step> is complete (the Trainer writes trainer_state.json last)."""
+    process = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    marker = run_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json"
+    deadline = time.monotonic() + 300
+    while not marker.is_file():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no {marker} before the run ended:\n{process.communicate()[0][-4000:]}")
+        time.sleep(0.02)
+    return process
+
+
+def assert_same_final_metrics(resumed: Path, uninterrupted: Path):
+    got, expected = read_json(resumed / "metrics.json"), read_json(uninterrupted / "metrics.json")
+    for split, keys in FINAL.items():
+        for key in keys:
+            assert got[split][key] == pytest.approx(expected[split][key], abs=1e-6), (split, key)
+
+
+def training_curve(run_dir: Path):
+    """train/loss as TensorBoard shows it: the whole log folder read in order, purges applied."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir / "logs"))
+    accumulator.Reload()
+    return [(event.step, event.value) for event in accumulator.Scalars("train/loss")]
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_metrics_and_curve(tmp_path, topic_files, tiny_models, uninterrupted):
+    run_dir = tmp_path / "run"
+    process = start_and_wait_for_checkpoint(resumable_args(topic_files, tiny_models, run_dir), tmp_path, run_dir, step=50)
+    process.kill()  # SIGKILL: no chance to clean up, mid-epoch (an epoch is 20 steps)
+    process.communicate()
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "model").exists()
+
+    result = run_py(f"resume={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.output[-4000:]
+    assert "Resuming from " in result.output and "checkpoint-" in result.output
+    assert_same_final_metrics(run_dir, uninterrupted)
+    curve, expected = training_curve(run_dir), training_curve(uninterrupted)
+    assert [step for step, _ in curve] == [step for step, _ in expected] == list(range(2, 241, 2))  # no step twice
+    assert [value for _, value in curve] == pytest.approx([value for _, value in expected], abs=1e-6)
+    assert (run_dir / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_a_checkpoint_stops_and_resume_true_finishes_the_run(signum, tmp_path, topic_files, tiny_models, uninterrupted):
+    run_dir = tmp_path / "run"
+    args = resumable_args(topic_files, tiny_models, run_dir)
+    process = start_and_wait_for_checkpoint(args, tmp_path, run_dir, step=50)
+    process.send_signal(signum)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 128 + signum, output[-4000:]
+    name = signal.Signals(signum).name
+    stopped = [line for line in output.splitlines() if f"Stopped by {name} at step" in line]
+    assert stopped and f"python run.py resume={run_dir}" in stopped[0]
+    step = int(stopped[0].split(" at step ")[1].split(";")[0])
+    assert 50 <= step < 240 and (run_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").is_file()
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "model").exists()
+
+    result = run_py(*args, "resume=true", cwd=tmp_path)  # the same command line, plus resume=true
+    assert result.returncode == 0, result.output[-4000:]
+    assert f"Resuming from {run_dir / 'checkpoints' / f'checkpoint-{step}'}" in result.output
+    assert_same_final_metrics(run_dir, uninterrupted)
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path, topic_files, tiny_models, uninterrupted):
+    fresh = run_py(*resumable_args(topic_files, tiny_models, tmp_path / "fresh"), "resume=true", cwd=tmp_path)
+    assert fresh.returncode == 1 and "Nothing to resume in" in fresh.output and "no complete checkpoint" in fresh.output
+
+    missing = run_py(f"resume={tmp_path / 'no-such-run'}", cwd=tmp_path)
+    assert missing.returncode == 1 and "no such run folder" in missing.output
+    assert not (tmp_path / "no-such-run").exists()
+
+    finished = run_py(f"resume={uninterrupted}", cwd=tmp_path)
+    assert finished.returncode == 1 and "has finished (it has metrics.json); nothing to resume" in finished.output
+    for result in (fresh, missing, finished):
+        assert "Traceback" not in result.output
