@@ -4,12 +4,13 @@
     python run.py -m model=bert,roberta,distilbert
 """
 
+import sys
 from typing import Optional
 
 import hydra
 from omegaconf import DictConfig
 
-from finetune.config import register_configs, register_resolvers
+from finetune.config import refuse_tokens_on_command_line, register_configs, register_resolvers
 from finetune.distributed import agree_on_start_time
 
 register_configs()
@@ -24,5 +25,6 @@ def main(cfg: DictConfig) -> Optional[float]:
 
 
 if __name__ == "__main__":
+    refuse_tokens_on_command_line(sys.argv[1:])  # before Hydra writes the config into the run folder
     agree_on_start_time()  # torchrun / accelerate launch: every rank writes into one run folder
     main()

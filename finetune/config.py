@@ -178,6 +178,22 @@ def training_argument_names() -> List[str]:
     return [f.name for f in dataclasses.fields(TrainingArguments)]
 
 
+TOKEN_HELP = "set HF_TOKEN in the environment (or run `hf auth login`), or write the value as '${oc.env:HF_TOKEN}'"
+
+
+def _is_token_key(key: str) -> bool:
+    return key.rsplit(".", 1)[-1].lower().endswith("token")
+
+
+def refuse_tokens_on_command_line(overrides: List[str]) -> None:
+    """Stop before Hydra saves the config into the run folder if an override holds an access token."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if value and _is_token_key(key) and "${" not in value:
+            raise SystemExit(f"{key}: an access token on the command line would be saved with the run; {TOKEN_HELP}.")
+
+
 def validate(cfg: DictConfig) -> None:
     """Reject unknown keys, out-of-range choices and inconsistent settings, all at once."""
     errors = []
@@ -188,6 +204,8 @@ def validate(cfg: DictConfig) -> None:
         if key != "_target_" and key not in trainer_fields:
             hint = _closest(str(key), sorted(trainer_fields))
             errors.append(f"Unknown config key 'trainer.{key}': not a transformers.TrainingArguments field.{hint}")
+        elif _is_token_key(str(key)) and cfg.trainer[key] is not None and not OmegaConf.is_interpolation(cfg.trainer, key):
+            errors.append(f"trainer.{key} holds an access token in plain text, saved with the run; {TOKEN_HELP}.")
         elif key in RUN_OWNED_TRAINER_FIELDS:
             errors.append(f"trainer.{key} is set by the run (the run folder); move the run with hydra.run.dir=... instead.")
     for dotted, allowed in CHOICES.items():

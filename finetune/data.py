@@ -2,6 +2,7 @@
 
 import csv
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -77,12 +78,10 @@ class TextClassificationData(TaskFields):
                 )
             builder, options = LOCAL_FORMATS[file.suffix.lower()]
             try:
-                loaded[split] = (load_dataset(builder, data_files={split: str(file)}, split=split, **options), path)
+                with _quiet_datasets_errors():  # the error is reported once, below
+                    loaded[split] = (load_dataset(builder, data_files={split: str(file)}, split=split, **options), path)
             except Exception as error:
-                cause = error.__cause__ or error
-                if file.stat().st_size == 0 or "corresponds to no data" in str(cause):
-                    raise FinetuneError(f"task.data_files.{split}: {path} has no rows.") from error
-                raise FinetuneError(f"Could not read {path} as {file.suffix[1:].upper()}: {cause}") from error
+                raise _read_error(error, f"task.data_files.{split}", path, file) from error
         return loaded
 
     def _checked(self, ds, split: str, source: str):
@@ -111,7 +110,7 @@ class TextClassificationData(TaskFields):
             for field in self.text_fields:
                 for row, text in zip(rows, batch[field]):
                     if not isinstance(text, str) or not text.strip():
-                        raise FinetuneError(f"{source}: row {row + 1} has an empty '{field}' text ({text!r}); remove or fill it.")
+                        raise FinetuneError(f"{source}: row {row + 1} has no text in column '{field}' ({text!r}); fill or remove that row.")
             ids = []
             for row, value in zip(rows, batch[LABEL]):
                 label_id = _label_id(value, label_ids)
@@ -176,6 +175,33 @@ class TextClassificationData(TaskFields):
         """A GLUE-style submission file: ``index`` and ``prediction`` (the label name)."""
         rows = "".join(f"{i}\t{self.label_names[label]}\n" for i, label in enumerate(label_ids))
         write_text(path, "index\tprediction\n" + rows)
+
+
+@contextmanager
+def _quiet_datasets_errors():
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _read_error(error: Exception, key: str, path: str, file: Path) -> FinetuneError:
+    """One message for a data file that could not be read: what is wrong and what to do."""
+    cause = error.__cause__ or error
+    kind = file.suffix[1:].upper()
+    if file.stat().st_size == 0 or "corresponds to no data" in str(cause):
+        return FinetuneError(f"{key}: {path} has no rows.")
+    if isinstance(cause, UnicodeDecodeError):
+        return FinetuneError(
+            f"{key}: {path} is not valid UTF-8 (byte {cause.object[cause.start:cause.start + 1]!r}: {cause.reason}); save it as UTF-8, "
+            f"e.g. iconv -f latin1 -t utf-8 {file.name} > {file.stem}.utf8{file.suffix}"
+        )
+    if kind in ("CSV", "TSV"):
+        return FinetuneError(f"{key}: {path} is not valid {kind}: {str(cause).strip().split('. ', 1)[-1]}. Fix that line (quote fields that hold the separator).")
+    return FinetuneError(f"{key}: could not read {path} as {kind}: {cause}")
 
 
 def label_array(ds):

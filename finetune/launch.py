@@ -8,7 +8,8 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import DictConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
 from finetune.config import FinetuneError
 
@@ -71,3 +72,27 @@ def release_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+class CheckRunFolder(Callback):
+    """Before Hydra creates the run folder: one that cannot be created stops the run with one line.
+
+    (Hydra itself would print a traceback.) SystemExit passes through Hydra's error handling.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        check_can_create(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        check_can_create(config, "hydra.sweep.dir")
+
+
+def check_can_create(config: DictConfig, key: str) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(config)  # the folder's name may interpolate ${hydra:...}
+    folder = Path(OmegaConf.select(config, key)).expanduser().absolute()
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        problem = "is not a folder" if not existing.is_dir() else "is not writable"
+        raise SystemExit(f"Cannot create the run folder {folder}: {existing} {problem}. Choose another with {key}=<folder>.")

@@ -173,9 +173,11 @@ def test_experiment_presets_pin_a_whole_sweep():
 def test_sweep_and_run_folders_are_named_after_model_and_task():
     hydra = compose_with_hydra().hydra
     run_dir, subdir = OmegaConf.to_container(hydra.run)["dir"], OmegaConf.to_container(hydra.sweep)["subdir"]
-    assert run_dir == "outputs/${run_time:%Y-%m-%d_%H-%M-%S}_${hydra:runtime.choices.model}_${hydra:runtime.choices.task}"
+    new_run = "outputs/${run_time:%Y-%m-%d_%H-%M-%S}_${hydra:runtime.choices.model}_${hydra:runtime.choices.task}"
+    assert run_dir == '${resume_run_dir:${resume},"' + new_run + '"}'  # resume=<folder> names the folder instead
     assert subdir == "${hydra:job.num}_${hydra:runtime.choices.model}_${hydra:runtime.choices.task}"
     assert hydra.callbacks.leaderboard._target_ == "finetune.leaderboard.Leaderboard"
+    assert hydra.callbacks.check_run_folder._target_ == "finetune.launch.CheckRunFolder"
 
 
 def test_slurm_launcher_preset_documents_the_cluster_knobs():

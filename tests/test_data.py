@@ -147,7 +147,7 @@ def test_missing_label_column_in_train(tmp_path):
 def test_empty_text_names_the_row(tmp_path):
     rows = topic_rows(20, seed=6)
     rows[2]["text"] = "  "
-    assert "row 3 has an empty 'text' text" in load_error(topic_task(write_rows(tmp_path, rows)))
+    assert "row 3 has no text in column 'text'" in load_error(topic_task(write_rows(tmp_path, rows)))
 
 
 def test_missing_file_and_unknown_format(tmp_path):
@@ -160,7 +160,7 @@ def test_empty_file_and_undecodable_file(tmp_path):
     (tmp_path / "empty.csv").write_text("text,label\n")
     assert "has no rows" in load_error(topic_task(tmp_path / "empty.csv"))
     (tmp_path / "latin1.csv").write_bytes("text,label\n\"caf\xe9 au lait\",World\n".encode("latin-1"))
-    assert "Could not read" in load_error(topic_task(tmp_path / "latin1.csv"))
+    assert "is not valid UTF-8 (byte b'\\xe9'" in load_error(topic_task(tmp_path / "latin1.csv"))
 
 
 def test_validation_size_that_leaves_no_training_rows(tmp_path):

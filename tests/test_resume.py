@@ -92,6 +92,12 @@ def test_a_signal_saves_a_checkpoint_stops_and_resume_true_finishes_the_run(sign
     assert 50 <= step < 240 and (run_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").is_file()
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "model").exists()
 
+    changed = run_py(*args, "resume=true", "trainer.learning_rate=1e-3", cwd=tmp_path)
+    assert changed.returncode == 1 and "changes trainer.learning_rate: 0.002 -> 0.001" in changed.output
+    extra = run_py(f"resume={run_dir}", "seed=7", cwd=tmp_path)
+    assert extra.returncode == 1 and "drop seed=7" in extra.output
+    assert not (run_dir / "metrics.json").exists()
+
     result = run_py(*args, "resume=true", cwd=tmp_path)  # the same command line, plus resume=true
     assert result.returncode == 0, result.output[-4000:]
     assert f"Resuming from {run_dir / 'checkpoints' / f'checkpoint-{step}'}" in result.output

@@ -14,6 +14,7 @@ from tests.conftest import REPO, TOPICS, pair_rows, read_json, read_scalars
 
 register_configs()
 register_resolvers()
+FAKE_TOKEN = "hf_FakeTokenForTestsOnly0123456789"
 TINY_TRAINING = [  # small, quick and still learning: the synthetic classes are separable by keywords
     "trainer=fast",
     "trainer.num_train_epochs=4",
@@ -24,8 +25,9 @@ TINY_TRAINING = [  # small, quick and still learning: the synthetic classes are 
 ]
 
 
-def run_py(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def run_py(*args: str, cwd: Path, timeout: int = 300, env=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {})}
+    result = subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     result.output = result.stdout + result.stderr
     return result
 
@@ -43,9 +45,16 @@ def topic_run(tmp_path_factory, topic_files, tiny_models):
     """One real run.py run of a single-text task, started from an empty working directory."""
     cwd = tmp_path_factory.mktemp("cwd")
     run_dir = cwd / "runs" / "topics"
-    result = run_py(*topic_args(topic_files, tiny_models["bert"], run_dir), cwd=cwd)
+    result = run_py(*topic_args(topic_files, tiny_models["bert"], run_dir), cwd=cwd, env={"HF_TOKEN": FAKE_TOKEN})
     assert result.returncode == 0, result.output[-4000:]
     return result, run_dir, cwd
+
+
+def test_the_access_token_reaches_no_log_config_or_event_file(topic_run):
+    result, run_dir, _ = topic_run
+    assert FAKE_TOKEN not in result.output
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert len(files) > 10 and not [p for p in files if FAKE_TOKEN.encode() in p.read_bytes()]
 
 
 def test_run_writes_the_best_model_metrics_and_logs(topic_run):
