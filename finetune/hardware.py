@@ -75,13 +75,19 @@ class Hardware(HardwareFields):
         self.on_gpu = on_gpu
         return args
 
-    def describe(self) -> str:
+    def summary(self) -> Dict[str, Any]:
+        """Device, precision and processes, as recorded in environment.json."""
         import torch
 
         if self.on_gpu:
-            device = f"Using device: CUDA\nGPU: {torch.cuda.get_device_name(torch.cuda.current_device())}"
+            device = {"device": "CUDA", "gpu": torch.cuda.get_device_name(torch.cuda.current_device())}
         else:
-            device = f"Using device: CPU ({torch.get_num_threads()} threads)"
+            device = {"device": "CPU", "threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_native_bf16()}
+        return {**device, "precision": self.precision_used, "processes": world_size()}
+
+    def describe(self) -> str:
+        info = self.summary()
+        device = f"Using device: CUDA\nGPU: {info['gpu']}" if self.on_gpu else f"Using device: CPU ({info['threads']} threads)"
         processes = f"\nProcesses: {world_size()} (data parallel)" if world_size() > 1 else ""
         return f"{device}\nPrecision: {self.precision_used}{processes}"
 

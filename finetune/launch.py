@@ -11,7 +11,7 @@ from typing import Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from finetune.config import FinetuneError
+from finetune.config import FinetuneError, with_schemas
 
 log = logging.getLogger("finetune")
 FAILED_FILE = "failed.json"
@@ -38,6 +38,7 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
+        cfg = with_schemas(cfg)  # typed, also when the config is a run's saved one (--config-path <run>/.hydra)
         if cfg.resume:
             cfg = resumed_config(cfg, run_dir, hydra_cfg.overrides.task)
         metrics = run(cfg, run_dir)

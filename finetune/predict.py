@@ -187,19 +187,15 @@ def label_ids(values: Sequence[Any], labels: List[str]) -> List[int]:
 
 def evaluate(truth: Sequence[int], predicted: Sequence[int], labels: List[str]) -> Dict[str, Any]:
     """Accuracy, macro F1, per-class precision / recall / F1 and the confusion matrix."""
-    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+    from sklearn.metrics import accuracy_score, f1_score
 
-    indices = list(range(len(labels)))
-    report = classification_report(truth, predicted, labels=indices, target_names=labels, output_dict=True, zero_division=0)
+    from finetune.report import class_scores
+
     return {
         "rows": len(truth),
         "accuracy": float(accuracy_score(truth, predicted)),
-        "f1": float(f1_score(truth, predicted, labels=indices, average="macro", zero_division=0)),
-        "per_class": {
-            name: {"precision": report[name]["precision"], "recall": report[name]["recall"], "f1": report[name]["f1-score"], "support": int(report[name]["support"])}
-            for name in labels
-        },
-        "confusion_matrix": {"labels": labels, "rows_true_columns_predicted": confusion_matrix(truth, predicted, labels=indices).tolist()},
+        "f1": float(f1_score(truth, predicted, labels=list(range(len(labels))), average="macro", zero_division=0)),
+        **class_scores(truth, predicted, labels),
     }
 
 

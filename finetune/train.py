@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig
 
 from finetune.config import validate
+from finetune.data import LABEL
 from finetune.distributed import rank
 from finetune.files import replaced_atomically, write_json
 from finetune.hub import go_offline_if_unreachable
@@ -17,10 +18,11 @@ from finetune.resume import latest_checkpoint
 log = logging.getLogger(__name__)
 
 
-def save_model(trainer, path: Path) -> None:
-    """Save model and tokenizer so that ``path`` is either complete or absent."""
+def save_model(trainer, path: Path, model_card: str) -> None:
+    """Save model, tokenizer and model card so that ``path`` is either complete or absent."""
     with replaced_atomically(path) as tmp:
         trainer.save_model(str(tmp))
+        (tmp / "README.md").write_text(model_card, encoding="utf-8")
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]:
@@ -44,10 +46,13 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]
     from transformers import pipeline, set_seed
 
     from finetune.predict import Predictor
-    from finetune.trainer import StoppedBySignal, best_validation_metrics, build_trainer, log_hparams, mean_training_loss, training_arguments, without_prefix
+    from finetune.report import class_scores, console_summary, data_fingerprint, environment, hyperparameters, model_card, write_confusion_matrices
+    from finetune.trainer import StoppedBySignal, best_validation_metrics, build_trainer, log_hparams, mean_training_loss, predicted_ids, training_arguments, without_prefix
 
     hardware_args = hardware.resolve()
     log.info(hardware.describe())
+    if rank() == 0:  # written now, so that a run that fails later still tells what it ran on
+        write_json(run_dir / "environment.json", environment(hardware.summary(), data_fingerprint(splits, [*task.text_fields, LABEL])))
     if checkpoint:
         log.info("Resuming from %s", checkpoint)
     args = training_arguments(cfg.trainer, hardware_args, run_dir)
@@ -69,7 +74,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]
             trainer.stop.signum,
         )
 
-    metrics: Dict[str, Optional[Dict[str, float]]] = {
+    metrics: Dict[str, Any] = {
         "validation": best_validation_metrics(trainer),
         "test": None,
         "train": {
@@ -85,9 +90,12 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]
             "padding_efficiency": trainer.real_tokens / max(trainer.computed_tokens, 1),
         },
     }
+    outputs = {"validation": trainer.predict(encoded["validation"])}  # the best model's predictions, for per-class scores
     if "test" in encoded:
         if task.is_labeled(encoded["test"]):
-            metrics["test"] = without_prefix(trainer.evaluate(encoded["test"], metric_key_prefix="test"), "test")
+            outputs["test"] = trainer.predict(encoded["test"], metric_key_prefix="test")
+            trainer.log(outputs["test"].metrics)  # into TensorBoard, as evaluate() does
+            metrics["test"] = without_prefix(outputs["test"].metrics, "test")
         elif trainer.is_world_process_zero():  # e.g. GLUE: labels are withheld, so predict and write a submission file
             # The Predictor keeps input order (the Trainer's length-grouped evaluation does not).
             predictor = Predictor(trainer.model, tokenizer, max_length=task.max_length, precision=hardware.precision_used)
@@ -96,15 +104,19 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]
             predicted = predictor.probabilities(texts[0] if len(texts) == 1 else list(zip(*texts))).argmax(axis=-1)
             task.write_predictions(run_dir / task.predictions_file, predicted.tolist())
             log.info("Test split is unlabeled: wrote %d predictions to %s", len(predicted), run_dir / task.predictions_file)
+    for split, output in outputs.items():
+        metrics[split].update(class_scores(output.label_ids, predicted_ids(output.predictions), task.label_names))
 
     if trainer.is_world_process_zero():
-        save_model(trainer, run_dir / "model")
+        names = _choices()
+        title = f"{names.get('model', Path(cfg.model.name_or_path).name)} on {names.get('task', cfg.task.path or 'local data')}"
+        write_confusion_matrices(run_dir, run_dir / "logs", {s: metrics[s] for s in outputs}, task.label_names, title, trainer.state.global_step)
+        settings = hyperparameters(cfg, trainer.args, metrics, hardware.precision_used)
+        card = model_card(cfg, metrics, task.label_names, settings, run_dir.name, names.get("task"))
+        save_model(trainer, run_dir / "model", card)
         write_json(run_dir / "metrics.json", metrics)
-        log_hparams(run_dir / "logs", cfg, _choices(), metrics)
-    log.info("Validation (best model): %s", _rounded(metrics["validation"]))
-    if metrics["test"] is not None:
-        log.info("Test: %s", _rounded(metrics["test"]))
-    log.info("Run folder: %s  (tensorboard --logdir %s)", run_dir, run_dir / "logs")
+        log_hparams(run_dir / "logs", cfg, names, metrics)
+    log.info(console_summary(metrics, run_dir, run_dir / "logs"))
 
     if task.examples and trainer.is_world_process_zero():
         classify = pipeline("text-classification", model=str(run_dir / "model"), top_k=None, device=trainer.args.device)
@@ -127,6 +139,3 @@ def _choices() -> Dict[str, str]:
 def _pipeline_inputs(examples: List[Any]) -> List[Any]:
     return [e if isinstance(e, str) else {"text": e[0], "text_pair": e[1]} for e in examples]
 
-
-def _rounded(metrics: Dict[str, float]) -> Dict[str, float]:
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}

@@ -24,13 +24,17 @@ class StoppedBySignal(FinetuneError):
         self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
+def predicted_ids(predictions):
+    """Class ids from the Trainer's predictions (logits, or a tuple whose first item is the logits)."""
+    logits = predictions[0] if isinstance(predictions, tuple) else predictions
+    return logits.argmax(axis=-1)
+
+
 def compute_metrics(eval_pred) -> Dict[str, float]:
     """Accuracy and macro F1, computed locally (``evaluate.load`` needs the Hub)."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    logits, labels = eval_pred.predictions, eval_pred.label_ids
-    logits = logits[0] if isinstance(logits, tuple) else logits
-    predictions = logits.argmax(axis=-1)
+    labels, predictions = eval_pred.label_ids, predicted_ids(eval_pred.predictions)
     return {
         "accuracy": float(accuracy_score(labels, predictions)),
         "f1": float(f1_score(labels, predictions, average="macro")),

@@ -103,7 +103,11 @@ def test_run_prints_device_summary_final_scores_and_examples(topic_run):
     output = result.output
     assert "Using device: CPU (" in output
     assert "Dataset summary:" in output and "train" in output and "160 rows" in output and "World: 40" in output
-    assert "Validation (best model): {" in output and "Test: {" in output
+    metrics = read_json(run_dir / "metrics.json")
+    summary = output[output.index("Run summary"):]
+    assert f"  validation  {metrics['validation']['accuracy']:>9.4f}  {metrics['validation']['f1']:>9.4f}" in summary
+    assert f"  test        {metrics['test']['accuracy']:>9.4f}" in summary and "validation, per class:" in summary
+    assert f"run folder   {run_dir}" in summary and f"tensorboard --logdir {run_dir / 'logs'}" in summary
     assert "The Lakers beat the Celtics" in output and "[{'label': '" in output and "'score': 0." in output
     assert "Examples" in (run_dir / "run.log").read_text()
 
@@ -221,3 +225,80 @@ def test_going_offline_also_reaches_libraries_imported_earlier(monkeypatch):
     go_offline_if_unreachable()
     assert huggingface_hub.constants.is_offline_mode() and datasets.config.HF_HUB_OFFLINE
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_metrics_hold_per_class_scores_and_confusion_matrices(topic_run):
+    _, run_dir, _ = topic_run
+    metrics = read_json(run_dir / "metrics.json")
+    for split, rows in (("validation", 40), ("test", 40)):
+        report = metrics[split]
+        assert report["confusion_matrix"]["labels"] == list(TOPICS)
+        matrix = report["confusion_matrix"]["rows_true_columns_predicted"]
+        assert sum(map(sum, matrix)) == rows and sum(matrix[i][i] for i in range(4)) / rows == pytest.approx(report["accuracy"])
+        assert [c["support"] for c in report["per_class"].values()] == [sum(row) for row in matrix]
+        assert sum(c["f1"] for c in report["per_class"].values()) / 4 == pytest.approx(report["f1"])
+
+
+def test_confusion_matrices_are_pngs_and_tensorboard_images(topic_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir, _ = topic_run
+    for split in ("validation", "test"):
+        png = (run_dir / f"confusion_{split}.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    accumulator = EventAccumulator(str(run_dir / "logs"))
+    accumulator.Reload()
+    assert {"confusion_matrix/validation", "confusion_matrix/test"} <= set(accumulator.Tags()["images"])
+    image = accumulator.Images("confusion_matrix/validation")[-1]
+    assert image.width > 400 and image.height > 400 and image.step == read_json(run_dir / "metrics.json")["train"]["steps"]
+
+
+def test_model_card_describes_the_model_for_the_hub(topic_run):
+    import yaml
+
+    _, run_dir, _ = topic_run
+    card = (run_dir / "model" / "README.md").read_text()
+    front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
+    meta = yaml.safe_load(front)
+    metrics = read_json(run_dir / "metrics.json")
+    assert meta["pipeline_tag"] == "text-classification" and meta["library_name"] == "transformers"
+    results = {(r["dataset"]["split"], m["type"]): m["value"] for r in meta["model-index"][0]["results"] for m in r["metrics"]}
+    assert results == {(s, k): round(metrics[s][k], 4) for s in ("validation", "test") for k in ("accuracy", "f1")}
+    assert "ag_news (local files)" in front and "base_model" not in meta  # a local folder has no hub id
+    assert all(f"| {i} | {name} |" in body for i, name in enumerate(TOPICS))
+    assert 'pipeline("text-classification"' in body and "| learning rate | 0.002 |" in body and "| seed | 42 |" in body
+    assert f"| validation | {metrics['validation']['accuracy']:.4f} |" in body
+
+
+def test_environment_records_versions_code_and_data(topic_run):
+    import importlib.metadata
+
+    _, run_dir, _ = topic_run
+    env = read_json(run_dir / "environment.json")
+    for package in ("torch", "transformers", "datasets", "hydra-core"):
+        assert env["packages"][package] == importlib.metadata.version(package)
+    assert env["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert env["hardware"]["device"] == "CPU" and env["hardware"]["precision"] in ("bf16", "fp32")
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if commit.returncode == 0:  # a checkout: the commit the code came from, and whether it was modified
+        assert env["code"]["git_commit"] == commit.stdout.strip() and isinstance(env["code"]["git_dirty"], bool)
+    assert {split: d["rows"] for split, d in env["data"].items()} == {"train": 160, "validation": 40, "test": 40}
+    assert all(len(d["sha256"]) == 64 for d in env["data"].values())
+    assert env["command"].startswith("python run.py ") and "task=ag_news" in env["command"]
+
+
+def test_a_rerun_from_the_saved_config_gives_identical_metrics(topic_run, tmp_path):
+    """Same config and seed on the CPU: the same numbers, timing aside."""
+    _, run_dir, cwd = topic_run
+    rerun_dir = tmp_path / "rerun"
+    result = run_py("--config-path", str(run_dir / ".hydra"), "--config-name", "config", f"hydra.run.dir={rerun_dir}", cwd=cwd)
+    assert result.returncode == 0, result.output[-4000:]
+
+    def without_timing(value):
+        if isinstance(value, dict):
+            return {k: without_timing(v) for k, v in value.items() if k not in ("runtime", "runtime_s", "samples_per_second", "steps_per_second")}
+        return value
+
+    first, second = read_json(run_dir / "metrics.json"), read_json(rerun_dir / "metrics.json")
+    assert without_timing(second) == without_timing(first)
+    assert read_json(rerun_dir / "environment.json")["data"] == read_json(run_dir / "environment.json")["data"]
