@@ -58,6 +58,7 @@ class ModelFields:
     name_or_path: str = ""
     trust_remote_code: bool = False
     attn_implementation: Optional[str] = None  # e.g. "sdpa" or "eager"; None lets transformers choose
+    base_model: Optional[str] = None  # the hub id a local folder holds, for the model card; None: name_or_path if a hub id
 
 
 @dataclass

@@ -143,6 +143,7 @@ def model_card(
 
     source = cfg.model.name_or_path
     local_model = Path(source).expanduser().is_dir()
+    base_model = cfg.model.get("base_model") or (None if local_model else source)
     dataset = cfg.task.path if not cfg.task.data_files.train else None  # a hub data set; local files have no id
     dataset_name = dataset or f"{task_name or 'task'} (local files)"
     results = [
@@ -154,11 +155,11 @@ def model_card(
         for metric in ("accuracy", "f1")
     ]
     data = ModelCardData(
-        base_model=None if local_model else source, datasets=[dataset] if dataset else None, library_name="transformers",
+        base_model=base_model, datasets=[dataset] if dataset else None, library_name="transformers",
         pipeline_tag="text-classification", metrics=["accuracy", "f1"], model_name=run_name, eval_results=results or None,
         tags=["text-classification", "finetune"],
     )
-    base = f"A local model folder (`{Path(source).name}`)" if local_model else f"[{source}](https://huggingface.co/{source})"
+    base = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"A local model folder (`{Path(source).name}`)"
     data_text = f"[{dataset}](https://huggingface.co/datasets/{dataset})" if dataset else f"the local data files of task `{task_name or 'task'}`"
     first_split = "validation" if metrics.get("validation") and "per_class" in metrics["validation"] else None
     example = cfg.task.examples[0] if cfg.task.examples else "Some text to classify."
@@ -220,7 +221,7 @@ def console_summary(metrics: Mapping[str, Any], run_dir: Path, log_dir: Path) ->
     train = metrics["train"]
     lines += [
         "",
-        f"  trained {train['epochs']:g} epochs, {train['steps']} steps, {train['samples']} rows in {train['runtime_s']:.1f} s "
+        f"  trained {train['epochs']:g} epoch{'' if train['epochs'] == 1 else 's'}, {train['steps']} steps, {train['samples']} rows in {train['runtime_s']:.1f} s "
         f"({train['samples_per_second']:.1f} samples/s, padding efficiency {train['padding_efficiency']:.2f})",
         f"  run folder   {run_dir}",
         f"  tensorboard  tensorboard --logdir {log_dir}",

@@ -32,3 +32,7 @@ def test_minilm_learns_ag_news_well_above_chance(tmp_path):
     assert metrics["test"]["accuracy"] >= 0.7, metrics  # chance is 0.25
     assert metrics["validation"]["accuracy"] >= 0.7, metrics
     assert "[{'label': 'Sports'" in result.output  # "The Lakers beat the Celtics ..." is sport
+    card = (run_dir / "model" / "README.md").read_text()
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card and f"value: {round(metrics['test']['accuracy'], 4)}" in card
+    assert sum(c["support"] for c in metrics["test"]["per_class"].values()) == 400
+    assert (run_dir / "confusion_test.png").is_file() and read_json(run_dir / "environment.json")["data"]["train"]["rows"] == 600
