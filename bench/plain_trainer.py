@@ -15,7 +15,6 @@ import json
 import tempfile
 import time
 
-import numpy as np
 from datasets import ClassLabel, load_dataset
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import (

@@ -4,7 +4,7 @@ import logging
 import signal
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from omegaconf import DictConfig
 
@@ -25,8 +25,8 @@ def save_model(trainer, path: Path, model_card: str) -> None:
         (tmp / "README.md").write_text(model_card, encoding="utf-8")
 
 
-def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Optional[Dict[str, float]]]:
-    """Fine-tune ``cfg.model`` on ``cfg.task``; write model/, logs/ and metrics.json into ``run_dir``."""
+def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
+    """Fine-tune ``cfg.model`` on ``cfg.task``; write model/, logs/, metrics.json and the reports into ``run_dir``."""
     from hydra.utils import instantiate
 
     validate(cfg)  # config mistakes fail here, before heavy imports and downloads

@@ -1,14 +1,12 @@
 """The task module on local files: formats, label handling, splits, and the errors bad data gets."""
 
-import csv
-import json
 from pathlib import Path
 
 import pytest
 
 from finetune.config import DataFiles, FinetuneError
 from finetune.data import UNLABELED, TextClassificationData, label_array
-from tests.conftest import TOPICS, pair_rows, topic_rows, write_csv
+from tests.conftest import TOPICS, topic_rows, write_csv
 
 NAMES = list(TOPICS)
 

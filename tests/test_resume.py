@@ -31,6 +31,15 @@ def uninterrupted(tmp_path_factory, topic_files, tiny_models) -> Path:
     return run_dir
 
 
+def test_save_total_limit_bounds_the_checkpoints_and_keeps_the_best(uninterrupted):
+    """24 checkpoints were saved, every 10 steps; 2 are kept: the best and the last."""
+    kept = sorted((uninterrupted / "checkpoints").iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    state = read_json(kept[-1] / "trainer_state.json")
+    best = Path(state["best_model_checkpoint"]).name
+    assert best == f"checkpoint-{state['best_global_step']}" != "checkpoint-240"  # an earlier evaluation was the best
+    assert [p.name for p in kept] == [best, "checkpoint-240"]
+
+
 def start_and_wait_for_checkpoint(args, cwd: Path, run_dir: Path, step: int) -> subprocess.Popen:
     """Start run.py and return once checkpoint-<step> is complete (the Trainer writes trainer_state.json last)."""
     process = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
