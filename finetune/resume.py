@@ -42,6 +42,12 @@ def resumed_config(cfg: DictConfig, run_dir: Path, overrides: Sequence[str]) -> 
         if {p.name for p in run_dir.iterdir()} <= {"run.log"}:
             shutil.rmtree(run_dir)  # only what Hydra just created in it
         raise FinetuneError(f"{how}: no such run folder; give the folder of the run to continue.")
+    if {p.name for p in run_dir.iterdir()} <= {"run.log"}:  # Hydra just made it: resume=true without the run's folder
+        shutil.rmtree(run_dir)
+        raise FinetuneError(
+            f"Nothing to resume in {run_dir}: no run was started there. Give the run's folder: "
+            "resume=<run folder>, or resume=true with the run's own hydra.run.dir."
+        )
     if (run_dir / "metrics.json").is_file():
         raise FinetuneError(f"{how}: the run in {run_dir} has finished (it has metrics.json); nothing to resume.")
     latest_checkpoint(run_dir, remove_incomplete=False)  # none: say so before anything else

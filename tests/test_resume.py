@@ -115,7 +115,13 @@ def test_a_signal_saves_a_checkpoint_stops_and_resume_true_finishes_the_run(sign
 
 def test_resume_refuses_what_it_cannot_continue(tmp_path, topic_files, tiny_models, uninterrupted):
     fresh = run_py(*resumable_args(topic_files, tiny_models, tmp_path / "fresh"), "resume=true", cwd=tmp_path)
-    assert fresh.returncode == 1 and "Nothing to resume in" in fresh.output and "no complete checkpoint" in fresh.output
+    assert fresh.returncode == 1 and "Nothing to resume in" in fresh.output and "no run was started there" in fresh.output
+    assert not (tmp_path / "fresh").exists()
+    started = tmp_path / "started"  # a run that failed before its first checkpoint
+    (started / ".hydra").mkdir(parents=True)
+    (started / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    no_checkpoint = run_py(f"resume={started}", cwd=tmp_path)
+    assert no_checkpoint.returncode == 1 and f"Nothing to resume in {started}: it has no complete checkpoint" in no_checkpoint.output
 
     missing = run_py(f"resume={tmp_path / 'no-such-run'}", cwd=tmp_path)
     assert missing.returncode == 1 and "no such run folder" in missing.output
@@ -123,5 +129,5 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, topic_files, tiny_mode
 
     finished = run_py(f"resume={uninterrupted}", cwd=tmp_path)
     assert finished.returncode == 1 and "has finished (it has metrics.json); nothing to resume" in finished.output
-    for result in (fresh, missing, finished):
+    for result in (fresh, no_checkpoint, missing, finished):
         assert "Traceback" not in result.output
