@@ -52,7 +52,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     hardware_args = hardware.resolve()
     log.info(hardware.describe())
     if rank() == 0:  # written now, so that a run that fails later still tells what it ran on
-        write_json(run_dir / "environment.json", environment(hardware.summary(), data_fingerprint(splits, [*task.text_fields, LABEL])))
+        env = environment(hardware.summary(), data_fingerprint(splits, [*task.text_fields, LABEL]))
+        write_json(run_dir / "environment.json", {**env, "resumed_from": Path(checkpoint).name} if checkpoint else env)
     if checkpoint:
         log.info("Resuming from %s", checkpoint)
     args = training_arguments(cfg.trainer, hardware_args, run_dir)

@@ -84,6 +84,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_metrics_and_curve(tmp_path, 
     assert [step for step, _ in curve] == [step for step, _ in expected] == list(range(2, 241, 2))  # no step twice
     assert [value for _, value in curve] == pytest.approx([value for _, value in expected], abs=1e-6)
     assert (run_dir / "model" / "model.safetensors").is_file()
+    environment = read_json(run_dir / "environment.json")  # the session that finished the run
+    assert environment["resumed_from"].startswith("checkpoint-")
+    assert environment["data"] == read_json(uninterrupted / "environment.json")["data"]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
