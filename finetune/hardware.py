@@ -88,7 +88,7 @@ class Hardware(HardwareFields):
     def describe(self) -> str:
         info = self.summary()
         device = f"Using device: CUDA\nGPU: {info['gpu']}" if self.on_gpu else f"Using device: CPU ({info['threads']} threads)"
-        processes = f"\nProcesses: {world_size()} (data parallel)" if world_size() > 1 else ""
+        processes = f"\nProcesses: {info['processes']} (data parallel)" if info["processes"] > 1 else ""
         return f"{device}\nPrecision: {self.precision_used}{processes}"
 
     def tokenizer_processes(self, rows: int) -> Optional[int]:

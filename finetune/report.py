@@ -14,7 +14,6 @@ from omegaconf import DictConfig
 from finetune.files import replaced_atomically
 
 PACKAGES = ("torch", "transformers", "accelerate", "datasets", "tokenizers", "scikit-learn", "hydra-core", "omegaconf", "finetune")
-TIMING_KEYS = ("runtime", "runtime_s", "samples_per_second", "steps_per_second")
 
 
 def class_scores(truth: Sequence[int], predicted: Sequence[int], labels: List[str]) -> Dict[str, Any]:
@@ -52,12 +51,11 @@ def confusion_figure(matrix: List[List[int]], labels: List[str], title: str):
     return figure
 
 
-def write_confusion_matrices(run_dir: Path, log_dir: Path, reports: Mapping[str, Mapping[str, Any]], labels: List[str], title: str, step: int) -> List[Path]:
+def write_confusion_matrices(run_dir: Path, log_dir: Path, reports: Mapping[str, Mapping[str, Any]], labels: List[str], title: str, step: int) -> None:
     """``confusion_<split>.png`` in the run folder and the same image in TensorBoard, per split."""
     import matplotlib.pyplot as plt
     from torch.utils.tensorboard import SummaryWriter
 
-    written = []
     with SummaryWriter(log_dir=str(log_dir)) as writer:
         for split, report in reports.items():
             matrix = report["confusion_matrix"]["rows_true_columns_predicted"]
@@ -68,8 +66,6 @@ def write_confusion_matrices(run_dir: Path, log_dir: Path, reports: Mapping[str,
                 figure.savefig(tmp, format="png")
             writer.add_figure(f"confusion_matrix/{split}", figure, global_step=step, close=True)
             plt.close(figure)
-            written.append(path)
-    return written
 
 
 def data_fingerprint(splits, columns: Sequence[str]) -> Dict[str, Dict[str, Any]]:
@@ -127,11 +123,15 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> List[str]:
     return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
 
 
+def _scored_splits(metrics: Mapping[str, Any]) -> List[str]:
+    """The splits with labels, in order: validation, and test unless it was predicted unlabeled."""
+    return [split for split in ("validation", "test") if metrics.get(split) and "per_class" in metrics[split]]
+
+
 def _score_rows(metrics: Mapping[str, Any]) -> List[List[Any]]:
     return [
         [split, metrics[split]["accuracy"], metrics[split]["f1"], metrics[split]["loss"], sum(c["support"] for c in metrics[split]["per_class"].values())]
-        for split in ("validation", "test")
-        if metrics.get(split) and "per_class" in metrics[split]
+        for split in _scored_splits(metrics)
     ]
 
 
@@ -151,7 +151,7 @@ def model_card(
             task_type="text-classification", dataset_type=dataset or "local", dataset_name=dataset_name, dataset_split=split,
             metric_type=metric, metric_name="macro F1" if metric == "f1" else metric, metric_value=round(metrics[split][metric], 4),
         )
-        for split in ("validation", "test") if metrics.get(split) and "per_class" in metrics[split]
+        for split in _scored_splits(metrics)
         for metric in ("accuracy", "f1")
     ]
     data = ModelCardData(
@@ -161,7 +161,6 @@ def model_card(
     )
     base = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"A local model folder (`{Path(source).name}`)"
     data_text = f"[{dataset}](https://huggingface.co/datasets/{dataset})" if dataset else f"the local data files of task `{task_name or 'task'}`"
-    first_split = "validation" if metrics.get("validation") and "per_class" in metrics["validation"] else None
     example = cfg.task.examples[0] if cfg.task.examples else "Some text to classify."
     example_code = repr(example) if isinstance(example, str) else f"{{'text': {example[0]!r}, 'text_pair': {example[1]!r}}}"
     body = [
@@ -174,9 +173,9 @@ def model_card(
         "",
         *_table(["split", "accuracy", "macro F1", "loss", "rows"], _score_rows(metrics)),
     ]
-    if first_split:
-        per_class = metrics[first_split]["per_class"]
-        body += ["", f"Per class ({first_split}):", ""]
+    if "validation" in _scored_splits(metrics):
+        per_class = metrics["validation"]["per_class"]
+        body += ["", "Per class (validation):", ""]
         body += _table(["label", "precision", "recall", "F1", "support"], [[n, c["precision"], c["recall"], c["f1"], c["support"]] for n, c in per_class.items()])
     body += [
         "", "## Labels", "", *_table(["id", "label"], list(enumerate(labels))),
@@ -209,7 +208,7 @@ def hyperparameters(cfg: DictConfig, args, metrics: Mapping[str, Any], precision
 
 def console_summary(metrics: Mapping[str, Any], run_dir: Path, log_dir: Path) -> str:
     """The end-of-run summary: scores per split, per class, training figures, and where to look."""
-    scored = [s for s in ("validation", "test") if metrics.get(s) and "per_class" in metrics[s]]
+    scored = _scored_splits(metrics)
     width = max([len("validation")] + [len(name) for s in scored for name in metrics[s]["per_class"]])
     lines = ["", "Run summary", "", f"  {'split':<{width}}  {'accuracy':>9}  {'macro F1':>9}  {'loss':>9}  {'rows':>7}"]
     for split, accuracy, f1, loss, count in _score_rows(metrics):

@@ -38,14 +38,11 @@ def hydra_output_subdir(resume: Any) -> Optional[str]:
 def resumed_config(cfg: DictConfig, run_dir: Path, overrides: Sequence[str]) -> DictConfig:
     """The config ``run_dir`` was started with, after checking that resuming it makes sense."""
     how = f"resume={cfg.resume}" if isinstance(cfg.resume, str) else "resume=true"
-    if run_dir.resolve() in _missing_run_dirs:
-        if {p.name for p in run_dir.iterdir()} <= {"run.log"}:
-            shutil.rmtree(run_dir)  # only what Hydra just created in it
-        raise FinetuneError(f"{how}: no such run folder; give the folder of the run to continue.")
-    if {p.name for p in run_dir.iterdir()} <= {"run.log"}:  # Hydra just made it: resume=true without the run's folder
+    if {p.name for p in run_dir.iterdir()} <= {"run.log"}:  # Hydra has just created it: remove it again
         shutil.rmtree(run_dir)
+        problem = "no such run folder" if run_dir.resolve() in _missing_run_dirs else "no run was started there"
         raise FinetuneError(
-            f"Nothing to resume in {run_dir}: no run was started there. Give the run's folder: "
+            f"Nothing to resume in {run_dir}: {problem}. Give the run's folder: "
             "resume=<run folder>, or resume=true with the run's own hydra.run.dir."
         )
     if (run_dir / "metrics.json").is_file():
