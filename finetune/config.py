@@ -11,9 +11,10 @@ import ast
 import dataclasses
 import difflib
 import importlib.util
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -23,29 +24,48 @@ class FinetuneError(Exception):
     """A problem the user can fix (config, data, model, environment): shown without traceback."""
 
 
-@dataclass
-class DataFiles:
-    train: Optional[str] = None
-    validation: Optional[str] = None
-    test: Optional[str] = None
+class StoppedBySignal(FinetuneError):
+    """Training was stopped by SIGINT / SIGTERM after saving a checkpoint."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+SPLIT_NAME = re.compile(r"^(train|(validation|test)(_\w+)?)$")  # validation_mismatched, test_ax, ...
+
+
+def _no_files() -> Dict[str, Optional[str]]:
+    return {"train": None, "validation": None, "test": None}
 
 
 @dataclass
 class TaskFields:
+    problem: str = "single_label"  # single_label | multi_label | regression: see finetune/kinds.py
     path: Optional[str] = None  # hub dataset id, used when data_files.train is not set
     name: Optional[str] = None  # hub subset, e.g. "rte" of "nyu-mll/glue"
-    data_files: DataFiles = field(default_factory=DataFiles)
+    split_names: Dict[str, str] = field(default_factory=dict)  # hub split -> ours, e.g. validation_matched: validation
+    # local files by split: train, validation, test, and further validation_* / test_* splits
+    data_files: Dict[str, Optional[str]] = field(default_factory=_no_files)
+    column_names: Optional[List[str]] = None  # for CSV/TSV files without a header line
+    quoted: bool = False  # TSV fields may be CSV-quoted ("..." with "" inside); GLUE's are not
+    rename_columns: Dict[str, str] = field(default_factory=dict)  # file column -> task column, where present
     text_fields: List[str] = field(default_factory=lambda: ["text"])
     label_field: str = "label"
     label_names: List[str] = field(default_factory=list)
+    label_separator: str = ","  # multi_label: a cell such as "3,17" or "joy,surprise"
+    class_weights: Any = None  # null | balanced | [w0, w1, ...]: weighs the loss per class
     max_length: int = 128
     validation_size: float = 0.1  # carved from train when there is no validation split: fraction, or rows if >= 1
     max_train_samples: Optional[int] = None
     max_eval_samples: Optional[int] = None
     max_test_samples: Optional[int] = None
-    metric_for_best_model: str = "accuracy"
+    metrics: List[str] = field(default_factory=list)  # names in finetune.metrics.METRICS; empty: the kind's defaults
+    metric_for_best_model: Optional[str] = None  # one of metrics, or loss; None: the first of metrics
     examples: List[Any] = field(default_factory=list)  # texts, or [first, second] pairs
-    predictions_file: str = "test_predictions.tsv"  # written when the test split has no labels
+    # an unlabeled test split is predicted into <split>_predictions.tsv, or the name given here
+    predictions_files: Dict[str, str] = field(default_factory=dict)
+    predictions_as: str = "name"  # name | id: how a submission file writes the predicted classes
 
 
 @dataclass
@@ -86,7 +106,8 @@ class HardwareConfig(HardwareFields):
 
 GROUP_SCHEMAS = {"task": TaskConfig, "model": ModelConfig, "hardware": HardwareConfig}
 CHOICES = {
-    "task.metric_for_best_model": ("accuracy", "f1", "loss"),
+    "task.problem": ("single_label", "multi_label", "regression"),
+    "task.predictions_as": ("name", "id"),
     "hardware.device": ("auto", "cpu", "cuda"),
     "hardware.precision": ("auto", "bf16", "fp16", "fp32"),
 }
@@ -128,12 +149,25 @@ def local_model_path(package: str, fallback: str) -> str:
     return str(importlib.import_module(package).get_model_path())
 
 
+def glue_file(glue_dir: Optional[str], relative: str, optional: Optional[str] = None) -> Optional[str]:
+    """Resolver ``${glue_file:${glue_dir},RTE/train.tsv[,optional]}``: that file of a local GLUE folder.
+
+    None without ``glue_dir`` (the task reads the hub), and None for an optional file that is
+    not there (GLUE's test sets are often left out).
+    """
+    if not glue_dir:
+        return None
+    path = Path(glue_dir).expanduser() / relative
+    return str(path) if path.is_file() or optional is None else None
+
+
 def register_resolvers() -> None:
     from finetune.distributed import run_time
     from finetune.resume import hydra_output_subdir, resume_run_dir
 
     for name, resolver, use_cache in (
         ("local_model", local_model_path, False),
+        ("glue_file", glue_file, False),
         ("run_time", run_time, True),
         ("resume_run_dir", resume_run_dir, False),
         ("hydra_output_subdir", hydra_output_subdir, False),
@@ -214,11 +248,17 @@ def validate(cfg: DictConfig) -> None:
         if value not in allowed:
             errors.append(f"{dotted}={value!r} is not one of {', '.join(allowed)}.")
     task = cfg.task
-    if not task.label_names:
-        errors.append("task.label_names is empty: list the class names, in label-id order.")
+    if task.problem in CHOICES["task.problem"]:
+        errors.extend(task_kind_errors(task))
+    for split in task.data_files:
+        if not SPLIT_NAME.match(str(split)):
+            errors.append(
+                f"Unknown config key 'task.data_files.{split}'.{_closest(str(split), ['train', 'validation', 'test'])} "
+                "Valid keys: train, validation, test, or further validation_<name> / test_<name> splits."
+            )
     if len(task.text_fields) not in (1, 2):
         errors.append(f"task.text_fields must name one text column or two (a pair), got {list(task.text_fields)}.")
-    if not task.data_files.train and not task.path:
+    if not task.data_files.get("train") and not task.path:
         errors.append("The task has no data: set task.data_files.train=<file> (local) or task.path=<hub dataset>.")
     if task.max_length < 1:
         errors.append(f"task.max_length must be positive, got {task.max_length}.")
@@ -232,3 +272,27 @@ def validate(cfg: DictConfig) -> None:
             break
     if errors:
         raise FinetuneError("Invalid configuration:\n  " + "\n  ".join(errors))
+
+
+def task_kind_errors(task: DictConfig) -> List[str]:
+    """What the task's kind says of its labels, weights and metrics."""
+    from finetune.kinds import KINDS
+    from finetune.metrics import metric_errors
+
+    kind = KINDS[task.problem](task.label_names, task.metrics, _plain(task.class_weights), task.label_separator)
+    return kind.config_errors() + metric_errors(kind.name, kind.metrics, best_metric(task), kind.num_labels)
+
+
+def best_metric(task: Any) -> str:
+    """The metric that picks the best checkpoint: ``task.metric_for_best_model``, else the first of the task's metrics."""
+    if task.metric_for_best_model:
+        return task.metric_for_best_model
+    if task.metrics:
+        return task.metrics[0]
+    from finetune.kinds import KINDS
+
+    return KINDS[task.problem].default_metrics[0]
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if isinstance(value, DictConfig) or OmegaConf.is_list(value) else value

@@ -1,145 +1,184 @@
-"""The `task` group: load a classification data set (hub or local files), check it, tokenize it."""
+"""The `task` group: load a text data set (hub or local files), check it, tokenize it; its kind says what labels mean."""
 
 import csv
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from finetune.config import FinetuneError, TaskFields
+from finetune.config import SPLIT_NAME, FinetuneError, TaskFields
 from finetune.files import write_text
 from finetune.hub import hub_failure
+from finetune.kinds import KINDS, UNLABELED_MARKERS, TaskKind
 
 log = logging.getLogger(__name__)
 
 LABEL = "label"  # the column name DataCollatorWithPadding and the models expect
-UNLABELED = -1  # the hub's marker for a test split without labels (GLUE)
-SPLITS = ("train", "validation", "test")
 # builder and its options, by file extension. Text is never turned into NaN ("NA", "null"
-# are words); TSV is read as GLUE ships it, without quoting.
+# are words); TSV is read as GLUE ships it, without quoting; a byte-order mark is dropped.
 LOCAL_FORMATS = {
-    ".csv": ("csv", {"keep_default_na": False}),
-    ".tsv": ("csv", {"sep": "\t", "quoting": csv.QUOTE_NONE, "keep_default_na": False}),
+    ".csv": ("csv", {"keep_default_na": False, "encoding": "utf-8-sig"}),
+    ".tsv": ("csv", {"sep": "\t", "quoting": csv.QUOTE_NONE, "keep_default_na": False, "encoding": "utf-8-sig"}),
     ".json": ("json", {}),
     ".jsonl": ("json", {}),
     ".parquet": ("parquet", {}),
 }
 
 
+def reader(file: Path, key: str, column_names: Optional[List[str]] = None, quoted: bool = False, text_fields: Sequence[str] = ()) -> Tuple[str, Dict[str, Any]]:
+    """The ``datasets`` builder and the pandas-style options that read ``file`` as the task says.
+
+    ``column_names`` name the columns of a file without a header line; a file whose first
+    line holds the text column names has a header and is read with it (GLUE's CoLA: the
+    train file has none, the test file has one).
+    """
+    suffix = file.suffix.lower()
+    if suffix not in LOCAL_FORMATS:
+        raise FinetuneError(f"{key}: cannot read '{file.suffix}' files ({file}); use one of {', '.join(LOCAL_FORMATS)}.")
+    builder, options = LOCAL_FORMATS[suffix]
+    options = dict(options)
+    if builder == "csv":
+        if quoted:
+            options.pop("quoting", None)
+        if column_names:
+            with file.open(encoding="utf-8-sig", errors="replace") as f:
+                first = [cell.strip().strip('"') for cell in f.readline().rstrip("\r\n").split(options.get("sep", ","))]
+            if not (text_fields and set(text_fields) <= set(first)):
+                options["names"] = list(column_names)
+    return builder, options
+
+
+SplitFiles = Dict[str, Tuple[Any, str]]  # split -> (dataset, where it came from, for messages)
+
+
 @dataclass
 class TextClassificationData(TaskFields):
-    """A task's splits: loaded, validated, labels as ids in ``label``, a validation split always present."""
+    """A task's splits: loaded, checked, labels in ``label`` as the task's kind reads them, validation always present.
+
+    Splits are ``train``, ``validation`` (picks the best checkpoint), ``test``, and any further
+    ``validation_*`` (scored too) and ``test_*`` (scored, or predicted when unlabeled).
+    """
+
+    @cached_property
+    def kind(self) -> TaskKind:
+        """What the labels mean: parsing, loss, predictions, metrics (finetune/kinds.py)."""
+        return KINDS[self.problem](self.label_names, self.metrics, self.class_weights, self.label_separator)
 
     def load(self, seed: int):
         """Load every split, check columns, text and labels, carve validation if missing, apply max_*_samples."""
-        from datasets import ClassLabel, DatasetDict
+        from datasets import DatasetDict
 
-        raw = self._load_local() if self.data_files.train else self._load_hub()
+        raw = self._load_local() if self.data_files.get("train") else self._load_hub()
         splits = DatasetDict({split: self._checked(ds, split, source) for split, (ds, source) in raw.items()})
-        splits = splits.cast_column(LABEL, ClassLabel(names=list(self.label_names)))
         if "validation" not in splits:
-            size = self.validation_size if self.validation_size < 1 else int(self.validation_size)
-            if size >= len(splits["train"]):
-                raise FinetuneError(
-                    f"task.validation_size={size} leaves no training rows out of {len(splits['train'])}; "
-                    "lower it or give task.data_files.validation."
-                )
-            held_out = splits["train"].train_test_split(test_size=size, stratify_by_column=LABEL, seed=seed)
-            splits["train"], splits["validation"] = held_out["train"], held_out["test"]
-        for split, limit in (("train", self.max_train_samples), ("validation", self.max_eval_samples), ("test", self.max_test_samples)):
-            if split in splits and limit is not None:
+            splits["train"], splits["validation"] = self._carve_validation(splits["train"], seed)
+            splits = DatasetDict({name: splits[name] for name in sorted(splits, key=split_order)})
+        for split in splits:
+            limit = self.max_train_samples if split == "train" else self.max_eval_samples if split.startswith("validation") else self.max_test_samples
+            if limit is not None:
                 splits[split] = splits[split].select(range(min(limit, len(splits[split]))))
         return splits
 
-    def _load_hub(self) -> Dict[str, Any]:
+    def _carve_validation(self, train, seed: int):
+        size = self.validation_size if self.validation_size < 1 else int(self.validation_size)
+        rows = len(train)
+        if (size if size >= 1 else round(size * rows)) >= rows or size <= 0:
+            raise FinetuneError(
+                f"task.validation_size={self.validation_size} leaves no training rows out of {rows}; "
+                "lower it or give task.data_files.validation."
+            )
+        import numpy as np
+
+        # Stratified where labels are classes and every class can give a row to both sides;
+        # otherwise (multi-label, regression, a class of one row) a seeded random split.
+        stratify = self.kind.stratify and bool(np.bincount(label_array(train)).min() >= 2)
+        held_out = train.train_test_split(test_size=size, stratify_by_column=LABEL if stratify else None, seed=seed)
+        return held_out["train"], held_out["test"]
+
+    def _load_hub(self) -> SplitFiles:
         from datasets import load_dataset
 
         try:
             loaded = load_dataset(self.path, self.name)
         except Exception as error:  # datasets raises many kinds; every one means "not fetched"
             raise FinetuneError(hub_failure("data set", "/".join(filter(None, [self.path, self.name])), error)) from error
-        return {split: (loaded[split], f"{self.path} [{split}]") for split in SPLITS if split in loaded}
+        renamed = {self.split_names.get(split, split): split for split in loaded}
+        return {ours: (loaded[hub], f"{self.path} [{hub}]") for ours, hub in renamed.items() if SPLIT_NAME.match(ours)}
 
-    def _load_local(self) -> Dict[str, Any]:
+    def _load_local(self) -> SplitFiles:
         from datasets import load_dataset
 
         loaded = {}
-        for split in SPLITS:
-            path = getattr(self.data_files, split)
+        for split, path in self.data_files.items():
             if not path:
                 continue
+            key = f"task.data_files.{split}"
             file = Path(path).expanduser()
             if not file.is_file():
-                raise FinetuneError(f"task.data_files.{split}: no such file: {path}")
-            if file.suffix.lower() not in LOCAL_FORMATS:
-                raise FinetuneError(
-                    f"task.data_files.{split}: cannot read '{file.suffix}' files ({path}); use one of {', '.join(LOCAL_FORMATS)}."
-                )
-            builder, options = LOCAL_FORMATS[file.suffix.lower()]
+                raise FinetuneError(f"{key}: no such file: {path}")
+            builder, options = reader(file, key, self.column_names, self.quoted, self.text_fields)
             try:
                 with _quiet_datasets_errors():  # the error is reported once, below
                     loaded[split] = (load_dataset(builder, data_files={split: str(file)}, split=split, **options), path)
             except Exception as error:
-                raise _read_error(error, f"task.data_files.{split}", path, file) from error
+                raise _read_error(error, key, path, file) from error
         return loaded
 
     def _checked(self, ds, split: str, source: str):
-        """Check text columns and labels row by row; return the split with ids in ``label``."""
+        """Check text columns and labels row by row; return the split with the parsed labels in ``label``."""
+        renames = {old: new for old, new in self.rename_columns.items() if old in ds.column_names and new not in ds.column_names}
+        if renames:  # the same preset reads the hub's columns and the original files' (GLUE's "#1 String", "Quality")
+            ds = ds.rename_columns(renames)
         missing = [f for f in self.text_fields if f not in ds.column_names]
         if missing:
+            hint = " (a file without a header line needs task.column_names)" if not self.column_names else ""
             raise FinetuneError(
                 f"{source}: no column {', '.join(map(repr, missing))} (task.text_fields). "
-                f"Its columns are {ds.column_names}; set task.text_fields to the text column(s)."
+                f"Its columns are {ds.column_names}; set task.text_fields to the text column(s){hint}."
             )
         if len(ds) == 0:
             raise FinetuneError(f"{source}: the {split} split has no rows.")
         if self.label_field not in ds.column_names:
-            if split != "test":
+            if not split.startswith("test"):
                 raise FinetuneError(
                     f"{source}: no label column '{self.label_field}'. Its columns are {ds.column_names}; set task.label_field."
                 )
-            ds = ds.add_column(LABEL, [UNLABELED] * len(ds))  # an unlabeled test file: predict it
-        elif self.label_field != LABEL:
-            ds = ds.remove_columns([c for c in [LABEL] if c in ds.column_names]).rename_column(self.label_field, LABEL)
-        names = list(self.label_names)
-        label_ids = {name: i for i, name in enumerate(names)}
-        allow_unlabeled = split == "test"
+            labeled = False  # an unlabeled test file: predict it
+        else:
+            labeled = not (split.startswith("test") and all(v in UNLABELED_MARKERS for v in ds[self.label_field]))
+        kind = self.kind
 
-        def check(batch: Dict[str, List], rows: List[int]) -> Dict[str, List[int]]:
+        def check(batch: Dict[str, List], rows: List[int]) -> Dict[str, List]:
             for field in self.text_fields:
                 for row, text in zip(rows, batch[field]):
                     if not isinstance(text, str) or not text.strip():
                         raise FinetuneError(f"{source}: row {row + 1} has no text in column '{field}' ({text!r}); fill or remove that row.")
-            ids = []
-            for row, value in zip(rows, batch[LABEL]):
-                label_id = _label_id(value, label_ids)
-                if label_id is None or not (0 <= label_id < len(names) or (allow_unlabeled and label_id == UNLABELED)):
-                    raise FinetuneError(
-                        f"{source}: row {row + 1} has label {value!r}, which is neither one of task.label_names "
-                        f"{names} nor an id 0-{len(names) - 1}. Fix that row, or task.label_names."
-                    )
-                ids.append(label_id)
-            return {LABEL: ids}
+            if not labeled:
+                return {}
+            labels = []
+            for row, value in zip(rows, batch[self.label_field]):
+                label = kind.parse(value)
+                if label is None:
+                    raise FinetuneError(f"{source}: row {row + 1} has label {value!r}, which is {kind.expected()}. Fix that row, or task.label_names.")
+                labels.append(label)
+            return {LABEL: labels}
 
+        other = [c for c in ds.column_names if c not in self.text_fields]  # only text and label go on
         # Cached like every map: the tokenized splits derive from this one, and only data on disk
         # lets datasets cache them, so a second run on the same data skips tokenization.
-        return ds.map(check, batched=True, with_indices=True, desc=f"Checking {split}")
+        checked = ds.map(check, batched=True, with_indices=True, remove_columns=other, desc=f"Checking {split}")
+        return checked.cast_column(LABEL, kind.label_feature()) if labeled else checked
 
     def is_labeled(self, ds) -> bool:
-        return bool((label_array(ds) != UNLABELED).any())
+        return LABEL in ds.column_names
 
     def summary(self, splits) -> str:
-        """Rows, columns and label counts of each split, one line each."""
-        import numpy as np
-
+        """Rows, columns and labels of each split, one line each."""
         lines = ["Dataset summary:"]
         for split, ds in splits.items():
-            labels = label_array(ds)
-            counts = np.bincount(labels[labels != UNLABELED], minlength=len(self.label_names))
-            per_label = ", ".join(f"{name}: {count}" for name, count in zip(self.label_names, counts))
-            unlabeled = int((labels == UNLABELED).sum())
-            label_text = "unlabeled" if unlabeled == len(ds) else per_label + (f", unlabeled: {unlabeled}" if unlabeled else "")
+            label_text = self.kind.describe(label_array(ds)) if self.is_labeled(ds) else "unlabeled"
             lines.append(f"  {split:<10} {len(ds):>7} rows  columns: {', '.join(ds.column_names)}  labels: {label_text}")
         return "\n".join(lines)
 
@@ -164,17 +203,26 @@ class TextClassificationData(TaskFields):
                     encode,
                     batched=True,
                     num_proc=num_proc,
-                    remove_columns=[c for c in split.column_names if c != LABEL],  # splits may differ (GLUE's test)
+                    remove_columns=[c for c in split.column_names if c != LABEL],
                     desc=f"Tokenizing {name}",
                 )
                 for name, split in splits.items()
             }
         )
 
-    def write_predictions(self, path: Path, label_ids: List[int]) -> None:
-        """A GLUE-style submission file: ``index`` and ``prediction`` (the label name)."""
-        rows = "".join(f"{i}\t{self.label_names[label]}\n" for i, label in enumerate(label_ids))
+    def predictions_path(self, run_dir: Path, split: str) -> Path:
+        return run_dir / self.predictions_files.get(split, f"{split}_predictions.tsv")
+
+    def write_predictions(self, path: Path, predictions) -> None:
+        """A GLUE-style submission file: ``index`` and ``prediction`` (label name or id, or score)."""
+        as_ids = self.predictions_as == "id"
+        rows = "".join(f"{i}\t{self.kind.prediction_cell(p, as_ids)}\n" for i, p in enumerate(predictions))
         write_text(path, "index\tprediction\n" + rows)
+
+
+def split_order(name: str) -> Tuple[int, str]:
+    """train, validation, validation_*, test, test_*: the order splits are shown and scored in."""
+    return (0 if name == "train" else 1 if name.startswith("validation") else 2, name)
 
 
 @contextmanager
@@ -207,21 +255,3 @@ def _read_error(error: Exception, key: str, path: str, file: Path) -> FinetuneEr
 def label_array(ds):
     """The label ids of a split as one numpy array, without reading the text columns."""
     return ds.select_columns([LABEL]).with_format("numpy")[:][LABEL]
-
-
-def _label_id(value: Any, label_ids: Dict[str, int]) -> Optional[int]:
-    """A label given as a name, an int, or an int written as text; None if it is none of those."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        if value in label_ids:
-            return label_ids[value]
-        stripped = value.strip()
-        if stripped.lstrip("-").isdigit():
-            return int(stripped)
-        return label_ids.get(stripped)
-    return None

@@ -11,7 +11,7 @@ from typing import Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from finetune.config import FinetuneError, with_schemas
+from finetune.config import FinetuneError, StoppedBySignal, best_metric, with_schemas
 
 log = logging.getLogger("finetune")
 FAILED_FILE = "failed.json"
@@ -32,7 +32,6 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     from finetune.files import write_json
     from finetune.resume import resumed_config
     from finetune.train import run
-    from finetune.trainer import StoppedBySignal
 
     quiet_replica_logging()
     hydra_cfg = HydraConfig.get()
@@ -42,7 +41,7 @@ def run_job(cfg: DictConfig) -> Optional[float]:
         if cfg.resume:
             cfg = resumed_config(cfg, run_dir, hydra_cfg.overrides.task)
         metrics = run(cfg, run_dir)
-        return metrics["validation"].get(cfg.task.metric_for_best_model)
+        return metrics["validation"].get(best_metric(cfg.task))
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside training: stop now
         log.error("Interrupted: the run in %s did not finish.", run_dir)
         sys.exit(130)

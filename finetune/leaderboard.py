@@ -8,43 +8,51 @@ import csv
 import json
 import logging
 import math
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, List
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from finetune.config import best_metric
 from finetune.files import replaced_atomically, write_text
 from finetune.launch import FAILED_FILE
+from finetune.metrics import greater_is_better
 
 log = logging.getLogger("finetune")
-COLUMNS = [
-    "job", "overrides", "task", "metric", "val_accuracy", "val_f1", "val_loss",
-    "test_accuracy", "test_f1", "train_time_s", "status", "error", "run_folder",
-]
+FIRST_COLUMNS = ["job", "overrides", "task", "metric", "score"]  # score: the job's validation value of its metric
+LAST_COLUMNS = ["train_time_s", "status", "error", "run_folder"]
+# The files the GLUE server takes, in its order; AX (the diagnostic set) is predicted by the MNLI model.
+GLUE_FILES = ("CoLA.tsv", "SST-2.tsv", "MRPC.tsv", "STS-B.tsv", "QQP.tsv", "MNLI-m.tsv", "MNLI-mm.tsv", "QNLI.tsv", "RTE.tsv", "WNLI.tsv", "AX.tsv")
 
 
 def job_row(job_dir: Path) -> Dict[str, Any]:
-    """One leaderboard row from a job folder."""
+    """One leaderboard row from a job folder: a column per split and metric of the job's task."""
     config = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
     hydra = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra
+    task_metrics = list(config.task.get("metrics") or [])
     row: Dict[str, Any] = {
         "job": hydra.job.num,
         "overrides": " ".join(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")),
         "task": hydra.runtime.choices.get("task"),
-        "metric": config.task.metric_for_best_model,
+        "metric": best_metric(config.task),
         "run_folder": str(job_dir),
         "status": "failed",
         "error": "",
+        "predictions": {split: job_dir / name for split, name in (config.task.get("predictions_files") or {}).items()},
     }
     if (job_dir / "metrics.json").is_file():
         metrics = json.loads((job_dir / "metrics.json").read_text())
-        validation, test = metrics["validation"], metrics.get("test") or {}
-        row.update(
-            status="completed",
-            val_accuracy=validation.get("accuracy"), val_f1=validation.get("f1"), val_loss=validation.get("loss"),
-            test_accuracy=test.get("accuracy"), test_f1=test.get("f1"), train_time_s=metrics["train"]["runtime_s"],
-        )
+        names = task_metrics or [k for k, v in metrics["validation"].items() if isinstance(v, float) and k != "loss"]
+        for split, report in metrics.items():
+            if split != "train" and report:
+                prefix = split.replace("validation", "val", 1)
+                row.update({f"{prefix}_{name}": report.get(name) for name in [*names, "loss"]})
+        validation_splits = [s for s in metrics if s.startswith("validation") and metrics[s]]
+        # GLUE's rule: a task with several metrics (or splits, MNLI) counts their mean
+        row["task_score"] = sum(metrics[s][n] for s in validation_splits for n in names) / max(len(validation_splits) * len(names), 1)
+        row.update(status="completed", score=row.get(f"val_{row['metric']}"), train_time_s=metrics["train"]["runtime_s"])
     elif (job_dir / FAILED_FILE).is_file():
         row["error"] = json.loads((job_dir / FAILED_FILE).read_text())["error"].splitlines()[0]
     else:
@@ -52,18 +60,48 @@ def job_row(job_dir: Path) -> Dict[str, Any]:
     return row
 
 
+def columns_of(rows: List[Dict[str, Any]]) -> List[str]:
+    """The fixed columns, with each score column any job has in between (validation first, then test)."""
+    fixed = set(FIRST_COLUMNS + LAST_COLUMNS + ["predictions", "task_score"])
+    scores = list(dict.fromkeys(k for row in rows for k in row if k not in fixed))
+    scores.sort(key=lambda k: not k.startswith("val_"))  # stable: each job's own order within
+    return FIRST_COLUMNS + scores + LAST_COLUMNS
+
+
 def rank(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Completed jobs first, grouped by task, best validation score first (lowest for loss)."""
+    """Completed jobs first, grouped by task, best validation score first (lowest for loss and mse)."""
 
     def key(row: Dict[str, Any]):
-        score = row.get(f"val_{row['metric']}")
+        score = row.get("score")
         if score is None or (isinstance(score, float) and math.isnan(score)):
             score = math.inf
-        elif row["metric"] != "loss":
+        elif greater_is_better(row["metric"]):
             score = -score
         return (row["status"] != "completed", str(row["task"]), score, row["job"])
 
     return sorted(rows, key=key)
+
+
+def glue_submission(sweep_dir: Path, rows: List[Dict[str, Any]]) -> str:
+    """``glue_submission.zip`` from the best job of each task, and the GLUE score; what is missing is listed."""
+    best: Dict[str, Dict[str, Any]] = {}
+    for row in rows:  # ranked: the first completed job of a task is its best
+        if row["status"] == "completed" and row["task"] not in best:
+            best[row["task"]] = row
+    files = {path.name: path for row in best.values() for path in row["predictions"].values() if path.name in GLUE_FILES and path.is_file()}
+    with replaced_atomically(sweep_dir / "glue_submission.zip") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in GLUE_FILES:
+            if name in files:
+                archive.write(files[name], arcname=name)
+    scores = {task: row["task_score"] for task, row in best.items()}
+    missing = [name for name in GLUE_FILES if name not in files]
+    lines = ["", "## GLUE", "", f"GLUE score (validation, mean over {len(scores)} tasks; a task with several metrics counts their mean): "
+             f"**{100 * sum(scores.values()) / max(len(scores), 1):.1f}**", ""]
+    lines += [f"- {task}: {100 * score:.1f}" for task, score in sorted(scores.items())]
+    lines += ["", f"`glue_submission.zip` holds {', '.join(n for n in GLUE_FILES if n in files) or 'no file'}."]
+    if missing:
+        lines.append(f"Not in it (the task did not run, failed, or its test split was not given): {', '.join(missing)}.")
+    return "\n".join(lines) + "\n"
 
 
 def markdown_table(rows: List[Dict[str, Any]], columns: List[str]) -> str:
@@ -77,33 +115,39 @@ def markdown_table(rows: List[Dict[str, Any]], columns: List[str]) -> str:
     return "\n".join(lines)
 
 
-def write_leaderboard(sweep_dir: Path) -> List[Dict[str, Any]]:
-    """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``; return the ranked rows."""
+def write_leaderboard(sweep_dir: Path, glue: bool = False) -> List[Dict[str, Any]]:
+    """Write ``summary.csv`` and ``summary.md`` (and with ``glue``, the GLUE score and submission) into ``sweep_dir``."""
     jobs = [p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()]
     rows = rank([job_row(p) for p in jobs])
+    columns = columns_of(rows)
     with replaced_atomically(sweep_dir / "summary.csv") as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     # The markdown shows only the overrides that differ between jobs: what the sweep compared.
     shared = set.intersection(*(set(r["overrides"].split()) for r in rows)) if rows else set()
     shown = [{**r, "overrides": " ".join(o for o in r["overrides"].split() if o not in shared)} for r in rows]
-    text = f"# Sweep {sweep_dir}\n\n{markdown_table(shown, COLUMNS)}\n"
+    text = f"# Sweep {sweep_dir}\n\n{markdown_table(shown, columns)}\n"
     best = sweep_dir / "optimization_results.yaml"  # written by the Optuna sweeper
     if best.is_file():
         result = OmegaConf.load(best)
         params = " ".join(f"{k}={v}" for k, v in result.best_params.items())
         text += f"\nBest parameters (Optuna): `{params}` with validation score {result.best_value:.4f}\n"
+    if glue:
+        text += glue_submission(sweep_dir, rows)
     write_text(sweep_dir / "summary.md", text)
     return rows
 
 
 class Leaderboard(Callback):
+    def __init__(self, glue: bool = False) -> None:
+        self.glue = glue  # experiment=glue: add the GLUE score and glue_submission.zip
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        rows = write_leaderboard(sweep_dir)
+        rows = write_leaderboard(sweep_dir, self.glue)
         failed = sum(r["status"] != "completed" for r in rows)
         log.info(
             "Leaderboard (%d jobs, %d failed), also in %s and summary.csv:\n%s",

@@ -3,7 +3,7 @@
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Any, Dict
 
 from finetune.config import FinetuneError, ModelFields
 from finetune.hub import hub_failure
@@ -49,17 +49,16 @@ class PretrainedClassifier(ModelFields):
                 "point model.name_or_path at a complete model folder."
             )
 
-    def load_model(self, label_names: List[str], tokenizer):
+    def load_model(self, head: Dict[str, Any], tokenizer):
+        """The encoder with a fresh head as the task's kind describes it (num_labels, problem_type, labels)."""
         from transformers import AutoModelForSequenceClassification
 
         extra = {"attn_implementation": self.attn_implementation} if self.attn_implementation else {}
         model = self._load(
             AutoModelForSequenceClassification.from_pretrained,
             "model",
-            num_labels=len(label_names),
-            id2label=dict(enumerate(label_names)),
-            label2id={name: i for i, name in enumerate(label_names)},
             ignore_mismatched_sizes=True,  # a checkpoint fine-tuned on other labels gets a fresh head
+            **head,
             **extra,
         )
         if model.config.pad_token_id is None:

@@ -18,9 +18,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from finetune.config import FinetuneError
 from finetune.files import replaced_atomically, write_json
+from finetune.kinds import TaskKind, kind_for_model
 
 Text = Union[str, Tuple[str, str]]  # a text, or a (first, second) pair
-Scores = List[Dict[str, Any]]  # [{"label": name, "score": p}, ...], best first
+Output = Any  # what the task's kind returns for one text: ranked labels, labels above thresholds, or {"score": x}
 
 
 @dataclass
@@ -31,7 +32,11 @@ class RunInfo:
     text_fields: List[str] = field(default_factory=lambda: ["text"])
     label_field: str = "label"
     max_length: Optional[int] = None  # the length the model was trained with
-    labels: List[str] = field(default_factory=list)  # class names, by id, from the model's config
+    metrics: List[str] = field(default_factory=list)  # the task's metrics; empty: the kind's defaults
+    label_separator: str = ","
+    column_names: Optional[List[str]] = None  # how the task's files were read
+    quoted: bool = False
+    rename_columns: Dict[str, str] = field(default_factory=dict)
 
 
 def locate(path: Union[str, Path]) -> RunInfo:
@@ -44,26 +49,39 @@ def locate(path: Union[str, Path]) -> RunInfo:
     model_dir = path / "model" if (path / "model" / "config.json").is_file() else path
     if not (model_dir / "config.json").is_file():
         raise FinetuneError(f"{path} holds no model: expected a run folder with model/, or a folder with config.json and weights.")
-    id2label = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("id2label", {})
-    info = RunInfo(model_dir, labels=[id2label[k] for k in sorted(id2label, key=int)])
+    info = RunInfo(model_dir)
     saved = path / ".hydra" / "config.yaml"
     if model_dir != path and saved.is_file():
         task = OmegaConf.load(saved).task
         info.text_fields, info.label_field, info.max_length = list(task.text_fields), task.label_field, task.max_length
+        info.metrics, info.label_separator = list(task.get("metrics") or []), task.get("label_separator", ",")
+        info.column_names, info.quoted = task.get("column_names"), task.get("quoted", False)
+        info.rename_columns = dict(task.get("rename_columns") or {})
     return info
 
 
-class Predictor:
-    """A fine-tuned classifier: call it on a text, a (first, second) pair, or a list of either."""
+def saved_kind(info: RunInfo) -> TaskKind:
+    """The task kind of the model in ``info.model_dir``, read without loading the model."""
+    config = json.loads((info.model_dir / "config.json").read_text(encoding="utf-8"))
+    return kind_for_model(config, info.model_dir, info.metrics, info.label_separator)
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, max_length: Optional[int] = None, precision: str = "auto"):
+
+class Predictor:
+    """A fine-tuned model: call it on a text, a (first, second) pair, or a list of either.
+
+    What it returns per text is the task kind's: labels ranked by probability (single-label),
+    the labels above their thresholds (multi-label), or ``{"score": x}`` (regression).
+    """
+
+    def __init__(self, model, tokenizer, kind: Optional[TaskKind] = None, batch_size: int = 64, max_length: Optional[int] = None, precision: str = "auto"):
         import torch
 
         from finetune.hardware import resolve_precision
 
         self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
+        self.kind = kind or kind_for_model(model.config.to_dict())
         self.max_length = max_length or min(tokenizer.model_max_length, 512)
-        self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        self.labels = self.kind.label_names
         self.precision = precision = resolve_precision(precision, model.device.type == "cuda", "--precision")
         # Autocast runs the matrix products in half precision and leaves the weights as they
         # are, so a model shared with a Trainer (or saved later) is not changed.
@@ -76,6 +94,7 @@ class Predictor:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         info = locate(path)
+        kind = saved_kind(info)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
             tokenizer = AutoTokenizer.from_pretrained(info.model_dir)
@@ -83,62 +102,61 @@ class Predictor:
         except (OSError, ValueError) as error:
             raise FinetuneError(f"Could not load the model in {info.model_dir}: {error}") from error
         options["max_length"] = options.get("max_length") or info.max_length
-        predictor = cls(model, tokenizer, **options)
+        predictor = cls(model, tokenizer, kind=kind, **options)
         predictor.info = info
         return predictor
 
-    def __call__(self, texts: Union[Text, Sequence[Text]], top_k: Optional[int] = None) -> Union[Scores, List[Scores]]:
-        """Scores for one input (a list of label/score dicts) or for a list of inputs (a list of those)."""
+    def __call__(self, texts: Union[Text, Sequence[Text]], top_k: Optional[int] = None) -> Union[Output, List[Output]]:
+        """The kind's output for one input, or a list of them for a list of inputs."""
         single = isinstance(texts, (str, tuple))
-        probabilities = self.probabilities([texts] if single else list(texts))
-        results = [self._ranked(row, top_k) for row in probabilities]
+        scores = self.scores([texts] if single else list(texts))
+        results = [self.kind.output(row, top_k) for row in scores]
         return results[0] if single else results
 
-    def probabilities(self, texts: Sequence[Text], progress: bool = False):
-        """Class probabilities, one row per input, in input order (a numpy array)."""
+    def scores(self, texts: Sequence[Text], progress: bool = False):
+        """Probabilities per class (or the predicted value), one row per input, in input order."""
+        return self.kind.scores(self.logits(texts, progress))
+
+    def logits(self, texts: Sequence[Text], progress: bool = False):
+        """The model's raw outputs, one row per input, in input order (a numpy array)."""
         import numpy as np
         import torch
         from tqdm.auto import tqdm
 
+        width = self.model.config.num_labels
         if not texts:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
+            return np.zeros((0, width), dtype=np.float32)
         pairs = [t for t in texts if not isinstance(t, str)]
         if pairs and len(pairs) != len(texts):
             raise FinetuneError("Mix of single texts and pairs in one call: classify them separately.")
         columns = list(zip(*texts)) if pairs else [list(texts)]
         encoded = self.tokenizer(*columns, truncation=True, max_length=self.max_length)
         order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
-        result = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        result = np.empty((len(texts), width), dtype=np.float32)
         starts = range(0, len(order), self.batch_size)
-        for start in tqdm(starts, desc="Classifying", unit="batch", disable=not progress):
+        for start in tqdm(starts, desc="Predicting", unit="batch", disable=not progress):
             rows = order[start : start + self.batch_size]
             batch = self.tokenizer.pad([{k: encoded[k][i] for k in encoded} for i in rows], return_tensors="pt")
             batch = {k: v.to(self.model.device) for k, v in batch.items()}
             autocast = torch.autocast(self.model.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
             with torch.inference_mode(), autocast:
-                logits = self.model(**batch).logits
-            result[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                result[rows] = self.model(**batch).logits.float().cpu().numpy()
         return result
 
-    def _ranked(self, row, top_k: Optional[int]) -> Scores:
-        ranked = sorted(zip(self.labels, row.tolist()), key=lambda pair: -pair[1])
-        return [{"label": label, "score": score} for label, score in ranked[:top_k]]
 
-
-def read_table(path: Path):
-    """A CSV, TSV (GLUE style, unquoted), JSON / JSONL or Parquet file as a pandas DataFrame."""
+def read_table(path: Path, info: Optional[RunInfo] = None):
+    """A CSV, TSV, JSON / JSONL or Parquet file as a pandas DataFrame, read as the run's task reads its files."""
     import pandas as pd
 
-    from finetune.data import LOCAL_FORMATS
+    from finetune.data import reader
 
-    suffix = path.suffix.lower()
+    info = info or RunInfo(Path("."))
     if not path.is_file():
         raise FinetuneError(f"--input: no such file: {path}")
-    if suffix not in LOCAL_FORMATS:
-        raise FinetuneError(f"--input: cannot read '{suffix}' files; use one of {', '.join(LOCAL_FORMATS)}.")
-    builder, options = LOCAL_FORMATS[suffix]
+    builder, options = reader(path, "--input", info.column_names, info.quoted, info.text_fields)
+    suffix = path.suffix.lower()
     try:
-        if builder == "csv":  # the same reader options as training data: TSV unquoted, no NaN words
+        if builder == "csv":  # the same reader options as training data: TSV unquoted, no NaN words, header or not
             frame = pd.read_csv(path, **options)
         elif builder == "json":
             frame = pd.read_json(path, lines=suffix == ".jsonl" or path.read_text(encoding="utf-8").lstrip()[:1] != "[")
@@ -150,7 +168,7 @@ def read_table(path: Path):
         raise FinetuneError(f"--input: could not read {path}: {error}") from error
     if frame.empty:
         raise FinetuneError(f"--input: {path} has no rows.")
-    return frame
+    return frame.rename(columns={old: new for old, new in info.rename_columns.items() if new not in frame.columns})
 
 
 def write_table(frame, path: Path) -> None:
@@ -171,75 +189,61 @@ def write_table(frame, path: Path) -> None:
         writers[suffix](tmp)
 
 
-def label_ids(values: Sequence[Any], labels: List[str]) -> List[int]:
-    """The ids of a label column given as names or ids; an unknown value names its row."""
-    from finetune.data import _label_id
-
-    ids = {name: i for i, name in enumerate(labels)}
-    result = []
+def parsed_labels(values: Sequence[Any], kind: TaskKind) -> List[Any]:
+    """The labels of a label column as the kind reads them; an invalid value names its row."""
+    labels = []
     for row, value in enumerate(values):
-        label_id = _label_id(value, ids)
-        if label_id is None or not 0 <= label_id < len(labels):
-            raise FinetuneError(f"--input row {row + 1}: label {value!r} is neither one of {labels} nor an id 0-{len(labels) - 1}.")
-        result.append(label_id)
-    return result
+        label = kind.parse(value)
+        if label is None:
+            raise FinetuneError(f"--input row {row + 1}: label {value!r} is {kind.expected()}.")
+        labels.append(label)
+    return labels
 
 
-def evaluate(truth: Sequence[int], predicted: Sequence[int], labels: List[str]) -> Dict[str, Any]:
-    """Accuracy, macro F1, per-class precision / recall / F1 and the confusion matrix."""
-    from sklearn.metrics import accuracy_score, f1_score
+def read_input(input_path: Path, path: Union[str, Path]):
+    """The rows to predict and their labels (None without a label column), checked before any model loads."""
+    import numpy as np
 
-    from finetune.report import class_scores
-
-    return {
-        "rows": len(truth),
-        "accuracy": float(accuracy_score(truth, predicted)),
-        "f1": float(f1_score(truth, predicted, labels=list(range(len(labels))), average="macro", zero_division=0)),
-        **class_scores(truth, predicted, labels),
-    }
-
-
-def read_input(input_path: Path, info: RunInfo):
-    """The rows to classify and their label ids (None without a label column), checked before any model loads."""
-    frame = read_table(input_path)
+    info = locate(path)
+    kind = saved_kind(info)
+    frame = read_table(input_path, info)
     missing = [f for f in info.text_fields if f not in frame.columns]
     if missing:
         raise FinetuneError(f"--input {input_path} has no column {', '.join(map(repr, missing))}; its columns are {list(frame.columns)}.")
-    truth = label_ids(frame[info.label_field].tolist(), info.labels) if info.label_field in frame.columns else None
+    truth = np.array(parsed_labels(frame[info.label_field].tolist(), kind)) if info.label_field in frame.columns else None
     return frame, truth
 
 
-def classify_file(predictor: Predictor, frame, truth: Optional[List[int]], output_path: Path, all_scores: bool) -> Optional[Dict[str, Any]]:
-    """Write ``frame``'s rows with ``predicted_label`` and ``score``; return metrics if it has labels."""
-    info = predictor.info
+def predict_file(predictor: Predictor, frame, truth, output_path: Path, all_scores: bool) -> Optional[Dict[str, Any]]:
+    """Write ``frame``'s rows with the kind's prediction columns; return the task's metrics if it has labels."""
+    kind, info = predictor.kind, predictor.info
     columns = [frame[f].astype(str).tolist() for f in info.text_fields]
     texts = columns[0] if len(columns) == 1 else list(zip(*columns))
-    probabilities = predictor.probabilities(texts, progress=True)
-    predicted = probabilities.argmax(axis=1)
-    frame["predicted_label"] = [predictor.labels[i] for i in predicted]
-    frame["score"] = probabilities.max(axis=1)
-    if all_scores:
-        for i, label in enumerate(predictor.labels):
-            frame[f"score_{label}"] = probabilities[:, i]
+    logits = predictor.logits(texts, progress=True)
+    scores = kind.scores(logits)
+    for name, values in kind.output_columns(scores).items():
+        frame[name] = values
+    if all_scores and scores.ndim == 2:
+        for i, label in enumerate(kind.label_names):
+            frame[f"score_{label}"] = scores[:, i]
     write_table(frame, output_path)
     if truth is None:
         return None
-    metrics = evaluate(truth, predicted.tolist(), predictor.labels)
-    metrics_path = output_path.with_name(output_path.stem + ".metrics.json")
-    write_json(metrics_path, metrics)
+    metrics = kind.report(truth, logits)
+    write_json(output_path.with_name(output_path.stem + ".metrics.json"), metrics)
     return metrics
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m finetune.predict", description="Classify text with a trained run or model folder.",
+        prog="python -m finetune.predict", description="Predict with a trained run or model folder: classes, labels or scores.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1],
     )
     parser.add_argument("path", help="a run folder (uses its model/ and task settings) or a model folder")
     parser.add_argument("text", nargs="?", help="a text to classify")
     parser.add_argument("--text-pair", help="the second text of a pair (premise TEXT, hypothesis --text-pair)")
     parser.add_argument("--input", type=Path, help="a CSV, TSV, JSON/JSONL or Parquet file to classify, row by row")
-    parser.add_argument("--output", type=Path, help="where to write --input's rows with predicted_label and score")
+    parser.add_argument("--output", type=Path, help="where to write --input's rows with the predictions (label and score, labels, or score)")
     parser.add_argument("--all-scores", action="store_true", help="with --output: a score_<label> column per class")
     parser.add_argument("--top-k", type=int, default=None, help="labels to print per text (default: all)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -261,24 +265,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     transformers_logging.disable_progress_bar()  # "Loading weights" bars: noise on a command line
     try:
-        frame, truth = read_input(args.input, locate(args.path)) if args.input is not None else (None, None)
+        frame, truth = read_input(args.input, args.path) if args.input is not None else (None, None)
         predictor = Predictor.load(args.path, device=args.device, batch_size=args.batch_size, max_length=args.max_length, precision=args.precision)
         if frame is None:
             text: Text = (args.text, args.text_pair) if args.text_pair is not None else args.text
-            scores = predictor(text, top_k=args.top_k)
-            print([{"label": s["label"], "score": round(s["score"], 3)} for s in scores])
+            print(rounded(predictor(text, top_k=args.top_k)))
             return 0
-        metrics = classify_file(predictor, frame, truth, args.output, args.all_scores)
+        metrics = predict_file(predictor, frame, truth, args.output, args.all_scores)
     except FinetuneError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"Wrote {args.output}")
     if metrics is not None:
-        print(f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['f1']:.4f}  on {metrics['rows']} labeled rows")
-        for name, scores in metrics["per_class"].items():
-            print(f"  {name:<20} precision {scores['precision']:.3f}  recall {scores['recall']:.3f}  f1 {scores['f1']:.3f}  n={scores['support']}")
-        print(f"Metrics, per-class report and confusion matrix: {args.output.with_name(args.output.stem + '.metrics.json')}")
+        scores = "  ".join(f"{name} {metrics[name]:.4f}" for name in predictor.kind.metrics)
+        print(f"{scores}  on {metrics['rows']} labeled rows")
+        for name, row in (metrics.get("per_class") or {}).items():
+            print(f"  {name:<20} " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"n={v}" for k, v in row.items()))
+        print(f"Metrics and per-class report: {args.output.with_name(args.output.stem + '.metrics.json')}")
     return 0
+
+
+def rounded(value: Any) -> Any:
+    """Scores to 3 decimals, for printing."""
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return value
 
 
 if __name__ == "__main__":

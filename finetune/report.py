@@ -7,7 +7,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig
 
@@ -16,32 +16,13 @@ from finetune.files import replaced_atomically
 PACKAGES = ("torch", "transformers", "accelerate", "datasets", "tokenizers", "scikit-learn", "hydra-core", "omegaconf", "finetune")
 
 
-def class_scores(truth: Sequence[int], predicted: Sequence[int], labels: List[str]) -> Dict[str, Any]:
-    """Per-class precision / recall / F1 / support and the confusion matrix (rows: true, columns: predicted)."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-    indices = list(range(len(labels)))
-    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=indices, zero_division=0)
-    return {
-        "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
-            for i, name in enumerate(labels)
-        },
-        "confusion_matrix": {"labels": labels, "rows_true_columns_predicted": confusion_matrix(truth, predicted, labels=indices).tolist()},
-    }
-
-
 def confusion_figure(matrix: List[List[int]], labels: List[str], title: str):
     """A labelled confusion matrix with counts in the cells, drawn off-screen."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed (servers, clusters)
-    import matplotlib.pyplot as plt
     import numpy as np
     from sklearn.metrics import ConfusionMatrixDisplay
 
     size = max(4.5, 0.7 * len(labels) + 2.5)
-    figure, axes = plt.subplots(figsize=(size + 0.8, size), dpi=120)
+    figure, axes = _figure((size + 0.8, size))
     display = ConfusionMatrixDisplay(np.array(matrix), display_labels=labels)
     display.plot(ax=axes, cmap="Blues", values_format="d", colorbar=True, xticks_rotation=30 if len(labels) > 3 else 0)
     axes.set_title(title, fontsize=10)
@@ -51,20 +32,62 @@ def confusion_figure(matrix: List[List[int]], labels: List[str], title: str):
     return figure
 
 
-def write_confusion_matrices(run_dir: Path, log_dir: Path, reports: Mapping[str, Mapping[str, Any]], labels: List[str], title: str, step: int) -> None:
-    """``confusion_<split>.png`` in the run folder and the same image in TensorBoard, per split."""
+def _figure(size=(6.5, 5.5)):
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed (servers, clusters)
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=size, dpi=120)
+
+
+def per_label_figure(per_label: Mapping[str, Mapping[str, float]], title: str):
+    """Multi-label: each label's F1 as a bar, its support and threshold beside it, best first."""
+    ranked = sorted(per_label.items(), key=lambda item: -item[1]["f1"])
+    figure, axes = _figure((7.5, max(3.5, 0.28 * len(ranked) + 1.5)))
+    names = [name for name, _ in ranked]
+    axes.barh(range(len(ranked)), [scores["f1"] for _, scores in ranked], color="tab:blue")
+    axes.set_yticks(range(len(ranked)), names, fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlim(0, 1.25)
+    for y, (_, scores) in enumerate(ranked):
+        axes.text(scores["f1"] + 0.01, y, f"n={scores['support']}  t={scores.get('threshold', 0.5):.2f}", va="center", fontsize=7)
+    axes.set_xlabel("F1 (at the label's threshold t; n = rows with the label)")
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def scatter_figure(truth, predicted, title: str):
+    """Regression: predicted against gold, with the line where they are equal."""
+    import numpy as np
+
+    figure, axes = _figure((6, 6))
+    truth, predicted = np.asarray(truth, dtype=float), np.asarray(predicted, dtype=float)
+    axes.scatter(truth, predicted, s=6, alpha=0.4)
+    low, high = float(min(truth.min(), predicted.min())), float(max(truth.max(), predicted.max()))
+    axes.plot([low, high], [low, high], color="tab:red", linewidth=1, label="predicted = gold")
+    axes.set_xlabel("Gold score")
+    axes.set_ylabel("Predicted score")
+    axes.legend(loc="upper left", fontsize=8)
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def write_figures(run_dir: Path, log_dir: Path, kind, metrics: Mapping[str, Any], truth: Mapping[str, Any], logits: Mapping[str, Any], title: str, step: int) -> None:
+    """Each scored split's picture (confusion matrix, per-label F1 or scatter plot) as ``<name>_<split>.png`` and in TensorBoard."""
     import matplotlib.pyplot as plt
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(log_dir=str(log_dir)) as writer:
-        for split, report in reports.items():
-            matrix = report["confusion_matrix"]["rows_true_columns_predicted"]
-            rows = sum(map(sum, matrix))
-            figure = confusion_figure(matrix, labels, f"{title}\n{split}: {rows} rows, accuracy {report['accuracy']:.4f}, macro F1 {report['f1']:.4f}")
-            path = run_dir / f"confusion_{split}.png"
-            with replaced_atomically(path) as tmp:
+        for split in truth:
+            report = metrics[split]
+            scores = ", ".join(f"{name} {report[name]:.4f}" for name in kind.metrics)
+            name, figure = kind.figure(report, truth[split], logits[split], f"{title}\n{split}: {report['rows']} rows, {scores}")
+            with replaced_atomically(run_dir / f"{name}_{split}.png") as tmp:
                 figure.savefig(tmp, format="png")
-            writer.add_figure(f"confusion_matrix/{split}", figure, global_step=step, close=True)
+            writer.add_figure(f"{name}/{split}", figure, global_step=step, close=True)
             plt.close(figure)
 
 
@@ -73,8 +96,9 @@ def data_fingerprint(splits, columns: Sequence[str]) -> Dict[str, Dict[str, Any]
     fingerprint = {}
     for name, split in splits.items():
         digest = hashlib.sha256()
-        for batch in split.select_columns(list(columns)).iter(batch_size=10_000):
-            for column in columns:
+        present = [c for c in columns if c in split.column_names]  # an unlabeled test split has no labels
+        for batch in split.select_columns(present).iter(batch_size=10_000):
+            for column in present:
                 digest.update("\x1f".join(map(str, batch[column])).encode("utf-8"))
                 digest.update(b"\x1e")
         fingerprint[name] = {"rows": len(split), "sha256": digest.hexdigest()}
@@ -124,40 +148,42 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> List[str]:
 
 
 def _scored_splits(metrics: Mapping[str, Any]) -> List[str]:
-    """The splits with labels, in order: validation, and test unless it was predicted unlabeled."""
-    return [split for split in ("validation", "test") if metrics.get(split) and "per_class" in metrics[split]]
+    """The splits with labels, in order: validation first, then the others that were scored."""
+    return [split for split, report in metrics.items() if split != "train" and report]
 
 
-def _score_rows(metrics: Mapping[str, Any]) -> List[List[Any]]:
-    return [
-        [split, metrics[split]["accuracy"], metrics[split]["f1"], metrics[split]["loss"], sum(c["support"] for c in metrics[split]["per_class"].values())]
-        for split in _scored_splits(metrics)
-    ]
+def _score_rows(kind, metrics: Mapping[str, Any]) -> List[List[Any]]:
+    return [[split, *(metrics[split][m] for m in kind.metrics), metrics[split]["loss"], metrics[split]["rows"]] for split in _scored_splits(metrics)]
 
 
-def model_card(
-    cfg: DictConfig, metrics: Mapping[str, Any], labels: List[str], hyperparameters: Mapping[str, Any], run_name: str, task_name: Optional[str]
-) -> str:
+def _per_class_rows(report: Mapping[str, Any]) -> Tuple[List[str], List[List[Any]]]:
+    """The per-class (per-label) table of a split, with whatever columns the kind gave it."""
+    per_class = report.get("per_class") or {}
+    columns = list(next(iter(per_class.values()), {}))
+    return columns, [[name, *(c[k] for k in columns)] for name, c in per_class.items()]
+
+
+def model_card(cfg: DictConfig, kind, metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any], run_name: str, task_name: Optional[str]) -> str:
     """A Hugging Face model card: YAML front matter (base model, task, data set, results), then prose and tables."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     source = cfg.model.name_or_path
     local_model = Path(source).expanduser().is_dir()
     base_model = cfg.model.get("base_model") or (None if local_model else source)
-    dataset = cfg.task.path if not cfg.task.data_files.train else None  # a hub data set; local files have no id
+    dataset = cfg.task.path if not cfg.task.data_files.get("train") else None  # a hub data set; local files have no id
     dataset_name = dataset or f"{task_name or 'task'} (local files)"
     results = [
         EvalResult(
             task_type="text-classification", dataset_type=dataset or "local", dataset_name=dataset_name, dataset_split=split,
-            metric_type=metric, metric_name="macro F1" if metric == "f1" else metric, metric_value=round(metrics[split][metric], 4),
+            metric_type=metric, metric_name=metric, metric_value=round(metrics[split][metric], 4),
         )
         for split in _scored_splits(metrics)
-        for metric in ("accuracy", "f1")
+        for metric in kind.metrics
     ]
     data = ModelCardData(
         base_model=base_model, datasets=[dataset] if dataset else None, library_name="transformers",
-        pipeline_tag="text-classification", metrics=["accuracy", "f1"], model_name=run_name, eval_results=results or None,
-        tags=["text-classification", "finetune"],
+        pipeline_tag="text-classification", metrics=list(kind.metrics), model_name=run_name, eval_results=results or None,
+        tags=["text-classification", kind.name.replace("_", "-"), "finetune"],
     )
     base = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"A local model folder (`{Path(source).name}`)"
     data_text = f"[{dataset}](https://huggingface.co/datasets/{dataset})" if dataset else f"the local data files of task `{task_name or 'task'}`"
@@ -166,22 +192,22 @@ def model_card(
     body = [
         f"# {run_name}",
         "",
-        f"{base} fine-tuned for text classification on {data_text} ({len(labels)} classes), "
+        f"{base} fine-tuned for {kind.description.format(n=kind.num_labels)} on {data_text}, "
         "with finetune (Hydra + the transformers `Trainer`).",
         "",
         "## Results",
         "",
-        *_table(["split", "accuracy", "macro F1", "loss", "rows"], _score_rows(metrics)),
+        *_table(["split", *kind.metrics, "loss", "rows"], _score_rows(kind, metrics)),
     ]
-    if "validation" in _scored_splits(metrics):
-        per_class = metrics["validation"]["per_class"]
-        body += ["", "Per class (validation):", ""]
-        body += _table(["label", "precision", "recall", "F1", "support"], [[n, c["precision"], c["recall"], c["f1"], c["support"]] for n, c in per_class.items()])
+    columns, rows = _per_class_rows(metrics.get("validation") or {})
+    if rows:
+        body += ["", "Per label (validation):", "", *_table(["label", *columns], rows)]
     body += [
-        "", "## Labels", "", *_table(["id", "label"], list(enumerate(labels))),
+        "", "## Labels", "", *_table(["id", "label"], list(enumerate(kind.label_names))),
         "", "## Usage", "", "```python", "from transformers import pipeline", "",
         'classify = pipeline("text-classification", model="path/to/this/folder", top_k=None)',
-        f"classify({example_code})", "```",
+        f"classify({example_code})", "```", "",
+        "`finetune.Predictor.load(\"path/to/this/folder\")` gives the task's own output (for multi-label: the labels above their thresholds).",
         "", "## Training", "", *_table(["hyperparameter", "value"], [[k, f"{v:g}" if isinstance(v, float) else v] for k, v in hyperparameters.items()]), "",
     ]
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(body)).content
@@ -190,6 +216,7 @@ def model_card(
 def hyperparameters(cfg: DictConfig, args, metrics: Mapping[str, Any], precision: str) -> Dict[str, Any]:
     """What the model card lists under Training: the settings that shape the result."""
     train = metrics["train"]
+    weights = train.get("class_weights")
     return {
         "learning rate": args.learning_rate,
         "batch size (per device)": args.per_device_train_batch_size,
@@ -203,20 +230,26 @@ def hyperparameters(cfg: DictConfig, args, metrics: Mapping[str, Any], precision
         "seed": cfg.seed,
         "training rows": train["samples"],
         "steps": train["steps"],
+        "class weights": "none" if weights is None else f"{cfg.task.class_weights if isinstance(cfg.task.class_weights, str) else 'given'}: "
+        + ", ".join(f"{w:.3g}" for w in weights),
     }
 
 
-def console_summary(metrics: Mapping[str, Any], run_dir: Path, log_dir: Path) -> str:
+def console_summary(kind, metrics: Mapping[str, Any], run_dir: Path, log_dir: Path) -> str:
     """The end-of-run summary: scores per split, per class, training figures, and where to look."""
     scored = _scored_splits(metrics)
-    width = max([len("validation")] + [len(name) for s in scored for name in metrics[s]["per_class"]])
-    lines = ["", "Run summary", "", f"  {'split':<{width}}  {'accuracy':>9}  {'macro F1':>9}  {'loss':>9}  {'rows':>7}"]
-    for split, accuracy, f1, loss, count in _score_rows(metrics):
-        lines.append(f"  {split:<{width}}  {accuracy:>9.4f}  {f1:>9.4f}  {loss:>9.4f}  {count:>7}")
+    names = [name for split in scored for name in (metrics[split].get("per_class") or {})]
+    width = max([len("validation")] + [len(s) for s in scored] + [len(n) for n in names])
+    header = ["split".ljust(width), *(f"{m:>9}" for m in kind.metrics), f"{'loss':>9}", f"{'rows':>7}"]
+    lines = ["", "Run summary", "", "  " + "  ".join(header)]
+    for split, *scores, count in _score_rows(kind, metrics):
+        lines.append("  " + "  ".join([split.ljust(width), *(f"{v:>9.4f}" for v in scores), f"{count:>7}"]))
     for split in scored:
-        lines += ["", f"  {split + ', per class:'}", f"  {'label':<{width}}  {'precision':>9}  {'recall':>9}  {'F1':>9}  {'support':>7}"]
-        for name, c in metrics[split]["per_class"].items():
-            lines.append(f"  {name:<{width}}  {c['precision']:>9.4f}  {c['recall']:>9.4f}  {c['f1']:>9.4f}  {c['support']:>7}")
+        columns, rows = _per_class_rows(metrics[split])
+        if rows:
+            lines += ["", f"  {split + ', per class:'}", "  " + "  ".join(["label".ljust(width), *(f"{c:>9}" for c in columns)])]
+            for name, *values in rows:
+                lines.append("  " + "  ".join([name.ljust(width), *(f"{v:>9.4f}" if isinstance(v, float) else f"{v:>9}" for v in values)]))
     train = metrics["train"]
     lines += [
         "",

@@ -1,5 +1,6 @@
 """One fine-tuning run, start to finish: config in, run folder out."""
 
+import json
 import logging
 import signal
 import time
@@ -8,8 +9,8 @@ from typing import Any, Dict, List
 
 from omegaconf import DictConfig
 
-from finetune.config import validate
-from finetune.data import LABEL
+from finetune.config import StoppedBySignal, best_metric, validate
+from finetune.data import LABEL, label_array
 from finetune.distributed import rank
 from finetune.files import replaced_atomically, write_json
 from finetune.hub import go_offline_if_unreachable
@@ -18,11 +19,13 @@ from finetune.resume import latest_checkpoint
 log = logging.getLogger(__name__)
 
 
-def save_model(trainer, path: Path, model_card: str) -> None:
-    """Save model, tokenizer and model card so that ``path`` is either complete or absent."""
+def save_model(trainer, path: Path, model_card: str, extra_files: Dict[str, Any]) -> None:
+    """Save model, tokenizer, model card and the kind's files (thresholds) so that ``path`` is either complete or absent."""
     with replaced_atomically(path) as tmp:
         trainer.save_model(str(tmp))
         (tmp / "README.md").write_text(model_card, encoding="utf-8")
+        for name, content in extra_files.items():
+            (tmp / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
@@ -35,19 +38,22 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     source = instantiate(cfg.model, _convert_="object")
     hardware = instantiate(cfg.hardware, _convert_="object")
     source.check_folder()
-    if (task.path and not task.data_files.train) or not source.is_local:
+    if (task.path and not task.data_files.get("train")) or not source.is_local:
         go_offline_if_unreachable()
 
     # Data first: its errors (and, offline, a missing hub data set) surface before the slow imports.
     started = time.perf_counter()
     splits = task.load(seed=cfg.seed)
     log.info("%s\nLoaded and checked in %.1f s", task.summary(splits), time.perf_counter() - started)
+    kind = task.kind  # what the labels mean: loss, predictions, metrics, reports
+    kind.fit(label_array(splits["train"]))
 
-    from transformers import pipeline, set_seed
+    from transformers import set_seed
 
-    from finetune.predict import Predictor
-    from finetune.report import class_scores, console_summary, data_fingerprint, environment, hyperparameters, model_card, write_confusion_matrices
-    from finetune.trainer import StoppedBySignal, best_validation_metrics, build_trainer, log_hparams, mean_training_loss, predicted_ids, training_arguments, without_prefix
+    from finetune.metrics import greater_is_better
+    from finetune.predict import Predictor, rounded
+    from finetune.report import console_summary, data_fingerprint, environment, hyperparameters, model_card, write_figures
+    from finetune.trainer import build_trainer, log_hparams, logits_of, mean_training_loss, training_arguments
 
     hardware_args = hardware.resolve()
     log.info(hardware.describe())
@@ -56,7 +62,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
         write_json(run_dir / "environment.json", {**env, "resumed_from": Path(checkpoint).name} if checkpoint else env)
     if checkpoint:
         log.info("Resuming from %s", checkpoint)
-    args = training_arguments(cfg.trainer, hardware_args, run_dir)
+    best = best_metric(task)
+    args = training_arguments(cfg.trainer, {**hardware_args, "metric_for_best_model": best, "greater_is_better": greater_is_better(best)}, run_dir)
     tokenizer = source.load_tokenizer()
     task.check_max_length(tokenizer, source.name_or_path)
     started = time.perf_counter()
@@ -65,8 +72,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     log.info("Tokenized in %.1f s (cached by datasets: a rerun on the same data and tokenizer skips it)", time.perf_counter() - started)
 
     set_seed(cfg.seed)  # before the classification head is initialised
-    model = source.load_model(task.label_names, tokenizer)
-    trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"])
+    model = source.load_model(kind.model_config(), tokenizer)
+    trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"], kind)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     if trainer.stop.signum is not None:
         raise StoppedBySignal(
@@ -75,55 +82,59 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
             trainer.stop.signum,
         )
 
-    metrics: Dict[str, Any] = {
-        "validation": best_validation_metrics(trainer),
-        "test": None,
-        "train": {
-            "runtime_s": result.metrics["train_runtime"],
-            "samples_per_second": result.metrics["train_samples_per_second"],
-            "steps_per_second": result.metrics["train_steps_per_second"],
-            "loss": mean_training_loss(trainer),
-            "epochs": result.metrics.get("epoch"),
-            "steps": result.global_step,
-            "samples": len(encoded["train"]),
-            # on this process; real / computed tokens: the share of the compute spent on text, not padding
-            "tokens": trainer.real_tokens,
-            "padding_efficiency": trainer.real_tokens / max(trainer.computed_tokens, 1),
-        },
-    }
-    outputs = {"validation": trainer.predict(encoded["validation"])}  # the best model's predictions, for per-class scores
-    if "test" in encoded:
-        if task.is_labeled(encoded["test"]):
-            outputs["test"] = trainer.predict(encoded["test"], metric_key_prefix="test")
-            trainer.log(outputs["test"].metrics)  # into TensorBoard, as evaluate() does
-            metrics["test"] = without_prefix(outputs["test"].metrics, "test")
-        elif trainer.is_world_process_zero():  # e.g. GLUE: labels are withheld, so predict and write a submission file
-            # The Predictor keeps input order (the Trainer's length-grouped evaluation does not).
-            predictor = Predictor(trainer.model, tokenizer, max_length=task.max_length, precision=hardware.precision_used)
-            columns = splits["test"].select_columns(list(task.text_fields))[:]
-            texts = [columns[f] for f in task.text_fields]
-            predicted = predictor.probabilities(texts[0] if len(texts) == 1 else list(zip(*texts))).argmax(axis=-1)
-            task.write_predictions(run_dir / task.predictions_file, predicted.tolist())
-            log.info("Test split is unlabeled: wrote %d predictions to %s", len(predicted), run_dir / task.predictions_file)
+    # The best model on every labeled split after train. From here on the kind scores the
+    # predictions itself, with what it calibrated on validation (multi-label thresholds).
+    trainer.compute_metrics = None
+    outputs = {split: trainer.predict(encoded[split], metric_key_prefix=split) for split in encoded if split != "train" and task.is_labeled(encoded[split])}
+    logits = {split: logits_of(output.predictions) for split, output in outputs.items()}
+    kind.calibrate(outputs["validation"].label_ids, logits["validation"])
+    metrics: Dict[str, Any] = {"validation": None, "test": None, **{split: None for split in encoded if split != "train"}}
     for split, output in outputs.items():
-        metrics[split].update(class_scores(output.label_ids, predicted_ids(output.predictions), task.label_names))
+        metrics[split] = {"loss": output.metrics[f"{split}_loss"], **kind.report(output.label_ids, logits[split])}
+        if split != "validation":  # into TensorBoard (validation was logged at each evaluation)
+            trainer.log({f"{split.replace('validation', 'eval', 1)}_{k}": v for k, v in metrics[split].items() if isinstance(v, float)})
+    metrics["train"] = {
+        "runtime_s": result.metrics["train_runtime"],
+        "samples_per_second": result.metrics["train_samples_per_second"],
+        "steps_per_second": result.metrics["train_steps_per_second"],
+        "loss": mean_training_loss(trainer),
+        "epochs": result.metrics.get("epoch"),
+        "steps": result.global_step,
+        "samples": len(encoded["train"]),
+        # on this process; real / computed tokens: the share of the compute spent on text, not padding
+        "tokens": trainer.real_tokens,
+        "padding_efficiency": trainer.real_tokens / max(trainer.computed_tokens, 1),
+        "class_weights": kind.weights,
+    }
 
     if trainer.is_world_process_zero():
+        # Unlabeled test splits (GLUE withholds the labels): predict and write submission files.
+        # The Predictor keeps input order (the Trainer's length-grouped evaluation does not).
+        predictor = Predictor(trainer.model, tokenizer, kind=kind, max_length=task.max_length, precision=hardware.precision_used)
+        for split in (s for s in encoded if s.startswith("test") and not task.is_labeled(encoded[s])):
+            columns = splits[split].select_columns(list(task.text_fields))[:]
+            texts = [columns[f] for f in task.text_fields]
+            predicted = kind.predict(predictor.scores(texts[0] if len(texts) == 1 else list(zip(*texts))))
+            path = task.predictions_path(run_dir, split)
+            task.write_predictions(path, predicted)
+            log.info("The %s split is unlabeled: wrote %d predictions to %s", split, len(predicted), path)
+
         names = _choices()
         title = f"{names.get('model', Path(cfg.model.name_or_path).name)} on {names.get('task', cfg.task.path or 'local data')}"
-        write_confusion_matrices(run_dir, run_dir / "logs", {s: metrics[s] for s in outputs}, task.label_names, title, trainer.state.global_step)
+        truth = {split: output.label_ids for split, output in outputs.items()}
+        write_figures(run_dir, run_dir / "logs", kind, metrics, truth, logits, title, trainer.state.global_step)
         settings = hyperparameters(cfg, trainer.args, metrics, hardware.precision_used)
-        card = model_card(cfg, metrics, task.label_names, settings, run_dir.name, names.get("task"))
-        save_model(trainer, run_dir / "model", card)
+        card = model_card(cfg, kind, metrics, settings, run_dir.name, names.get("task"))
+        save_model(trainer, run_dir / "model", card, kind.model_files())
         write_json(run_dir / "metrics.json", metrics)
         log_hparams(run_dir / "logs", cfg, names, metrics)
-    log.info(console_summary(metrics, run_dir, run_dir / "logs"))
+    log.info(console_summary(kind, metrics, run_dir, run_dir / "logs"))
 
     if task.examples and trainer.is_world_process_zero():
-        classify = pipeline("text-classification", model=str(run_dir / "model"), top_k=None, device=trainer.args.device)
-        log.info("Examples, best label first:")
-        for example, scores in zip(task.examples, classify(_pipeline_inputs(task.examples))):
-            log.info("  %s\n    %s", example, [{"label": s["label"], "score": round(s["score"], 3)} for s in scores])
+        saved = Predictor.load(run_dir / "model", device=str(trainer.args.device), max_length=task.max_length)
+        log.info("Examples:")
+        for example, output in zip(task.examples, saved([e if isinstance(e, str) else tuple(e) for e in task.examples])):
+            log.info("  %s\n    %s", example, rounded(output))
     return metrics
 
 
@@ -135,8 +146,3 @@ def _choices() -> Dict[str, str]:
         return {}
     choices = HydraConfig.get().runtime.choices
     return {group: str(choices[group]) for group in ("task", "model", "trainer", "hardware") if group in choices}
-
-
-def _pipeline_inputs(examples: List[Any]) -> List[Any]:
-    return [e if isinstance(e, str) else {"text": e[0], "text_pair": e[1]} for e in examples]
-

@@ -1,180 +1,127 @@
-"""The `trainer` group: TrainingArguments from the config, a Trainer with dynamic padding and metrics."""
+"""The `trainer` group: TrainingArguments from the config, and a Trainer with dynamic padding,
+the task kind's loss and metrics, and the callbacks in ``finetune.callbacks``.
+
+Imported only when a run trains: it pulls in torch and transformers.
+"""
 
 import logging
-import math
 import os
-import signal
-import threading
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
+import torch
 from omegaconf import DictConfig
+from transformers import DataCollatorWithPadding, Trainer
+from transformers.integrations import TensorBoardCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from finetune.callbacks import ResumableTensorBoard, StopOnNonFiniteLoss, StopOnSignal
 from finetune.config import FinetuneError
+from finetune.kinds import TaskKind
 
 log = logging.getLogger(__name__)
 TOKEN_COUNTS = "TokenCounts"
 
 
-class StoppedBySignal(FinetuneError):
-    """Training was stopped by SIGINT / SIGTERM after saving a checkpoint."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+def logits_of(predictions):
+    """The logits among the Trainer's predictions (a tuple whose first item is the logits for some models)."""
+    return predictions[0] if isinstance(predictions, tuple) else predictions
 
 
-def predicted_ids(predictions):
-    """Class ids from the Trainer's predictions (logits, or a tuple whose first item is the logits)."""
-    logits = predictions[0] if isinstance(predictions, tuple) else predictions
-    return logits.argmax(axis=-1)
+def metrics_function(kind: TaskKind) -> Callable:
+    """The Trainer's ``compute_metrics``: the task's metrics, computed by its kind."""
+
+    def compute_metrics(eval_pred) -> Dict[str, float]:
+        return kind.evaluate(eval_pred.label_ids, logits_of(eval_pred.predictions))
+
+    return compute_metrics
 
 
-def compute_metrics(eval_pred) -> Dict[str, float]:
-    """Accuracy and macro F1, computed locally (``evaluate.load`` needs the Hub)."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    labels, predictions = eval_pred.label_ids, predicted_ids(eval_pred.predictions)
-    return {
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "f1": float(f1_score(labels, predictions, average="macro")),
-    }
-
-
-def training_arguments(trainer_cfg: DictConfig, hardware_args: Mapping[str, Any], run_dir: Path):
-    """Instantiate ``trainer_cfg`` (TrainingArguments); hardware fills what the config leaves unset."""
+def training_arguments(trainer_cfg: DictConfig, defaults: Mapping[str, Any], run_dir: Path):
+    """Instantiate ``trainer_cfg`` (TrainingArguments); ``defaults`` (hardware, task) fill what it leaves unset."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     # The Trainer's TensorBoard callback writes where this says, also after training (test scores).
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
-    defaults = {k: v for k, v in hardware_args.items() if k not in trainer_cfg}
+    unset = {k: v for k, v in defaults.items() if trainer_cfg.get(k) is None}
     try:
-        return instantiate(trainer_cfg, output_dir=str(run_dir / "checkpoints"), _convert_="all", **defaults)
+        return instantiate(trainer_cfg, output_dir=str(run_dir / "checkpoints"), _convert_="all", **unset)
     except InstantiationException as error:
         cause = error.__cause__ or error
         raise FinetuneError(f"Invalid trainer settings: {cause}") from error
 
 
-def build_trainer(args, model, tokenizer, train_dataset, eval_dataset):
-    """A Trainer with dynamic padding, metrics, and the callbacks below; ``trainer.stop`` tells of a signal."""
-    import torch
-    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback
-    from transformers.integrations import TensorBoardCallback
-    from transformers.trainer_pt_utils import LengthGroupedSampler
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped batches in an order fixed by seed and epoch (the library's draws from the global
+    RNG), so a resumed run trains on the same batches as an uninterrupted one."""
 
-    class StopOnSignal(TrainerCallback):
-        """SIGINT / SIGTERM: finish the step, save a checkpoint, stop. A second SIGINT quits at once."""
+    def __init__(self, batch_size: int, lengths, seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
 
-        def __init__(self):
-            self.signum: Optional[int] = None
-            self.previous: Dict[int, Any] = {}
+    def set_epoch(self, epoch: int) -> None:  # called by the Trainer before each epoch
+        self.epoch = epoch
 
-        def handle(self, signum, frame):
-            if self.signum is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.signum = signum
-            log.warning("%s received: stopping after this step and saving a checkpoint (Ctrl-C again quits at once).", signal.Signals(signum).name)
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
 
-        def on_train_begin(self, args, state, control, **kwargs):
-            if threading.current_thread() is threading.main_thread():  # signal handlers live there only
-                self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
-        def on_step_end(self, args, state, control, **kwargs):
-            signum = self.signum
-            if args.world_size > 1:  # every rank stops at the same step, or the others wait forever
-                import torch.distributed as dist
+class TaskTrainer(Trainer):
+    """A Trainer whose loss is the task kind's (class weights included), and that counts real
+    and padded tokens: padding is computation wasted."""
 
-                flag = torch.tensor([signum or 0], device=args.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                signum = self.signum = int(flag.item()) or None
-            if signum is not None:
-                # Logging now too keeps the training-loss record whole across the resume.
-                control.should_log = control.should_save = control.should_training_stop = True
-                # When training ends, save_total_limit=1 deletes every checkpoint but the best one,
-                # and the best model is loaded: neither helps a run that stops to be resumed.
-                args.save_total_limit, args.load_best_model_at_end = None, False
+    real_tokens = computed_tokens = 0
+    counts_restored = False
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean: the Trainer scales it
 
-        def on_train_end(self, args, state, control, **kwargs):
-            for s, handler in self.previous.items():
-                signal.signal(s, handler)
-            self.previous = {}
+    def __init__(self, *args, kind: TaskKind, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kind = kind
 
-    class ResumableTensorBoard(TensorBoardCallback):
-        """On resume, TensorBoard hides what was logged after the checkpoint (purge_step): no step twice."""
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = self.kind.loss(outputs.logits, labels)
+        return (loss, outputs) if return_outputs else loss
 
-        def on_train_begin(self, args, state, control, **kwargs):
-            if self.tb_writer is None and state.is_world_process_zero and state.global_step > 0 and self.logging_dir:
-                self.tb_writer = self._SummaryWriter(log_dir=self.logging_dir, purge_step=state.global_step + 1)
-            super().on_train_begin(args, state, control, **kwargs)
+    def _save_checkpoint(self, model, trial):
+        # Kept in trainer_state.json (restoring callbacks is off), so a resumed run counts on.
+        self.state.stateful_callbacks[TOKEN_COUNTS] = {"real": self.real_tokens, "computed": self.computed_tokens}
+        super()._save_checkpoint(model, trial)
 
-    class StopOnNonFiniteLoss(TrainerCallback):
-        """Training on after the loss became NaN or inf only produces garbage: stop, and say where."""
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
 
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            # The Trainer leaves non-finite losses out of the logged mean; the gradient norm still shows them.
-            for key, what in (("loss", "training loss"), ("grad_norm", "gradient norm")):
-                value = (logs or {}).get(key)
-                if isinstance(value, float) and not math.isfinite(value):
-                    raise FinetuneError(
-                        f"The {what} became {value} at step {state.global_step} (learning rate "
-                        f"{logs.get('learning_rate', args.learning_rate):.3g}). Lower trainer.learning_rate, "
-                        "or use hardware.precision=fp32 if half precision overflows."
-                    )
+    def training_step(self, model, inputs, *args, **kwargs):
+        if not self.counts_restored:  # the state is a checkpoint's when resuming
+            counts = self.state.stateful_callbacks.get(TOKEN_COUNTS, {})
+            self.real_tokens, self.computed_tokens = counts.get("real", 0), counts.get("computed", 0)
+            self.counts_restored = True
+        mask = inputs.get("attention_mask")
+        if mask is not None:
+            self.real_tokens += int(mask.sum())
+            self.computed_tokens += mask.numel()
+        return super().training_step(model, inputs, *args, **kwargs)
 
-    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
-        """Length-grouped batches in an order fixed by seed and epoch (the library's draws from the global
-        RNG), so a resumed run trains on the same batches as an uninterrupted one."""
 
-        def __init__(self, batch_size: int, lengths, seed: int):
-            super().__init__(batch_size, lengths=lengths)
-            self.seed, self.epoch = seed, 0
-
-        def set_epoch(self, epoch: int) -> None:  # called by the Trainer before each epoch
-            self.epoch = epoch
-
-        def __iter__(self):
-            self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            return super().__iter__()
-
-    class TokenCountingTrainer(Trainer):
-        """A Trainer that also counts real and padded tokens: padding is computation wasted."""
-
-        real_tokens = computed_tokens = 0
-        counts_restored = False
-
-        def _save_checkpoint(self, model, trial):
-            # Kept in trainer_state.json (restoring callbacks is off), so a resumed run counts on.
-            self.state.stateful_callbacks[TOKEN_COUNTS] = {"real": self.real_tokens, "computed": self.computed_tokens}
-            super()._save_checkpoint(model, trial)
-
-        def _get_train_sampler(self, train_dataset=None):
-            sampler = super()._get_train_sampler(train_dataset)
-            if type(sampler) is LengthGroupedSampler:
-                seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-                return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
-            return sampler
-
-        def training_step(self, model, inputs, *args, **kwargs):
-            if not self.counts_restored:  # the state is a checkpoint's when resuming
-                counts = self.state.stateful_callbacks.get(TOKEN_COUNTS, {})
-                self.real_tokens, self.computed_tokens = counts.get("real", 0), counts.get("computed", 0)
-                self.counts_restored = True
-            mask = inputs.get("attention_mask")
-            if mask is not None:
-                self.real_tokens += int(mask.sum())
-                self.computed_tokens += mask.numel()
-            return super().training_step(model, inputs, *args, **kwargs)
-
-    trainer = TokenCountingTrainer(
+def build_trainer(args, model, tokenizer, train_dataset, eval_dataset, kind: TaskKind) -> TaskTrainer:
+    """A Trainer with dynamic padding, the kind's loss and metrics, and our callbacks; ``trainer.stop`` tells of a signal."""
+    trainer = TaskTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),  # pads each batch to its own longest row
-        compute_metrics=compute_metrics,
+        compute_metrics=metrics_function(kind),
         callbacks=[StopOnNonFiniteLoss()],
+        kind=kind,
     )
     if trainer.pop_callback(TensorBoardCallback) is not None:  # report_to includes tensorboard
         trainer.add_callback(ResumableTensorBoard())
@@ -198,16 +145,6 @@ def mean_training_loss(trainer) -> float:
     return total / steps if steps else float("nan")
 
 
-def best_validation_metrics(trainer) -> Dict[str, float]:
-    """The validation scores of the model the Trainer kept: read from its log, or measured now."""
-    step: Optional[int] = trainer.state.best_global_step
-    if trainer.args.load_best_model_at_end and step is not None:
-        for entry in trainer.state.log_history:
-            if entry.get("step") == step and "eval_loss" in entry:
-                return without_prefix({k: v for k, v in entry.items() if k.startswith("eval_")}, "eval")
-    return without_prefix(trainer.evaluate(), "eval")
-
-
 HPARAMS = ("learning_rate", "per_device_train_batch_size", "num_train_epochs", "weight_decay", "warmup_steps", "seed")
 
 
@@ -221,7 +158,7 @@ def log_hparams(log_dir: Path, cfg: DictConfig, names: Mapping[str, str], metric
         f"hparams/{split}_{name}": value
         for split in ("validation", "test")
         for name, value in (metrics.get(split) or {}).items()
-        if name in ("accuracy", "f1", "loss")
+        if isinstance(value, float)  # scores, not the per-class tables
     }
     with SummaryWriter(log_dir=str(log_dir)) as writer:
         writer.add_hparams(hparams, scores, run_name=".")  # "." keeps it in the run's own log folder

@@ -4,6 +4,8 @@ import csv
 import json
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -129,3 +131,69 @@ def read_scalars(log_dir: Path) -> Dict[str, List[float]]:
 
 def read_json(path: Path):
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def multi_label_rows(n: int, seed: int) -> List[Dict[str, str]]:
+    """GoEmotions-like rows: each text mixes the words of one or two topics, labeled with both ("World,Sports")."""
+    rng = random.Random(seed)
+    names = list(TOPICS)
+    rows = []
+    for i in range(n):
+        labels = [names[i % 4]] + ([names[(i // 4) % 4]] if i % 3 == 0 and (i // 4) % 4 != i % 4 else [])
+        words = [w for label in labels for w in rng.sample(TOPICS[label], 3)] + rng.sample(FILLER, 2)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "labels": ",".join(labels)})
+    return rows
+
+
+def score_rows(n: int, seed: int, labeled: bool = True) -> List[Dict[str, str]]:
+    """STS-B-like rows: the score is the number of "yes" in the second sentence (0-3), as GLUE's TSV lays it out."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        score = i % 4
+        row = {"index": str(i), "sentence1": " ".join(rng.sample(PAIR_WORDS, 4)), "sentence2": " ".join(rng.sample(PAIR_WORDS, 3) + ["yes"] * score)}
+        if labeled:
+            row["score"] = f"{score:.3f}"
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def multi_label_files(tmp_path_factory) -> Dict[str, Path]:
+    folder = tmp_path_factory.mktemp("multi_label")
+    return {"train": write_csv(folder / "train.csv", multi_label_rows(200, seed=21)), "test": write_csv(folder / "test.csv", multi_label_rows(40, seed=22))}
+
+
+@pytest.fixture(scope="session")
+def regression_files(tmp_path_factory) -> Dict[str, Path]:
+    folder = tmp_path_factory.mktemp("regression")
+    return {
+        "train": write_csv(folder / "train.tsv", score_rows(160, seed=23), "\t", csv.QUOTE_NONE),
+        "test": write_csv(folder / "test.tsv", score_rows(20, seed=24, labeled=False), "\t", csv.QUOTE_NONE),
+    }
+
+
+TINY_TRAINING = [  # small, quick and still learning: the synthetic classes are separable by keywords
+    "trainer=fast",
+    "trainer.num_train_epochs=4",
+    "trainer.learning_rate=2e-3",
+    "trainer.per_device_train_batch_size=8",
+    "trainer.logging_steps=2",
+    "task.max_length=32",
+]
+
+
+def run_py(*args: str, cwd: Path, timeout: int = 300, env=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {})}
+    result = subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    result.output = result.stdout + result.stderr
+    return result
+
+
+def topic_args(topic_files, model_dir: Path, run_dir: Path):
+    return [
+        "task=ag_news", "model=distilbert", f"model.name_or_path={model_dir}",
+        f"task.data_files.train={topic_files['train']}", f"task.data_files.test={topic_files['test']}",
+        "task.validation_size=0.2", f"hydra.run.dir={run_dir}", *TINY_TRAINING,
+    ]

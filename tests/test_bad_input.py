@@ -5,8 +5,7 @@ from typing import Callable, Dict, List
 
 import pytest
 
-from tests.conftest import topic_rows, write_csv
-from tests.test_run import TINY_TRAINING, run_py
+from tests.conftest import TINY_TRAINING, run_py, topic_rows, write_csv
 
 
 def rows_file(name: str, text: str, encoding: str = "utf-8") -> Callable[[Path], Path]:

@@ -13,7 +13,9 @@ from omegaconf import OmegaConf
 from finetune.config import FinetuneError, local_model_path, register_configs, register_resolvers, training_argument_names, validate
 
 REPO = Path(__file__).resolve().parents[1]
-TASKS = ["ag_news", "rte"]
+# Every preset, found on disk: a new YAML file is composed and validated without editing a list.
+PRESETS = {group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")) for group in ("task", "model", "trainer", "hardware", "experiment", "hparams_search")}
+TASKS = PRESETS["task"]
 MODELS = {
     "distilbert": "distilbert-base-uncased",
     "bert": "bert-base-uncased",
@@ -38,17 +40,67 @@ def validation_error(*overrides: str) -> str:
     return str(error.value)
 
 
+def test_the_presets_on_disk_are_the_ones_the_tests_know():
+    assert set(PRESETS["model"]) == set(MODELS) | {"minilm"} and set(HARDWARE) <= set(PRESETS["hardware"])
+    assert {"ag_news", "rte", "cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "wnli", "goemotions"} <= set(TASKS)
+
+
+@pytest.mark.parametrize("group, name", [(g, n) for g, names in PRESETS.items() for n in names])
+def test_every_preset_file_composes_and_validates(group, name):
+    cfg = compose_with_hydra(f"{group}={name}")
+    validate(cfg)
+    assert cfg.task._target_ == "finetune.data.TextClassificationData" and cfg.trainer._target_ == "transformers.TrainingArguments"
+
+
 @pytest.mark.parametrize("hardware", HARDWARE)
 @pytest.mark.parametrize("model", list(MODELS) + ["minilm"])
-@pytest.mark.parametrize("task", TASKS)
-def test_every_preset_combination_composes_and_validates(task, model, hardware):
+@pytest.mark.parametrize("task", ["ag_news", "rte", "stsb", "goemotions"])
+def test_preset_combinations_compose_and_validate(task, model, hardware):
     cfg = compose_config(f"task={task}", f"model={model}", f"hardware={hardware}")
     validate(cfg)
     assert cfg.model.name_or_path == MODELS.get(model, cfg.model.name_or_path)
-    assert cfg.trainer.metric_for_best_model == cfg.task.metric_for_best_model == "accuracy"
+    assert "metric_for_best_model" not in cfg.trainer  # the task picks it (finetune.config.best_metric)
     assert cfg.trainer.seed == cfg.seed == 42
     assert cfg.trainer._target_ == "transformers.TrainingArguments"
     assert cfg.hardware.device == {"auto": "auto", "cpu": "cpu", "gpu": "cuda"}[hardware]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_each_task_names_its_kind_metrics_and_target(task):
+    from finetune.config import best_metric
+
+    text = (REPO / "conf" / "task" / f"{task}.yaml").read_text()
+    cfg = compose_config(f"task={task}").task
+    assert "problem" in text or cfg.problem == "single_label"  # a kind other than the default is visible in the file
+    assert cfg.metrics and best_metric(cfg) in [*cfg.metrics, "loss"]
+
+
+def test_glue_presets_use_glues_metrics_and_submission_files():
+    expected = {
+        "cola": (["matthews", "accuracy"], "matthews", "CoLA.tsv", "id"), "sst2": (["accuracy"], "accuracy", "SST-2.tsv", "id"),
+        "mrpc": (["f1", "accuracy"], "f1", "MRPC.tsv", "id"), "qqp": (["f1", "accuracy"], "f1", "QQP.tsv", "id"),
+        "stsb": (["pearson", "spearman"], "pearson", "STS-B.tsv", "name"), "mnli": (["accuracy"], "accuracy", "MNLI-m.tsv", "name"),
+        "qnli": (["accuracy"], "accuracy", "QNLI.tsv", "name"), "rte": (["accuracy"], "accuracy", "RTE.tsv", "name"),
+        "wnli": (["accuracy"], "accuracy", "WNLI.tsv", "id"),
+    }
+    from finetune.config import best_metric
+
+    for task, (metrics, best, file, written_as) in expected.items():
+        cfg = compose_config(f"task={task}").task
+        assert (cfg.path, cfg.name) == ("nyu-mll/glue", task)
+        assert (list(cfg.metrics), best_metric(cfg), cfg.predictions_files.test, cfg.predictions_as) == (metrics, best, file, written_as), task
+    mnli = compose_config("task=mnli").task
+    assert dict(mnli.split_names) == {"validation_matched": "validation", "test_matched": "test"}
+    assert mnli.predictions_files.test_mismatched == "MNLI-mm.tsv" and compose_config("task=stsb").task.problem == "regression"
+
+
+def test_glue_dir_points_the_presets_at_local_files(tmp_path):
+    (tmp_path / "RTE").mkdir()
+    (tmp_path / "RTE" / "train.tsv").write_text("x")
+    files = compose_config("task=rte", f"glue_dir={tmp_path}").task.data_files
+    assert (files.train, files.validation, files.test) == (str(tmp_path / "RTE" / "train.tsv"), None, None)
+    assert compose_config("task=cola", f"glue_dir={tmp_path}").task.data_files.train == str(tmp_path / "CoLA" / "train.tsv")  # required: named
+    assert compose_config("task=rte").task.data_files.train is None  # no glue_dir: the hub
 
 
 def test_task_presets_describe_their_data():
@@ -90,8 +142,14 @@ def test_trainer_field_names_match_the_installed_training_arguments():
         ("task.data_files.trian=x.csv", "Unknown config key 'task.data_files.trian'. Did you mean 'train'?"),
         ("trainer.learning_rat=1e-4", "Unknown config key 'trainer.learning_rat': not a transformers.TrainingArguments field. Did you mean 'learning_rate'?"),
         ("hardware.precision=fp8", "hardware.precision='fp8' is not one of auto, bf16, fp16, fp32"),
-        ("task.metric_for_best_model=auc", "task.metric_for_best_model='auc' is not one of accuracy, f1, loss"),
-        ("task.label_names=[]", "task.label_names is empty"),
+        ("task.metric_for_best_model=auc", "task.metric_for_best_model='auc' must be one of task.metrics ['accuracy', 'f1_macro'] or 'loss'"),
+        ("task.metrics=[accuracy,auc]", "task.metrics: unknown metric 'auc'; for a single_label task use some of accuracy, f1_macro, f1_micro, f1, matthews"),
+        ("task.metrics=[f1]", "'f1' is the F1 of the positive class of a two-class task; with 4 classes use f1_macro or f1_micro"),
+        ("task.metrics=[pearson]", "task.metrics: 'pearson' does not apply to a single_label task"),
+        ("task.problem=ranking", "task.problem='ranking' is not one of single_label, multi_label, regression"),
+        ("task.class_weights=[1,2]", "task.class_weights must be null, 'balanced' or a list of 4 positive numbers"),
+        ("task.class_weights=heavy", "task.class_weights must be null, 'balanced' or a list of 4 positive numbers"),
+        ("task.label_names=[]", "task.label_names lists 0 name(s)"),
         ("task.text_fields=[a,b,c]", "must name one text column or two"),
         ("trainer.output_dir=/tmp/x", "trainer.output_dir is set by the run"),
         ("task.examples=[[a,b]]", "task.examples must be plain strings"),

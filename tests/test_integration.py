@@ -4,8 +4,7 @@ import importlib.util
 
 import pytest
 
-from tests.conftest import SHARED_DATA, read_json
-from tests.test_run import run_py
+from tests.conftest import SHARED_DATA, read_json, run_py
 
 AG_NEWS = SHARED_DATA / "ag_news"
 pytestmark = [

@@ -9,8 +9,7 @@ import pytest
 
 from finetune import FinetuneError, Predictor
 from finetune.predict import main
-from tests.conftest import REPO, TOPICS, pair_rows, topic_rows, write_csv
-from tests.test_run import TINY_TRAINING, run_py
+from tests.conftest import REPO, TINY_TRAINING, TOPICS, pair_rows, run_py, topic_rows, write_csv
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, read_json
-from tests.test_run import TINY_TRAINING, run_py, topic_args
+from tests.conftest import REPO, TINY_TRAINING, read_json, run_py, topic_args
 
 # 12 epochs of 20 steps, a checkpoint and an evaluation every 10 steps: long enough to stop mid-epoch.
 RESUMABLE = [
     *TINY_TRAINING, "hardware=cpu", "task.examples=[]", "trainer.num_train_epochs=12", "trainer.save_total_limit=2",
     "trainer.save_strategy=steps", "trainer.eval_strategy=steps", "trainer.save_steps=10", "trainer.eval_steps=10",
 ]
-FINAL = {"validation": ("loss", "accuracy", "f1"), "test": ("loss", "accuracy", "f1"), "train": ("loss", "steps", "tokens")}
+FINAL = {"validation": ("loss", "accuracy", "f1_macro"), "test": ("loss", "accuracy", "f1_macro"), "train": ("loss", "steps", "tokens")}
 
 
 def resumable_args(topic_files, tiny_models, run_dir: Path):

@@ -10,36 +10,11 @@ from hydra import compose, initialize_config_dir
 
 from finetune.config import FinetuneError, register_configs, register_resolvers
 from finetune.train import run
-from tests.conftest import REPO, TOPICS, pair_rows, read_json, read_scalars
+from tests.conftest import REPO, TINY_TRAINING, TOPICS, pair_rows, read_json, read_scalars, run_py, topic_args
 
 register_configs()
 register_resolvers()
 FAKE_TOKEN = "hf_FakeTokenForTestsOnly0123456789"
-TINY_TRAINING = [  # small, quick and still learning: the synthetic classes are separable by keywords
-    "trainer=fast",
-    "trainer.num_train_epochs=4",
-    "trainer.learning_rate=2e-3",
-    "trainer.per_device_train_batch_size=8",
-    "trainer.logging_steps=2",
-    "task.max_length=32",
-]
-
-
-def run_py(*args: str, cwd: Path, timeout: int = 300, env=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env or {})}
-    result = subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    result.output = result.stdout + result.stderr
-    return result
-
-
-def topic_args(topic_files, model_dir: Path, run_dir: Path):
-    return [
-        "task=ag_news", "model=distilbert", f"model.name_or_path={model_dir}",
-        f"task.data_files.train={topic_files['train']}", f"task.data_files.test={topic_files['test']}",
-        "task.validation_size=0.2", f"hydra.run.dir={run_dir}", *TINY_TRAINING,
-    ]
-
-
 @pytest.fixture(scope="module")
 def topic_run(tmp_path_factory, topic_files, tiny_models):
     """One real run.py run of a single-text task, started from an empty working directory."""
@@ -67,7 +42,7 @@ def test_run_writes_the_best_model_metrics_and_logs(topic_run):
     metrics = read_json(run_dir / "metrics.json")
     assert set(metrics) == {"validation", "test", "train"}
     for split in ("validation", "test"):
-        assert {"accuracy", "f1", "loss"} <= set(metrics[split])
+        assert {"accuracy", "f1_macro", "loss", "rows"} <= set(metrics[split])
         assert metrics[split]["accuracy"] >= 0.6, metrics  # chance is 0.25
     assert metrics["train"]["samples"] == 160 and metrics["train"]["samples_per_second"] > 0
     assert metrics["train"]["steps"] == 80  # 4 epochs of 20 batches
@@ -83,7 +58,7 @@ def test_run_keeps_the_best_epoch(topic_run):
 def test_tensorboard_has_loss_learning_rate_and_eval_scores(topic_run):
     _, run_dir, _ = topic_run
     scalars = read_scalars(run_dir / "logs")
-    assert {"train/loss", "train/learning_rate", "eval/accuracy", "eval/f1", "eval/loss", "test/accuracy"} <= set(scalars)
+    assert {"train/loss", "train/learning_rate", "eval/accuracy", "eval/f1_macro", "eval/loss", "test/accuracy"} <= set(scalars)
     losses = scalars["train/loss"]
     assert len(losses) == 40 and sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3  # the loss went down
 
@@ -105,7 +80,7 @@ def test_run_prints_device_summary_final_scores_and_examples(topic_run):
     assert "Dataset summary:" in output and "train" in output and "160 rows" in output and "World: 40" in output
     metrics = read_json(run_dir / "metrics.json")
     summary = output[output.index("Run summary"):]
-    assert f"  validation  {metrics['validation']['accuracy']:>9.4f}  {metrics['validation']['f1']:>9.4f}" in summary
+    assert f"  validation  {metrics['validation']['accuracy']:>9.4f}  {metrics['validation']['f1_macro']:>9.4f}" in summary
     assert f"  test        {metrics['test']['accuracy']:>9.4f}" in summary and "validation, per class:" in summary
     assert f"run folder   {run_dir}" in summary and f"tensorboard --logdir {run_dir / 'logs'}" in summary
     assert "The Lakers beat the Celtics" in output and "[{'label': '" in output and "'score': 0." in output
@@ -236,7 +211,7 @@ def test_metrics_hold_per_class_scores_and_confusion_matrices(topic_run):
         matrix = report["confusion_matrix"]["rows_true_columns_predicted"]
         assert sum(map(sum, matrix)) == rows and sum(matrix[i][i] for i in range(4)) / rows == pytest.approx(report["accuracy"])
         assert [c["support"] for c in report["per_class"].values()] == [sum(row) for row in matrix]
-        assert sum(c["f1"] for c in report["per_class"].values()) / 4 == pytest.approx(report["f1"])
+        assert sum(c["f1"] for c in report["per_class"].values()) / 4 == pytest.approx(report["f1_macro"])
 
 
 def test_confusion_matrices_are_pngs_and_tensorboard_images(topic_run):
@@ -248,8 +223,8 @@ def test_confusion_matrices_are_pngs_and_tensorboard_images(topic_run):
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     accumulator = EventAccumulator(str(run_dir / "logs"))
     accumulator.Reload()
-    assert {"confusion_matrix/validation", "confusion_matrix/test"} <= set(accumulator.Tags()["images"])
-    image = accumulator.Images("confusion_matrix/validation")[-1]
+    assert {"confusion/validation", "confusion/test"} <= set(accumulator.Tags()["images"])
+    image = accumulator.Images("confusion/validation")[-1]
     assert image.width > 400 and image.height > 400 and image.step == read_json(run_dir / "metrics.json")["train"]["steps"]
 
 
@@ -263,7 +238,7 @@ def test_model_card_describes_the_model_for_the_hub(topic_run):
     metrics = read_json(run_dir / "metrics.json")
     assert meta["pipeline_tag"] == "text-classification" and meta["library_name"] == "transformers"
     results = {(r["dataset"]["split"], m["type"]): m["value"] for r in meta["model-index"][0]["results"] for m in r["metrics"]}
-    assert results == {(s, k): round(metrics[s][k], 4) for s in ("validation", "test") for k in ("accuracy", "f1")}
+    assert results == {(s, k): round(metrics[s][k], 4) for s in ("validation", "test") for k in ("accuracy", "f1_macro")}
     assert "ag_news (local files)" in front and "base_model" not in meta  # a local folder has no hub id
     assert all(f"| {i} | {name} |" in body for i, name in enumerate(TOPICS))
     assert 'pipeline("text-classification"' in body and "| learning rate | 0.002 |" in body and "| seed | 42 |" in body

@@ -69,7 +69,7 @@ def test_sweep_writes_a_ranked_leaderboard_with_metrics_and_failures(script_swee
     assert {r["job"] for r in completed} == {"0", "2"} and {r["job"] for r in failed} == {"1", "3"}
     assert float(completed[0]["val_accuracy"]) >= float(completed[1]["val_accuracy"])
     for row in completed:
-        assert 0 <= float(row["val_accuracy"]) <= 1 and float(row["val_f1"]) >= 0 and float(row["train_time_s"]) > 0
+        assert 0 <= float(row["val_accuracy"]) <= 1 and float(row["val_f1_macro"]) >= 0 and float(row["train_time_s"]) > 0
         assert "task.max_length=32" in row["overrides"] and (sweep_dir / Path(row["run_folder"]).name / "model").is_dir()
     for row in failed:
         assert "task.max_length=1000 is more than" in row["error"] and not (sweep_dir / Path(row["run_folder"]).name / "model").exists()

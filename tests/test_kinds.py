@@ -1,0 +1,106 @@
+"""Task kinds and the metrics registry: label parsing, losses, thresholds and metrics, unit by unit."""
+
+import math
+
+import numpy as np
+import pytest
+
+from finetune.kinds import KINDS, MultiLabel, Regression, SingleLabel
+from finetune.metrics import METRICS, compute, greater_is_better, metric_errors
+
+NAMES = ["joy", "anger", "fear"]
+
+
+def test_the_registry_computes_the_known_values():
+    truth, predicted = [0, 1, 1, 0, 1, 1], [0, 1, 0, 0, 1, 1]
+    scores = compute(["accuracy", "f1", "f1_macro", "f1_micro", "matthews"], truth, predicted)
+    assert scores["accuracy"] == pytest.approx(5 / 6)
+    assert scores["f1"] == pytest.approx(2 * 3 / (2 * 3 + 1))  # tp 3, fn 1, fp 0
+    assert scores["f1_macro"] == pytest.approx((0.8 + 6 / 7) / 2) and scores["f1_micro"] == pytest.approx(5 / 6)
+    assert scores["matthews"] == pytest.approx((3 * 2 - 0 * 1) / math.sqrt(3 * 4 * 2 * 3))
+    gold, values = [0.0, 1.0, 2.0, 3.0], [0.5, 1.0, 2.5, 2.0]
+    regression = compute(["pearson", "spearman", "mse"], gold, values)
+    assert regression["mse"] == pytest.approx((0.25 + 0 + 0.25 + 1) / 4) and regression["spearman"] == pytest.approx(0.8)
+    assert regression["pearson"] == pytest.approx(np.corrcoef(gold, values)[0, 1])
+    assert compute(["pearson"], [1.0, 2.0], [3.0, 3.0]) == {"pearson": 0.0}  # constant: 0, not NaN
+    hot_truth, hot_predicted = np.array([[1, 0, 1], [0, 1, 0]]), np.array([[1, 0, 0], [0, 1, 0]])
+    multi = compute(["accuracy", "f1_samples", "f1_micro"], hot_truth, hot_predicted)
+    assert multi == pytest.approx({"accuracy": 0.5, "f1_samples": (2 / 3 + 1) / 2, "f1_micro": 0.8})
+    assert not greater_is_better("mse") and not greater_is_better("loss") and greater_is_better("matthews")
+
+
+def test_metric_names_are_checked_against_the_kind():
+    assert metric_errors("single_label", ["accuracy", "f1"], "f1", 2) == []
+    assert "unknown metric 'auc'" in metric_errors("single_label", ["auc"], "loss", 2)[0]
+    assert "does not apply to a regression task" in metric_errors("regression", ["accuracy"], "accuracy", 1)[0]
+    assert "must be one of task.metrics" in metric_errors("regression", ["pearson"], "spearman", 1)[0]
+    assert all(kind.default_metrics and set(kind.default_metrics) <= set(METRICS) for kind in KINDS.values())
+
+
+def test_single_label_reads_names_and_ids_and_weighs_classes():
+    kind = SingleLabel(NAMES)
+    assert [kind.parse(v) for v in ["anger", " fear ", 0, "2", 1.0, "3", "Joy", None, True]] == [1, 2, 0, 2, 1, None, None, None, None]
+    assert kind.fit([0, 0, 0, 1, 2, 2]) is None  # no class_weights: plain cross-entropy
+    assert SingleLabel(NAMES, class_weights="balanced").fit([0, 0, 0, 1, 2, 2]) == pytest.approx([6 / 9, 2.0, 1.0])  # n / (classes x count)
+    assert kind.model_config()["problem_type"] == "single_label_classification" and kind.model_config()["num_labels"] == 3
+
+
+def test_weighted_cross_entropy_matches_torch():
+    import torch
+
+    kind = SingleLabel(NAMES, class_weights=[1.0, 2.0, 0.5])
+    kind.fit([0, 1, 2])
+    logits, labels = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]]), torch.tensor([0, 2])
+    expected = torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5]))(logits, labels)
+    assert kind.loss(logits, labels).item() == pytest.approx(expected.item())
+
+
+def test_multi_label_reads_lists_and_delimited_cells():
+    kind = MultiLabel(NAMES, label_separator=";")
+    assert kind.parse("joy;fear") == [1.0, 0.0, 1.0] and kind.parse("1") == [0.0, 1.0, 0.0]
+    assert kind.parse(["anger", 2]) == [0.0, 1.0, 1.0] and kind.parse("") == [0.0, 0.0, 0.0]
+    assert kind.parse("joy;hope") is None and kind.parse("0;7") is None
+    assert MultiLabel(NAMES).parse("0,2") == [1.0, 0.0, 1.0]
+    assert MultiLabel(NAMES).fit(np.array([[1, 0, 1], [1, 1, 0], [0, 0, 1], [1, 0, 1]])) is None  # no class_weights
+
+
+def test_multi_label_pos_weight_is_negatives_per_positive():
+    import torch
+
+    kind = MultiLabel(NAMES, class_weights="balanced")
+    assert kind.fit(np.array([[1, 0, 1], [1, 1, 0], [0, 0, 1], [1, 0, 1]])) == pytest.approx([1 / 3, 3.0, 1 / 3])
+    logits, labels = torch.tensor([[1.0, -2.0, 0.5]]), torch.tensor([[1.0, 0.0, 1.0]])
+    expected = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(kind.weights))(logits, labels)
+    assert kind.loss(logits, labels).item() == pytest.approx(expected.item())
+
+
+def test_thresholds_maximise_each_labels_f1():
+    kind = MultiLabel(NAMES)
+    # label 0: positives score 0.3 and 0.25, negatives 0.2 and 0.1 -> any cut-off in (0.2, 0.25] is perfect
+    # label 1: no positives -> 0.5;  label 2: positives are the top two of four scores
+    probabilities = np.array([[0.3, 0.9, 0.8], [0.25, 0.1, 0.7], [0.2, 0.2, 0.6], [0.1, 0.3, 0.1]])
+    truth = np.array([[1, 0, 1], [1, 0, 1], [0, 0, 0], [0, 0, 0]])
+    logits = np.log(probabilities / (1 - probabilities))
+    thresholds = kind.tune_thresholds(truth, logits)
+    assert 0.2 < thresholds[0] <= 0.25 and thresholds[1] == 0.5 and 0.6 < thresholds[2] <= 0.7
+    report = kind.report(truth, logits)
+    assert report["per_class"]["joy"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2, "threshold": thresholds[0]}
+    # tuned: 4 right, 1 false "anger" (no positives: 0.5 stays); at 0.5: joy missed twice, fear once too many
+    assert report["f1_micro"] == pytest.approx(8 / 9) and report["at_0.5"]["f1_micro"] == pytest.approx(0.5)
+    assert kind.output(np.array([0.24, 0.9, 0.6]))[0] == {"label": "anger", "score": 0.9}
+    assert [o["label"] for o in kind.output(np.array([0.24, 0.9, 0.6]))] == ["anger", "joy"]
+    assert kind.prediction_cell(np.array([1, 0, 1])) == "joy,fear"
+
+
+def test_regression_squeezes_and_refuses_a_broadcast():
+    import torch
+
+    kind = Regression(["similarity"])
+    assert kind.num_labels == 1 and kind.model_config()["problem_type"] == "regression"
+    assert [kind.parse(v) for v in ["3.800", 4, " 0.5", "nan", "high", None]] == [3.8, 4.0, 0.5, None, None, None]
+    logits, labels = torch.tensor([[1.0], [3.0]]), torch.tensor([2.0, 2.0])
+    assert kind.loss(logits, labels).item() == pytest.approx(1.0)
+    with pytest.raises(AssertionError, match="regression logits"):
+        kind.loss(torch.tensor([1.0, 3.0]), labels)  # (N,) against (N,): a head of the wrong shape
+    assert kind.scores(np.array([[1.5], [2.5]])).tolist() == [1.5, 2.5] and kind.output(np.float64(3.71)) == {"score": 3.71}
+    assert "no classes to weight" in Regression(class_weights="balanced").config_errors()[0]
