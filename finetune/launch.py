@@ -6,12 +6,13 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from finetune.config import FinetuneError, with_schemas
+from finetune.config import GROUP_SCHEMAS, FinetuneError, with_schemas
+from finetune.ranges import RULES
 
 log = logging.getLogger("finetune")
 FAILED_FILE = "failed.json"
@@ -65,6 +66,41 @@ def run_job(cfg: DictConfig) -> Optional[float]:
         return float("nan")  # Optuna records a NaN objective as a failed trial
     finally:
         release_memory()
+
+
+def refuse_wrong_types(overrides: List[str]) -> None:
+    """A command-line value of the wrong type for a typed group stops the run with one line.
+
+    Hydra finds the same mistake when it composes the config, but reports it in six lines. The
+    check is the group's own schema, applied to each value the override gives (each of a sweep's).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf.errors import OmegaConfBaseException
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's own report, traceback included
+        return
+    parser = OverridesParser.create()
+    for line in overrides:
+        if line.startswith("-") or "=" not in line or line.lstrip("+~").split(".")[0] not in GROUP_SCHEMAS:
+            continue
+        try:
+            override = parser.parse_overrides([line])[0]
+        except Exception:  # not override syntax: Hydra says so itself
+            continue
+        key = override.key_or_group
+        if "." not in key or override.is_delete():
+            continue
+        try:
+            values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        except Exception:  # an interval or a glob: no values to list
+            continue
+        for value in values:
+            typed = with_schemas(OmegaConf.create({group: {} for group in GROUP_SCHEMAS}))
+            try:
+                OmegaConf.update(typed, key, value, merge=True)
+            except OmegaConfBaseException as error:
+                example = f", e.g. {key}={RULES[key].example}" if key in RULES else ""
+                raise SystemExit(f"{key}={value!r}: {str(error).splitlines()[0]}{example}.") from None
 
 
 def release_memory() -> None:
