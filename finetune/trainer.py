@@ -3,12 +3,13 @@
 import logging
 import math
 import os
+import re
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from finetune.config import FinetuneError
 
@@ -51,9 +52,28 @@ def training_arguments(trainer_cfg: DictConfig, hardware_args: Mapping[str, Any]
     defaults = {k: v for k, v in hardware_args.items() if k not in trainer_cfg}
     try:
         return instantiate(trainer_cfg, output_dir=str(run_dir / "checkpoints"), _convert_="all", **defaults)
-    except InstantiationException as error:
+    except InstantiationException as error:  # TrainingArguments.__post_init__ rejected a value
         cause = error.__cause__ or error
-        raise FinetuneError(f"Invalid trainer settings: {cause}") from error
+        keys = settings_named_in(str(cause), trainer_cfg, "trainer") or ["trainer.*"]
+        raise FinetuneError(f"Invalid trainer settings: {', '.join(keys)}: {one_line(str(cause))}") from error
+
+
+def settings_named_in(message: str, node: DictConfig, prefix: str) -> List[str]:
+    """The settings of ``node`` that a library's error message names: by key, else by their (text) value.
+
+    Libraries name their own parameters (``--logging_steps``) or only the bad value (``bogus is not a
+    valid SchedulerType``); either way the user needs the key to change.
+    """
+    words = set(re.findall(r"\w+", message))
+    values = {k: v for k, v in OmegaConf.to_container(node, resolve=False).items() if k != "_target_"}
+    named = [k for k in values if k in words] or [k for k, v in values.items() if isinstance(v, str) and v in words]
+    return [f"{prefix}.{k}" for k in named]
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """A library's message on one line (they often span several), cut to a readable length."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def build_trainer(args, model, tokenizer, train_dataset, eval_dataset):
