@@ -40,17 +40,38 @@ class TextClassificationData(TaskFields):
         splits = splits.cast_column(LABEL, ClassLabel(names=list(self.label_names)))
         if "validation" not in splits:
             size = self.validation_size if self.validation_size < 1 else int(self.validation_size)
-            if size >= len(splits["train"]):
-                raise FinetuneError(
-                    f"task.validation_size={size} leaves no training rows out of {len(splits['train'])}; "
-                    "lower it or give task.data_files.validation."
-                )
+            self._check_validation_size(splits["train"], size)
             held_out = splits["train"].train_test_split(test_size=size, stratify_by_column=LABEL, seed=seed)
             splits["train"], splits["validation"] = held_out["train"], held_out["test"]
         for split, limit in (("train", self.max_train_samples), ("validation", self.max_eval_samples), ("test", self.max_test_samples)):
             if split in splits and limit is not None:
                 splits[split] = splits[split].select(range(min(limit, len(splits[split]))))
         return splits
+
+    def _check_validation_size(self, train, size: float) -> None:
+        """The validation split is stratified: each class needs a row on both sides (so two rows at least).
+        Said here, naming the setting, rather than by train_test_split in its own terms."""
+        import math
+
+        import numpy as np
+
+        counts = np.bincount(label_array(train), minlength=len(self.label_names))
+        rows, classes = len(train), int((counts > 0).sum())
+        if counts[counts > 0].min() < 2:
+            name = self.label_names[int(np.flatnonzero(counts == 1)[0])]
+            raise FinetuneError(
+                f"task.validation_size: the train split has one row of class '{name}', too few to hold one out for a "
+                "validation split stratified by class; add rows of it or give task.data_files.validation."
+            )
+        held_out = math.ceil(size * rows) if size < 1 else size  # as train_test_split counts a fraction
+        if not classes <= held_out <= rows - classes:
+            example = min(max(classes, round(rows / 10)), rows - classes)
+            none_left = ", which leaves no training rows" if held_out >= rows else ""
+            raise FinetuneError(
+                f"task.validation_size={size} holds out {held_out} of the {rows} train rows{none_left}; a split stratified over "
+                f"{classes} classes needs {classes} to {rows - classes} (each class on both sides): e.g. task.validation_size={example}, "
+                "or give task.data_files.validation."
+            )
 
     def _load_hub(self) -> Dict[str, Any]:
         from datasets import load_dataset
