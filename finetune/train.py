@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 
 from omegaconf import DictConfig
 
-from finetune.config import validate
+from finetune.config import FinetuneError, validate
 from finetune.data import LABEL
 from finetune.distributed import rank
 from finetune.files import replaced_atomically, write_json
@@ -68,6 +68,11 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     model = source.load_model(task.label_names, tokenizer)
     trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"])
     result = trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer.state.global_step == 0:  # an untrained model is no result: write no model, metrics or card
+        raise FinetuneError(
+            f"The run trained no step (trainer.num_train_epochs={args.num_train_epochs}, trainer.max_steps={args.max_steps}, "
+            f"{len(encoded['train'])} train rows), so nothing was saved: raise trainer.num_train_epochs or trainer.max_steps."
+        )
     if trainer.stop.signum is not None:
         raise StoppedBySignal(
             f"Stopped by {signal.Signals(trainer.stop.signum).name} at step {trainer.state.global_step}; checkpoint saved in "
