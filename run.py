@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from finetune.config import refuse_tokens_on_command_line, register_configs, register_resolvers
 from finetune.distributed import agree_on_start_time
+from finetune.launch import refuse_wrong_types
 
 register_configs()
 register_resolvers()
@@ -26,5 +27,6 @@ def main(cfg: DictConfig) -> Optional[float]:
 
 if __name__ == "__main__":
     refuse_tokens_on_command_line(sys.argv[1:])  # before Hydra writes the config into the run folder
+    refuse_wrong_types(sys.argv[1:])  # one line where Hydra would print six
     agree_on_start_time()  # torchrun / accelerate launch: every rank writes into one run folder
     main()

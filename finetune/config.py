@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from finetune.ranges import range_errors
+
 
 class FinetuneError(Exception):
     """A problem the user can fix (config, data, model, environment): shown without traceback."""
@@ -247,6 +249,7 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, dotted)
         if value not in allowed:
             errors.append(f"{dotted}={value!r} is not one of {', '.join(allowed)}.")
+    errors.extend(range_errors(cfg))
     task = cfg.task
     if task.problem in CHOICES["task.problem"]:
         errors.extend(task_kind_errors(task))
@@ -260,8 +263,6 @@ def validate(cfg: DictConfig) -> None:
         errors.append(f"task.text_fields must name one text column or two (a pair), got {list(task.text_fields)}.")
     if not task.data_files.get("train") and not task.path:
         errors.append("The task has no data: set task.data_files.train=<file> (local) or task.path=<hub dataset>.")
-    if task.max_length < 1:
-        errors.append(f"task.max_length must be positive, got {task.max_length}.")
     if not cfg.model.name_or_path:
         errors.append("model.name_or_path is empty: give a hub id or a local model folder.")
     for example in task.examples:

@@ -82,20 +82,27 @@ class TextClassificationData(TaskFields):
         return splits
 
     def _carve_validation(self, train, seed: int):
-        size = self.validation_size if self.validation_size < 1 else int(self.validation_size)
-        rows = len(train)
-        if (size if size >= 1 else round(size * rows)) >= rows or size <= 0:
-            raise FinetuneError(
-                f"task.validation_size={self.validation_size} leaves no training rows out of {rows}; "
-                "lower it or give task.data_files.validation."
-            )
+        """A seeded validation split out of train: stratified where labels are classes and every class
+        can give a row to both sides; otherwise (multi-label, regression, a class of one row) random."""
+        import math
+
         import numpy as np
 
-        # Stratified where labels are classes and every class can give a row to both sides;
-        # otherwise (multi-label, regression, a class of one row) a seeded random split.
+        size = self.validation_size if self.validation_size < 1 else int(self.validation_size)
         stratify = self.kind.stratify and bool(np.bincount(label_array(train)).min() >= 2)
-        held_out = train.train_test_split(test_size=size, stratify_by_column=LABEL if stratify else None, seed=seed)
-        return held_out["train"], held_out["test"]
+        rows = len(train)
+        classes = int((np.bincount(label_array(train)) > 0).sum()) if stratify else 1  # each class on both sides
+        held_out = math.ceil(size * rows) if size < 1 else size  # as train_test_split counts a fraction
+        if not classes <= held_out <= rows - classes:
+            example = min(max(classes, round(rows / 10)), rows - classes)
+            none_left = ", which leaves no training rows" if held_out >= rows else ""
+            over = f"a split stratified over {classes} classes needs" if stratify else "it must be"
+            raise FinetuneError(
+                f"task.validation_size={size} holds out {held_out} of the {rows} train rows{none_left}; {over} "
+                f"{classes} to {rows - classes}: e.g. task.validation_size={example}, or give task.data_files.validation."
+            )
+        held_out_split = train.train_test_split(test_size=size, stratify_by_column=LABEL if stratify else None, seed=seed)
+        return held_out_split["train"], held_out_split["test"]
 
     def _load_hub(self) -> SplitFiles:
         from datasets import load_dataset

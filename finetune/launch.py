@@ -3,15 +3,17 @@
 import gc
 import logging
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from finetune.config import FinetuneError, StoppedBySignal, best_metric, with_schemas
+from finetune.config import GROUP_SCHEMAS, FinetuneError, StoppedBySignal, best_metric, with_schemas
+from finetune.ranges import RULES
 
 log = logging.getLogger("finetune")
 FAILED_FILE = "failed.json"
@@ -48,6 +50,9 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     except Exception as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        message = setup_failure(error, cfg)
+        if message is not None:  # a library refused a setting: one line, like the run's own checks
+            error = FinetuneError(message)
         if isinstance(error, StoppedBySignal):  # asked to stop: a sweep stops too
             log.error("%s", error)
             sys.exit(error.exit_code)
@@ -64,6 +69,100 @@ def run_job(cfg: DictConfig) -> Optional[float]:
         return float("nan")  # Optuna records a NaN objective as a failed trial
     finally:
         release_memory()
+
+
+# What run() was doing when a library raised, told by the function it had called: the stage, the
+# config groups whose keys the message may name, and the settings to check when it names none.
+# A call not listed (training itself, the evaluation and files after it) keeps its traceback:
+# an error there is no setting to change but a fault to see.
+SETUP_STAGES = {
+    "instantiate": ("Reading the config", ("task", "model", "hardware"), "task.*, model.*, hardware.*"),
+    "load": ("Loading the data", ("task",), "task.path, task.name, task.data_files.*"),
+    "resolve": ("Choosing the hardware", ("hardware",), "hardware.*"),
+    "training_arguments": ("Building the TrainingArguments", ("trainer",), "trainer.*"),
+    "load_tokenizer": ("Loading the tokenizer", ("model",), "model.name_or_path"),
+    "tokenize": ("Tokenizing", ("task", "hardware"), "task.max_length, task.text_fields, hardware.num_proc"),
+    "load_model": ("Loading the model", ("model",), "model.name_or_path, model.attn_implementation"),
+    "build_trainer": ("Building the Trainer", ("trainer", "hardware"), "trainer.*, hardware.*"),
+}
+# Inside Trainer.train(), before the first step: what the settings name is built.
+TRAINING_SETUP_STAGES = {
+    "create_optimizer": ("Creating the optimizer", ("trainer", "hardware"), "trainer.optim, hardware.fused_optimizer"),
+    "create_scheduler": ("Creating the learning-rate scheduler", ("trainer",), "trainer.lr_scheduler_type, trainer.lr_scheduler_kwargs"),
+}
+FULL_ERROR_HINT = "(HYDRA_FULL_ERROR=1 shows the traceback)"
+
+
+def setup_failure(error: Exception, cfg: DictConfig) -> Optional[str]:
+    """One line for an error a library raised while the run was being set up; None for any other error."""
+    if isinstance(error, FinetuneError):
+        return None
+    frames = [(frame.f_globals.get("__name__", ""), frame.f_code.co_name) for frame, _ in traceback.walk_tb(error.__traceback__)]
+    if ("finetune.train", "run") not in frames or frames[-1][0].startswith("finetune."):  # raised by this project: a bug to see
+        return None
+    called = frames[frames.index(("finetune.train", "run")) + 1:]  # the call run() made, and the calls it made
+    if called[0][1] == "train":  # training: only what it builds before the first step is setup
+        stage = next((TRAINING_SETUP_STAGES[name] for _, name in called if name in TRAINING_SETUP_STAGES), None)
+    else:
+        stage = SETUP_STAGES.get(called[0][1])
+    if stage is None:
+        return None
+    what, groups, default_keys = stage
+    keys = [key for group in groups if isinstance(cfg.get(group), DictConfig) for key in settings_named_in(str(error), cfg[group], group)]
+    return f"{what} failed; check {', '.join(keys) or default_keys}: {type(error).__name__}: {one_line(str(error))} {FULL_ERROR_HINT}"
+
+
+def settings_named_in(message: str, node: DictConfig, prefix: str) -> List[str]:
+    """The settings of ``node`` that a library's error message names: by key, else by their (text) value.
+
+    Libraries name their own parameters (``--logging_steps``) or only the bad value (``bogus is not a
+    valid SchedulerType``); either way the user needs the key to change.
+    """
+    words = set(re.findall(r"\w+", message))
+    values = {k: v for k, v in OmegaConf.to_container(node, resolve=False).items() if k != "_target_"}
+    named = [k for k in values if k in words] or [k for k, v in values.items() if isinstance(v, str) and v in words]
+    return [f"{prefix}.{k}" for k in named]
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """A library's message on one line (they often span several), cut to a readable length."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def refuse_wrong_types(overrides: List[str]) -> None:
+    """A command-line value of the wrong type for a typed group stops the run with one line.
+
+    Hydra finds the same mistake when it composes the config, but reports it in six lines. The
+    check is the group's own schema, applied to each value the override gives (each of a sweep's).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf.errors import OmegaConfBaseException
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's own report, traceback included
+        return
+    parser = OverridesParser.create()
+    for line in overrides:
+        if line.startswith("-") or "=" not in line or line.lstrip("+~").split(".")[0] not in GROUP_SCHEMAS:
+            continue
+        try:
+            override = parser.parse_overrides([line])[0]
+        except Exception:  # not override syntax: Hydra says so itself
+            continue
+        key = override.key_or_group
+        if "." not in key or override.is_delete():
+            continue
+        try:
+            values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        except Exception:  # an interval or a glob: no values to list
+            continue
+        for value in values:
+            typed = with_schemas(OmegaConf.create({group: {} for group in GROUP_SCHEMAS}))
+            try:
+                OmegaConf.update(typed, key, value, merge=True)
+            except OmegaConfBaseException as error:
+                example = f", e.g. {key}={RULES[key].example}" if key in RULES else ""
+                raise SystemExit(f"{key}={value!r}: {str(error).splitlines()[0]}{example}.") from None
 
 
 def release_memory() -> None:

@@ -234,6 +234,17 @@ def predict_file(predictor: Predictor, frame, truth, output_path: Path, all_scor
     return metrics
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1, else the parser's error (usage and one line, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return value
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m finetune.predict", description="Predict with a trained run or model folder: classes, labels or scores.",
@@ -245,9 +256,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--input", type=Path, help="a CSV, TSV, JSON/JSONL or Parquet file to classify, row by row")
     parser.add_argument("--output", type=Path, help="where to write --input's rows with the predictions (label and score, labels, or score)")
     parser.add_argument("--all-scores", action="store_true", help="with --output: a score_<label> column per class")
-    parser.add_argument("--top-k", type=int, default=None, help="labels to print per text (default: all)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-length", type=int, default=None, help="tokens per text (default: the model's limit, at most 512)")
+    parser.add_argument("--top-k", type=positive_int, default=None, help="labels to print per text (default: all)")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--max-length", type=positive_int, default=None, help="tokens per text (default: the model's limit, at most 512)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                         help="auto: half precision on GPUs, bf16 on CPUs with native bf16, else fp32")

@@ -5,11 +5,11 @@ import logging
 import signal
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 from omegaconf import DictConfig
 
-from finetune.config import StoppedBySignal, best_metric, validate
+from finetune.config import FinetuneError, StoppedBySignal, best_metric, validate
 from finetune.data import LABEL, label_array
 from finetune.distributed import rank
 from finetune.files import replaced_atomically, write_json
@@ -75,6 +75,11 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     model = source.load_model(kind.model_config(), tokenizer)
     trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"], kind)
     result = trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer.state.global_step == 0:  # an untrained model is no result: write no model, metrics or card
+        raise FinetuneError(
+            f"The run trained no step (trainer.num_train_epochs={args.num_train_epochs}, trainer.max_steps={args.max_steps}, "
+            f"{len(encoded['train'])} train rows), so nothing was saved: raise trainer.num_train_epochs or trainer.max_steps."
+        )
     if trainer.stop.signum is not None:
         raise StoppedBySignal(
             f"Stopped by {signal.Signals(trainer.stop.signum).name} at step {trainer.state.global_step}; checkpoint saved in "

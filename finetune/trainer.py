@@ -7,7 +7,7 @@ Imported only when a run trains: it pulls in torch and transformers.
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping
 
 import torch
 from omegaconf import DictConfig
@@ -18,6 +18,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from finetune.callbacks import ResumableTensorBoard, StopOnNonFiniteLoss, StopOnSignal
 from finetune.config import FinetuneError
 from finetune.kinds import TaskKind
+from finetune.launch import one_line, settings_named_in
 
 log = logging.getLogger(__name__)
 TOKEN_COUNTS = "TokenCounts"
@@ -47,9 +48,10 @@ def training_arguments(trainer_cfg: DictConfig, defaults: Mapping[str, Any], run
     unset = {k: v for k, v in defaults.items() if trainer_cfg.get(k) is None}
     try:
         return instantiate(trainer_cfg, output_dir=str(run_dir / "checkpoints"), _convert_="all", **unset)
-    except InstantiationException as error:
+    except InstantiationException as error:  # TrainingArguments.__post_init__ rejected a value
         cause = error.__cause__ or error
-        raise FinetuneError(f"Invalid trainer settings: {cause}") from error
+        keys = settings_named_in(str(cause), trainer_cfg, "trainer") or ["trainer.*"]
+        raise FinetuneError(f"Invalid trainer settings: {', '.join(keys)}: {one_line(str(cause))}") from error
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
