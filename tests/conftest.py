@@ -81,14 +81,15 @@ def topic_files(tmp_path_factory) -> Dict[str, Path]:
     return {"train": write_csv(folder / "train.csv", topic_rows(200, seed=1)), "test": write_csv(folder / "test.csv", test)}
 
 
+def glue_tsv_files(folder: Path, train: List[Dict], test: List[Dict]) -> Dict[str, Path]:
+    """train.tsv and test.tsv as GLUE ships them: tab-separated, unquoted."""
+    return {split: write_csv(folder / f"{split}.tsv", rows, "\t", csv.QUOTE_NONE) for split, rows in (("train", train), ("test", test))}
+
+
 @pytest.fixture(scope="session")
 def pair_files(tmp_path_factory) -> Dict[str, Path]:
     """RTE-like train.tsv and an unlabeled test.tsv, unquoted like GLUE's (one field starts with a bare quote)."""
-    folder = tmp_path_factory.mktemp("pairs")
-    return {
-        "train": write_csv(folder / "train.tsv", pair_rows(160, seed=3), "\t", csv.QUOTE_NONE),
-        "test": write_csv(folder / "test.tsv", pair_rows(30, seed=4, labeled=False), "\t", csv.QUOTE_NONE),
-    }
+    return glue_tsv_files(tmp_path_factory.mktemp("pairs"), pair_rows(160, seed=3), pair_rows(30, seed=4, labeled=False))
 
 
 def save_tokenizer(folder: Path, padding_side: str = "right") -> None:
@@ -167,11 +168,8 @@ def multi_label_files(tmp_path_factory) -> Dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def regression_files(tmp_path_factory) -> Dict[str, Path]:
-    folder = tmp_path_factory.mktemp("regression")
-    return {
-        "train": write_csv(folder / "train.tsv", score_rows(160, seed=23), "\t", csv.QUOTE_NONE),
-        "test": write_csv(folder / "test.tsv", score_rows(20, seed=24, labeled=False), "\t", csv.QUOTE_NONE),
-    }
+    """STS-B-like train.tsv (scores) and an unlabeled test.tsv."""
+    return glue_tsv_files(tmp_path_factory.mktemp("regression"), score_rows(160, seed=23), score_rows(20, seed=24, labeled=False))
 
 
 TINY_TRAINING = [  # small, quick and still learning: the synthetic classes are separable by keywords

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 
 from finetune.config import register_configs, register_resolvers, validate
 from finetune.data import label_array
-from tests.conftest import REPO, SHARED_DATA, pair_rows, read_json, run_py, score_rows, write_csv
+from tests.conftest import REPO, SHARED_DATA, glue_tsv_files, pair_rows, read_json, run_py, score_rows, write_csv
 
 register_configs()
 register_resolvers()
@@ -72,8 +72,7 @@ def glue_sweep(tmp_path_factory, tiny_models):
     glue = tmp_path_factory.mktemp("glue_data")
     for folder, train, test in (("RTE", pair_rows(80, seed=41), pair_rows(12, seed=42, labeled=False)), ("STS-B", score_rows(80, seed=43), score_rows(12, seed=44, labeled=False))):
         (glue / folder).mkdir()
-        write_csv(glue / folder / "train.tsv", train, "\t", csv.QUOTE_NONE)
-        write_csv(glue / folder / "test.tsv", test, "\t", csv.QUOTE_NONE)
+        glue_tsv_files(glue / folder, train, test)
     cwd = tmp_path_factory.mktemp("glue_sweep")
     result = run_py(
         "experiment=glue", f"glue_dir={glue}", "hydra.sweeper.params.task='rte,stsb,cola'", "model=bert", f"model.name_or_path={tiny_models['bert']}",
@@ -112,3 +111,26 @@ def test_a_glue_preset_names_a_missing_glue_file(tmp_path):
     with pytest.raises(FinetuneError, match=r"task.data_files.train: no such file: .*CoLA/train.tsv"):
         instantiate(cfg.task, _convert_="object").load(seed=0)
     assert Path(cfg.task.data_files.train).name == "train.tsv"
+
+
+def test_mnli_scores_both_validation_sets_and_predicts_both_test_sets(tmp_path, tiny_models):
+    files = {
+        "train": pair_rows(80, seed=51), "validation": pair_rows(16, seed=52), "validation_mismatched": pair_rows(12, seed=53),
+        "test": pair_rows(10, seed=54, labeled=False), "test_mismatched": pair_rows(8, seed=55, labeled=False),
+    }
+    for split, rows in files.items():  # GLUE's MNLI names its columns sentence1 / sentence2: the preset renames them
+        write_csv(tmp_path / f"{split}.tsv", rows, "\t", csv.QUOTE_NONE)
+    run_dir = tmp_path / "run"
+    result = run_py(
+        "task=mnli", "task.label_names=[entailment,not_entailment]", "model=bert", f"model.name_or_path={tiny_models['bert']}",
+        *(f"task.data_files.{split}={tmp_path / f'{split}.tsv'}" for split in files), "trainer=fast", "task.max_length=32",
+        "task.examples=[]", "hardware=cpu", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.output[-4000:]
+    metrics = read_json(run_dir / "metrics.json")
+    assert (metrics["validation"]["rows"], metrics["validation_mismatched"]["rows"]) == (16, 12)
+    assert metrics["test"] is None and metrics["test_mismatched"] is None
+    assert (run_dir / "confusion_validation_mismatched.png").is_file()
+    assert len((run_dir / "MNLI-m.tsv").read_text().splitlines()) == 11 and len((run_dir / "MNLI-mm.tsv").read_text().splitlines()) == 9
+    summary = result.output[result.output.index("Run summary"):]
+    assert f"validation_mismatched  {metrics['validation_mismatched']['accuracy']:>9.4f}" in summary

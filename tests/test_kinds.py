@@ -104,3 +104,19 @@ def test_regression_squeezes_and_refuses_a_broadcast():
         kind.loss(torch.tensor([1.0, 3.0]), labels)  # (N,) against (N,): a head of the wrong shape
     assert kind.scores(np.array([[1.5], [2.5]])).tolist() == [1.5, 2.5] and kind.output(np.float64(3.71)) == {"score": 3.71}
     assert "no classes to weight" in Regression(class_weights="balanced").config_errors()[0]
+
+
+@pytest.mark.parametrize("architecture", ["bert", "distilbert", "roberta", "xlnet", "deberta"])
+def test_a_regression_head_starts_at_the_training_mean(architecture, tiny_models):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    kind = Regression(["similarity"])
+    kind.fit(np.array([1.0, 2.0, 4.5]))
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_models[architecture], **kind.model_config(), ignore_mismatched_sizes=True)
+    kind.prepare_model(model)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models[architecture])
+    model.eval()
+    with torch.no_grad():
+        output = model(**tokenizer(["dog cat", "river city man"], padding=True, return_tensors="pt")).logits
+    assert output.shape == (2, 1) and abs(output.mean().item() - 2.5) < 0.5  # near the mean, not near 0
