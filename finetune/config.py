@@ -95,8 +95,8 @@ class HardwareFields:
     tf32: bool = False
     num_proc: Optional[int] = None  # tokenization processes; None: more than one only for large data
     dataloader_num_workers: int = 0
-    pin_memory: bool = False
-    fused_optimizer: bool = False
+    pin_memory: Optional[bool] = None  # None: on with a GPU (page-locked host memory copies faster)
+    fused_optimizer: Optional[bool] = None  # None: fused AdamW with a GPU (one kernel for all parameters)
     torch_compile: bool = False
     distributed: bool = False  # launched by torchrun / accelerate launch, one process per device
 

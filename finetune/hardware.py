@@ -62,17 +62,18 @@ class Hardware(HardwareFields):
             "bf16": precision == "bf16",
             "fp16": precision == "fp16",
             "dataloader_num_workers": self.dataloader_num_workers,
-            "dataloader_pin_memory": self.pin_memory and on_gpu,
+            "dataloader_pin_memory": on_gpu and self.pin_memory is not False,
             "torch_compile": self.torch_compile,
         }
         if on_gpu and self.tf32 and torch.cuda.get_device_capability()[0] >= 8:
             args["tf32"] = True
-        if on_gpu and self.fused_optimizer:
+        if on_gpu and self.fused_optimizer is not False:
             args["optim"] = "adamw_torch_fused"
         if world_size() > 1:
             args["ddp_find_unused_parameters"] = False  # classifiers use every parameter: skip the search
         self.precision_used = precision
         self.on_gpu = on_gpu
+        self.resolved = args
         return args
 
     def summary(self) -> Dict[str, Any]:
@@ -80,7 +81,10 @@ class Hardware(HardwareFields):
         import torch
 
         if self.on_gpu:
-            device = {"device": "CUDA", "gpu": torch.cuda.get_device_name(torch.cuda.current_device())}
+            device = {
+                "device": "CUDA", "gpu": torch.cuda.get_device_name(torch.cuda.current_device()), "tf32": bool(self.resolved.get("tf32")),
+                "fused_adamw": self.resolved.get("optim") == "adamw_torch_fused", "pin_memory": self.resolved["dataloader_pin_memory"],
+            }
         else:
             device = {"device": "CPU", "threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_native_bf16()}
         return {**device, "precision": self.precision_used, "processes": world_size()}
@@ -88,6 +92,8 @@ class Hardware(HardwareFields):
     def describe(self) -> str:
         info = self.summary()
         device = f"Using device: CUDA\nGPU: {info['gpu']}" if self.on_gpu else f"Using device: CPU ({info['threads']} threads)"
+        if self.on_gpu:
+            device += f"\nTF32: {'on' if info['tf32'] else 'off'}, fused AdamW: {'on' if info['fused_adamw'] else 'off'}, pinned memory: {'on' if info['pin_memory'] else 'off'}"
         processes = f"\nProcesses: {info['processes']} (data parallel)" if info["processes"] > 1 else ""
         return f"{device}\nPrecision: {self.precision_used}{processes}"
 
