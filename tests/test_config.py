@@ -52,6 +52,14 @@ def test_every_preset_file_composes_and_validates(group, name):
     assert cfg.task._target_ == "finetune.data.TextClassificationData" and cfg.trainer._target_ == "transformers.TrainingArguments"
 
 
+@pytest.mark.parametrize("group", ["task", "model", "trainer", "hardware"])
+def test_each_group_yaml_shows_the_class_it_instantiates(group):
+    for name in PRESETS[group]:
+        text = (REPO / "conf" / group / f"{name}.yaml").read_text()
+        inherits = any(f"  - {other}\n" in text for other in PRESETS[group])  # e.g. trainer/fast.yaml extends default
+        assert inherits or f"_target_: {compose_config(f'{group}={name}')[group]._target_}\n" in text, f"{group}/{name}.yaml"
+
+
 @pytest.mark.parametrize("hardware", HARDWARE)
 @pytest.mark.parametrize("model", list(MODELS) + ["minilm"])
 @pytest.mark.parametrize("task", ["ag_news", "rte", "stsb", "goemotions"])
