@@ -143,7 +143,9 @@ class Predictor:
         outer = None if isinstance(progress, bool) else progress
         for start in tqdm(starts, desc="Predicting", unit="batch", disable=progress is not True):
             rows = order[start : start + self.batch_size]
-            batch = self.tokenizer.pad([{k: encoded[k][i] for k in encoded} for i in rows], return_tensors="pt")
+            # Lengths rounded up to a multiple of 8: the CPU's bf16 kernels are built and cached per
+            # shape, and one per exact length made memory creep up over a long file.
+            batch = self.tokenizer.pad([{k: encoded[k][i] for k in encoded} for i in rows], return_tensors="pt", pad_to_multiple_of=8)
             batch = {k: v.to(self.model.device) for k, v in batch.items()}
             autocast = torch.autocast(self.model.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
             with torch.inference_mode(), autocast:
