@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import difflib
 import importlib.util
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,23 @@ def glue_file(glue_dir: Optional[str], relative: str, optional: Optional[str] = 
     return str(path) if path.is_file() or optional is None else None
 
 
+CONFIG_DIR_ENV = "FINETUNE_CONFIG_DIR"
+
+
+def config_dirs() -> List[str]:
+    """Resolver for ``hydra.searchpath``: the folders FINETUNE_CONFIG_DIR names (``:``-separated).
+
+    Each may hold ``task/``, ``model/``, ``experiment/``, ... YAML files of its own, composed as
+    if they were in ``conf/``; a preset of the same name in ``conf/`` wins.
+    """
+    value = os.environ.get(CONFIG_DIR_ENV, "")
+    folders = [Path(part).expanduser().absolute() for part in value.split(os.pathsep) if part.strip()]
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing:
+        raise SystemExit(f"{CONFIG_DIR_ENV}={value}: no such folder: {', '.join(missing)}.")
+    return [f"file://{f}" for f in folders]
+
+
 def register_resolvers() -> None:
     from finetune.distributed import run_time
     from finetune.resume import hydra_output_subdir, resume_run_dir
@@ -173,6 +191,7 @@ def register_resolvers() -> None:
         ("run_time", run_time, True),
         ("resume_run_dir", resume_run_dir, False),
         ("hydra_output_subdir", hydra_output_subdir, False),
+        ("config_dirs", config_dirs, False),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=use_cache)

@@ -3,7 +3,9 @@
 Every rank runs ``run.py`` and composes its own config; if each resolved the run folder's
 timestamp by itself, ranks started a second apart would write into different folders.
 So before Hydra starts, rank 0 publishes its start time through the launcher's key-value
-store and every rank names the run folder from that (the ``run_time`` resolver).
+store and every rank names the run folder from that (the ``run_time`` resolver). Rank 0
+alone then claims the folder (it may have to take the next free name), and publishes the
+folder it got through the same store (``from_rank_zero``).
 """
 
 import logging
@@ -11,7 +13,7 @@ import os
 import sys
 import time
 from datetime import datetime, timedelta
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 START_TIME_ENV = "FINETUNE_START_TIME"
 _store: Optional[Any] = None  # rank 0 may host the store: it must outlive the other ranks' reads
@@ -27,9 +29,41 @@ def world_size() -> int:
 
 def agree_on_start_time() -> None:
     """Set FINETUNE_START_TIME to rank 0's start time on every rank of a multi-process launch."""
-    global _store
     if world_size() <= 1 or START_TIME_ENV in os.environ:
         return
+    store = _shared_store()
+    if rank() == 0:
+        store.set("start_time", repr(time.time()))
+    os.environ[START_TIME_ENV] = store.get("start_time").decode()
+
+
+def from_rank_zero(key: str, compute: Callable[[], str]) -> str:
+    """``compute()`` on rank 0, its result on every rank; a single process just computes it.
+
+    When rank 0 stops with a message (SystemExit), the other ranks stop too, silently: the
+    message is printed once.
+    """
+    if world_size() <= 1:
+        return compute()
+    store = _shared_store()
+    if rank() != 0:
+        value = store.get(key).decode()
+        if value.startswith("\0"):
+            raise SystemExit(1)
+        return value
+    try:
+        value = compute()
+    except SystemExit:
+        store.set(key, "\0")
+        raise
+    store.set(key, value)
+    return value
+
+
+def _shared_store() -> Any:
+    global _store
+    if _store is not None:
+        return _store
     from torch.distributed import PrefixStore, TCPStore
 
     # torchrun's agent hosts a store at MASTER_ADDR:MASTER_PORT; without an agent, rank 0
@@ -40,9 +74,7 @@ def agree_on_start_time() -> None:
         is_master=rank() == 0 and not agent_hosts_store, timeout=timedelta(minutes=5), multi_tenant=True,
     )
     _store = PrefixStore(f"finetune/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
-    if rank() == 0:
-        _store.set("start_time", repr(time.time()))
-    os.environ[START_TIME_ENV] = _store.get("start_time").decode()
+    return _store
 
 
 def run_time(pattern: str) -> str:

@@ -6,11 +6,12 @@ import os
 import re
 import sys
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from finetune.config import GROUP_SCHEMAS, FinetuneError, StoppedBySignal, best_metric, with_schemas
 from finetune.ranges import RULES
@@ -30,7 +31,8 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from finetune.distributed import quiet_replica_logging
+    from finetune import folders
+    from finetune.distributed import quiet_replica_logging, rank
     from finetune.files import write_json
     from finetune.resume import resumed_config
     from finetune.train import run
@@ -39,6 +41,8 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
+        if rank() == 0 and not folders.holds(run_dir):  # composed without CheckRunFolder (--config-path <run>/.hydra)
+            folders.claim_made(run_dir, resuming=bool(cfg.get("resume")))
         cfg = with_schemas(cfg)  # typed, also when the config is a run's saved one (--config-path <run>/.hydra)
         if cfg.resume:
             cfg = resumed_config(cfg, run_dir, hydra_cfg.overrides.task)
@@ -65,7 +69,8 @@ def run_job(cfg: DictConfig) -> Optional[float]:
             log.error("Job %s failed: %s", hydra_cfg.job.num, error)
         else:
             log.error("Job %s failed:\n%s", hydra_cfg.job.num, traceback.format_exc())
-        write_json(run_dir / FAILED_FILE, {"error": f"{type(error).__name__}: {error}"})
+        if folders.holds(run_dir):  # never into a folder that another job has
+            write_json(run_dir / FAILED_FILE, {"error": f"{type(error).__name__}: {error}"})
         return float("nan")  # Optuna records a NaN objective as a failed trial
     finally:
         release_memory()
@@ -174,16 +179,58 @@ def release_memory() -> None:
 
 
 class CheckRunFolder(Callback):
-    """Before Hydra creates the run folder: one that cannot be created stops the run with one line.
+    """Claims the run's (or the sweep's) folder before Hydra creates it and writes into it.
 
-    (Hydra itself would print a traceback.) SystemExit passes through Hydra's error handling.
+    A folder that cannot be created stops the run with one line (Hydra itself would print a
+    traceback); so does one that holds another run. SystemExit passes through Hydra's error
+    handling. See finetune/folders.py for the rules.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        check_can_create(config, "hydra.run.dir")
+        with failing_closed("hydra.run.dir"):
+            check_can_create(config, "hydra.run.dir")
+            claim_run_folder(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        check_can_create(config, "hydra.sweep.dir")
+        with failing_closed("hydra.sweep.dir"):
+            check_can_create(config, "hydra.sweep.dir")
+            claim_sweep_folder(config)
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        from finetune import folders
+        from finetune.distributed import rank
+
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN and rank() == 0:
+            folders.claim_job(Path(hydra_cfg.runtime.output_dir))
+        for note in folders.notes:  # now in the run's log too
+            log.warning("%s", note)
+        folders.notes.clear()
+
+    def on_job_end(self, config: DictConfig, **kwargs) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        from finetune import folders
+
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # a launcher's worker process may run the next job
+            folders.release(Path(hydra_cfg.runtime.output_dir))
+
+
+@contextmanager
+def failing_closed(key: str) -> Iterator[None]:
+    """Stop the run when claiming its folder fails: Hydra turns a callback's exception into a
+    warning and goes on, which would let the run write into a folder it has not claimed."""
+    try:
+        yield
+    except Exception as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        raise SystemExit(f"Could not claim the folder {key} names: {type(error).__name__}: {one_line(str(error))} {FULL_ERROR_HINT}") from error
 
 
 def check_can_create(config: DictConfig, key: str) -> None:
@@ -195,3 +242,56 @@ def check_can_create(config: DictConfig, key: str) -> None:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         problem = "is not a folder" if not existing.is_dir() else "is not writable"
         raise SystemExit(f"Cannot create the run folder {folder}: {existing} {problem}. Choose another with {key}=<folder>.")
+
+
+def named_on_command_line(config: DictConfig, key: str) -> bool:
+    """Whether the user chose ``key`` (``hydra.run.dir=...``) rather than leaving the computed name."""
+    return any(o.split("=", 1)[0].lstrip("+~") == key for o in config.hydra.overrides.hydra)
+
+
+def claim_run_folder(config: DictConfig) -> None:
+    """Claim the run folder on rank 0, and point every rank's ``hydra.run.dir`` at it.
+
+    A resumed run locks the folder it continues; a new run creates its own (finetune/folders.py).
+    """
+    from finetune import folders
+    from finetune.distributed import from_rank_zero
+
+    wanted = Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser()
+    resume = OmegaConf.select(config, "resume", default=None)
+
+    def claim() -> str:
+        if resume:
+            folders.claim_for_resume(wanted, f"resume={resume}" if isinstance(resume, str) else "resume=true")
+            return str(wanted)
+        return str(folders.claim(wanted, named_on_command_line(config, "hydra.run.dir"), "hydra.run.dir"))
+
+    folder = from_rank_zero("run_dir", claim)
+    with read_write(config.hydra.run):
+        config.hydra.run.dir = folder
+
+
+def claim_sweep_folder(config: DictConfig) -> None:
+    """Claim the sweep folder; every job's config is composed again, so the override carries the name to it."""
+    from finetune import folders
+
+    subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"]
+    if not re.search(r"job\.(num|id)\b", str(subdir)):
+        raise SystemExit(
+            f"hydra.sweep.subdir={subdir} would give two jobs the same folder; include ${{hydra:job.num}}, e.g. "
+            "hydra.sweep.subdir='${hydra:job.num}_${hydra:job.override_dirname}'."
+        )
+    wanted = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))).expanduser()
+    folder = folders.claim(wanted, named_on_command_line(config, "hydra.sweep.dir"), "hydra.sweep.dir", sweep=True)
+    for note in folders.notes:
+        log.warning("%s", note)
+    folders.notes.clear()
+    overrides = [o for o in config.hydra.overrides.hydra if o.split("=", 1)[0].lstrip("+~") != "hydra.sweep.dir"]
+    with read_write(config.hydra):
+        config.hydra.sweep.dir = str(folder)
+        config.hydra.overrides.hydra = [*overrides, f"hydra.sweep.dir={quoted(str(folder))}"]
+
+
+def quoted(value: str) -> str:
+    """A value for a Hydra override, quoted so that commas, spaces and brackets stay text."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -7,14 +7,17 @@
 Texts are tokenized once, sorted by length and batched, so each batch pads only to its own
 longest text; the model runs under ``torch.inference_mode``, with half-precision autocast
 on a GPU and bf16 autocast on CPUs that compute bf16 natively. Results come back in input order.
+A file is read, predicted and written a chunk of rows at a time (``--chunk-rows``), so its
+length does not change the memory needed; it is checked whole before the model loads.
 """
 
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from finetune.config import FinetuneError
 from finetune.files import replaced_atomically, write_json
@@ -117,8 +120,11 @@ class Predictor:
         """Probabilities per class (or the predicted value), one row per input, in input order."""
         return self.kind.scores(self.logits(texts, progress))
 
-    def logits(self, texts: Sequence[Text], progress: bool = False):
-        """The model's raw outputs, one row per input, in input order (a numpy array)."""
+    def logits(self, texts: Sequence[Text], progress: Any = False):
+        """The model's raw outputs, one row per input, in input order (a numpy array).
+
+        ``progress``: True shows a bar of batches; a tqdm bar given here is advanced by rows.
+        """
         import numpy as np
         import torch
         from tqdm.auto import tqdm
@@ -134,18 +140,42 @@ class Predictor:
         order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
         result = np.empty((len(texts), width), dtype=np.float32)
         starts = range(0, len(order), self.batch_size)
-        for start in tqdm(starts, desc="Predicting", unit="batch", disable=not progress):
+        outer = None if isinstance(progress, bool) else progress
+        for start in tqdm(starts, desc="Predicting", unit="batch", disable=progress is not True):
             rows = order[start : start + self.batch_size]
-            batch = self.tokenizer.pad([{k: encoded[k][i] for k in encoded} for i in rows], return_tensors="pt")
+            # Lengths rounded up to a multiple of 8: the CPU's bf16 kernels are built and cached per
+            # shape, and one per exact length made memory creep up over a long file.
+            batch = self.tokenizer.pad([{k: encoded[k][i] for k in encoded} for i in rows], return_tensors="pt", pad_to_multiple_of=8)
             batch = {k: v.to(self.model.device) for k, v in batch.items()}
             autocast = torch.autocast(self.model.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
             with torch.inference_mode(), autocast:
                 result[rows] = self.model(**batch).logits.float().cpu().numpy()
+            if outer is not None:
+                outer.update(len(rows))
         return result
 
 
-def read_table(path: Path, info: Optional[RunInfo] = None):
-    """A CSV, TSV, JSON / JSONL or Parquet file as a pandas DataFrame, read as the run's task reads its files."""
+CHUNK_ROWS = 10_000  # rows read, predicted and written at a time: a file of any length needs the memory of one chunk
+OUTPUT_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+
+
+def _is_json_array(path: Path) -> bool:
+    """Whether a .json file holds one array (read whole) rather than one record per line (streamed)."""
+    with path.open(encoding="utf-8", errors="replace") as f:
+        while True:
+            block = f.read(65536)
+            if not block:
+                return False
+            stripped = block.lstrip().lstrip("\ufeff")
+            if stripped:
+                return stripped[0] == "["
+
+
+def read_chunks(path: Path, info: Optional[RunInfo] = None, rows: int = CHUNK_ROWS) -> Iterator[Any]:
+    """A CSV, TSV, JSON / JSONL or Parquet file as pandas DataFrames of ``rows`` rows each, read as the run's task reads its files.
+
+    Only a JSON array (one value) is read whole; every other format is read ``rows`` at a time.
+    """
     import pandas as pd
 
     from finetune.data import reader
@@ -153,46 +183,114 @@ def read_table(path: Path, info: Optional[RunInfo] = None):
     info = info or RunInfo(Path("."))
     if not path.is_file():
         raise FinetuneError(f"--input: no such file: {path}")
+    if path.stat().st_size == 0:
+        raise FinetuneError(f"--input: {path} is empty.")
     builder, options = reader(path, "--input", info.column_names, info.quoted, info.text_fields)
-    suffix = path.suffix.lower()
+    renames = dict(info.rename_columns)
+    empty = True
     try:
         if builder == "csv":  # the same reader options as training data: TSV unquoted, no NaN words, header or not
-            frame = pd.read_csv(path, **options)
+            chunks: Iterator[Any] = pd.read_csv(path, chunksize=rows, **options)
+        elif builder == "json" and _is_json_array(path):
+            whole = pd.read_json(path)
+            chunks = (whole.iloc[start : start + rows].copy() for start in range(0, len(whole), rows))
         elif builder == "json":
-            frame = pd.read_json(path, lines=suffix == ".jsonl" or path.read_text(encoding="utf-8").lstrip()[:1] != "[")
+            chunks = pd.read_json(path, lines=True, chunksize=rows)
         else:
-            frame = pd.read_parquet(path)
-    except (pd.errors.EmptyDataError, ValueError, UnicodeDecodeError, OSError) as error:
-        if path.stat().st_size == 0:
-            raise FinetuneError(f"--input: {path} is empty.") from error
-        raise FinetuneError(f"--input: could not read {path}: {error}") from error
-    if frame.empty:
+            import pyarrow.parquet as pq
+
+            chunks = (batch.to_pandas() for batch in pq.ParquetFile(path).iter_batches(batch_size=rows))
+        for chunk in chunks:
+            if len(chunk):
+                empty = False
+                yield chunk.rename(columns={old: new for old, new in renames.items() if new not in chunk.columns})
+    except (pd.errors.EmptyDataError, ValueError, UnicodeDecodeError, OSError) as error:  # pyarrow's errors are ValueErrors
+        raise FinetuneError(f"--input: could not read {path}: {one_line_error(error)}") from error
+    if empty:
         raise FinetuneError(f"--input: {path} has no rows.")
-    return frame.rename(columns={old: new for old, new in info.rename_columns.items() if new not in frame.columns})
+
+
+def one_line_error(error: Exception) -> str:
+    return " ".join(str(error).split())[:300]
+
+
+def read_table(path: Path, info: Optional[RunInfo] = None):
+    """A whole CSV, TSV, JSON / JSONL or Parquet file as one pandas DataFrame (``read_chunks`` streams it)."""
+    import pandas as pd
+
+    return pd.concat(list(read_chunks(path, info)), ignore_index=True)
+
+
+def output_suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise FinetuneError(f"--output: cannot write '{suffix}' files; use .csv, .tsv, .json, .jsonl or .parquet.")
+    return suffix
+
+
+@contextmanager
+def table_writer(path: Path) -> Iterator[Callable[[Any], None]]:
+    """A function that appends a DataFrame's rows to ``path``; the file appears, complete, when the block ends.
+
+    CSV and TSV get one header line; JSON one array; Parquet one row group per call, with the
+    first call's column types.
+    """
+    import csv
+
+    suffix = output_suffix(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replaced_atomically(path) as tmp:
+        if suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            parquet: Dict[str, Any] = {}
+
+            def write(frame) -> None:
+                try:
+                    table = pa.Table.from_pandas(frame, schema=parquet.get("schema"), preserve_index=False)
+                except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+                    raise FinetuneError(f"--output {path}: a column changes type between rows ({one_line_error(error)}); write .csv or .jsonl instead.") from error
+                if "writer" not in parquet:
+                    parquet.update(schema=table.schema, writer=pq.ParquetWriter(tmp, table.schema))
+                parquet["writer"].write_table(table)
+
+            try:
+                yield write
+            finally:
+                if "writer" in parquet:
+                    parquet["writer"].close()
+            return
+        with tmp.open("w", encoding="utf-8", newline="") as handle:
+            first = True
+
+            def write(frame) -> None:  # noqa: F811 (one writer per format)
+                nonlocal first
+                if suffix == ".csv":
+                    frame.to_csv(handle, index=False, header=first)
+                elif suffix == ".tsv":
+                    frame.to_csv(handle, sep="\t", index=False, header=first, quoting=csv.QUOTE_NONE, escapechar="\\")
+                elif suffix == ".jsonl":
+                    handle.write(frame.to_json(orient="records", lines=True, force_ascii=False).rstrip("\n") + "\n")
+                else:
+                    handle.write(("[" if first else ",") + frame.to_json(orient="records", force_ascii=False)[1:-1])
+                first = False
+
+            yield write
+            if suffix == ".json":
+                handle.write("[]" if first else "]")
 
 
 def write_table(frame, path: Path) -> None:
-    import csv
-
-    suffix = path.suffix.lower()
-    writers = {
-        ".csv": lambda target: frame.to_csv(target, index=False),
-        ".tsv": lambda target: frame.to_csv(target, sep="\t", index=False, quoting=csv.QUOTE_NONE, escapechar="\\"),
-        ".jsonl": lambda target: frame.to_json(target, orient="records", lines=True, force_ascii=False),
-        ".json": lambda target: frame.to_json(target, orient="records", force_ascii=False),
-        ".parquet": lambda target: frame.to_parquet(target, index=False),
-    }
-    if suffix not in writers:
-        raise FinetuneError(f"--output: cannot write '{suffix}' files; use .csv, .tsv, .json, .jsonl or .parquet.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with replaced_atomically(path) as tmp:
-        writers[suffix](tmp)
+    """Write a whole DataFrame, as ``table_writer`` writes each chunk."""
+    with table_writer(path) as write:
+        write(frame)
 
 
-def parsed_labels(values: Sequence[Any], kind: TaskKind) -> List[Any]:
+def parsed_labels(values: Sequence[Any], kind: TaskKind, first_row: int = 0) -> List[Any]:
     """The labels of a label column as the kind reads them; an invalid value names its row."""
     labels = []
-    for row, value in enumerate(values):
+    for row, value in enumerate(values, start=first_row):
         label = kind.parse(value)
         if label is None:
             raise FinetuneError(f"--input row {row + 1}: label {value!r} is {kind.expected()}.")
@@ -200,36 +298,88 @@ def parsed_labels(values: Sequence[Any], kind: TaskKind) -> List[Any]:
     return labels
 
 
-def read_input(input_path: Path, path: Union[str, Path]):
-    """The rows to predict and their labels (None without a label column), checked before any model loads."""
-    import numpy as np
+@dataclass
+class InputFile:
+    """An --input file, checked: its rows, and whether it has the task's label column."""
 
+    path: Path
+    info: RunInfo
+    kind: TaskKind
+    rows: int
+    labeled: bool
+    chunk_rows: int = CHUNK_ROWS
+
+    def chunks(self) -> Iterator[Tuple[int, Any]]:
+        """(first row, DataFrame) for each chunk, in file order."""
+        first = 0
+        for chunk in read_chunks(self.path, self.info, self.chunk_rows):
+            yield first, chunk
+            first += len(chunk)
+
+
+def check_input(input_path: Path, path: Union[str, Path], chunk_rows: int = CHUNK_ROWS) -> InputFile:
+    """Read ``input_path`` once, a chunk at a time, before any model loads: columns, labels, rows.
+
+    A bad label on row 900,000 is reported before the prediction starts, not after.
+    """
     info = locate(path)
     kind = saved_kind(info)
-    frame = read_table(input_path, info)
-    missing = [f for f in info.text_fields if f not in frame.columns]
-    if missing:
-        raise FinetuneError(f"--input {input_path} has no column {', '.join(map(repr, missing))}; its columns are {list(frame.columns)}.")
-    truth = np.array(parsed_labels(frame[info.label_field].tolist(), kind)) if info.label_field in frame.columns else None
-    return frame, truth
+    rows, labeled = 0, False
+    for chunk in read_chunks(input_path, info, chunk_rows):
+        missing = [f for f in info.text_fields if f not in chunk.columns]
+        if missing:
+            raise FinetuneError(f"--input {input_path} has no column {', '.join(map(repr, missing))}; its columns are {list(chunk.columns)}.")
+        if rows == 0:
+            labeled = info.label_field in chunk.columns
+        if labeled:
+            if info.label_field not in chunk.columns:
+                raise FinetuneError(f"--input {input_path}: rows {rows + 1} to {rows + len(chunk)} have no '{info.label_field}' (the rows before them have).")
+            parsed_labels(chunk[info.label_field].tolist(), kind, first_row=rows)
+        rows += len(chunk)
+    return InputFile(input_path, info, kind, rows, labeled, chunk_rows)
 
 
-def predict_file(predictor: Predictor, frame, truth, output_path: Path, all_scores: bool) -> Optional[Dict[str, Any]]:
-    """Write ``frame``'s rows with the kind's prediction columns; return the task's metrics if it has labels."""
-    kind, info = predictor.kind, predictor.info
-    columns = [frame[f].astype(str).tolist() for f in info.text_fields]
-    texts = columns[0] if len(columns) == 1 else list(zip(*columns))
-    logits = predictor.logits(texts, progress=True)
-    scores = kind.scores(logits)
-    for name, values in kind.output_columns(scores).items():
-        frame[name] = values
-    if all_scores and scores.ndim == 2:
-        for i, label in enumerate(kind.label_names):
-            frame[f"score_{label}"] = scores[:, i]
-    write_table(frame, output_path)
-    if truth is None:
+def check_output(output_path: Path, input_path: Optional[Path], overwrite: bool) -> None:
+    """Refuse an --output that would destroy a file: the input itself, or any existing file without --overwrite."""
+    output_suffix(output_path)
+    if output_path.is_dir():
+        raise FinetuneError(f"--output {output_path} is a folder; give a file name, e.g. {output_path / 'predictions.csv'}.")
+    if not output_path.exists():
+        return
+    if input_path is not None and input_path.exists() and output_path.resolve() == input_path.resolve():
+        raise FinetuneError(f"--output {output_path} is the --input file; write the predictions into another file.")
+    if not overwrite:
+        raise FinetuneError(f"--output {output_path} exists; add --overwrite to replace it, or choose another file.")
+
+
+def predict_file(predictor: Predictor, source: InputFile, output_path: Path, all_scores: bool) -> Optional[Dict[str, Any]]:
+    """Write each row of ``source`` with the kind's prediction columns, a chunk at a time; return the task's metrics if it has labels.
+
+    Rows keep their input order (within a chunk the model sees them sorted by length). Only
+    what the metrics need is kept across chunks: each row's label and logits, a few numbers.
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    kind, info = predictor.kind, source.info
+    truth, logits_seen = [], []
+    with table_writer(output_path) as write, tqdm(total=source.rows, desc="Predicting", unit=" rows") as bar:
+        for first, frame in source.chunks():
+            columns = [frame[f].astype(str).tolist() for f in info.text_fields]
+            logits = predictor.logits(columns[0] if len(columns) == 1 else list(zip(*columns)), progress=bar)
+            scores = kind.scores(logits)
+            for name, values in kind.output_columns(scores).items():
+                frame[name] = values
+            if all_scores and scores.ndim == 2:
+                for i, label in enumerate(kind.label_names):
+                    frame[f"score_{label}"] = scores[:, i]
+            write(frame)
+            if source.labeled:
+                truth.append(np.array(parsed_labels(frame[info.label_field].tolist(), kind, first_row=first)))
+                logits_seen.append(logits)
+    if not source.labeled:
         return None
-    metrics = kind.report(truth, logits)
+    metrics = kind.report(np.concatenate(truth), np.concatenate(logits_seen))
     write_json(output_path.with_name(output_path.stem + ".metrics.json"), metrics)
     return metrics
 
@@ -256,6 +406,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--input", type=Path, help="a CSV, TSV, JSON/JSONL or Parquet file to classify, row by row")
     parser.add_argument("--output", type=Path, help="where to write --input's rows with the predictions (label and score, labels, or score)")
     parser.add_argument("--all-scores", action="store_true", help="with --output: a score_<label> column per class")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists (never the --input file)")
+    parser.add_argument("--chunk-rows", type=positive_int, default=CHUNK_ROWS,
+                        help=f"rows read, predicted and written at a time (default {CHUNK_ROWS}): memory does not grow with the file")
     parser.add_argument("--top-k", type=positive_int, default=None, help="labels to print per text (default: all)")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--max-length", type=positive_int, default=None, help="tokens per text (default: the model's limit, at most 512)")
@@ -272,21 +425,24 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # "Loading weights" bars: noise on a command line
     try:
-        frame, truth = read_input(args.input, args.path) if args.input is not None else (None, None)
+        source = None
+        if args.input is not None:  # every check on the files before the model loads
+            check_output(args.output, args.input, args.overwrite)
+            source = check_input(args.input, args.path, args.chunk_rows)
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # "Loading weights" bars: noise on a command line
         predictor = Predictor.load(args.path, device=args.device, batch_size=args.batch_size, max_length=args.max_length, precision=args.precision)
-        if frame is None:
+        if source is None:
             text: Text = (args.text, args.text_pair) if args.text_pair is not None else args.text
             print(rounded(predictor(text, top_k=args.top_k)))
             return 0
-        metrics = predict_file(predictor, frame, truth, args.output, args.all_scores)
+        metrics = predict_file(predictor, source, args.output, args.all_scores)
     except FinetuneError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"Wrote {args.output}")
+    print(f"Wrote {source.rows} rows to {args.output}")
     if metrics is not None:
         scores = "  ".join(f"{name} {metrics[name]:.4f}" for name in predictor.kind.metrics)
         print(f"{scores}  on {metrics['rows']} labeled rows")

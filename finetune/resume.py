@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from finetune.config import FinetuneError, with_schemas
+from finetune.folders import LOCK_FILE
 
 log = logging.getLogger(__name__)
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -31,14 +32,19 @@ def resume_run_dir(resume: Any, new_run_dir: str) -> str:
 
 
 def hydra_output_subdir(resume: Any) -> Optional[str]:
-    """Resolver for ``hydra.output_subdir``: keep the resumed folder's own record of its config."""
-    return None if resume else ".hydra"
+    """Resolver for ``hydra.output_subdir``: keep the resumed folder's own record of its config.
+
+    Only rank 0 of a torchrun launch writes the record: the ranks share one folder.
+    """
+    from finetune.distributed import rank
+
+    return None if resume or rank() != 0 else ".hydra"
 
 
 def resumed_config(cfg: DictConfig, run_dir: Path, overrides: Sequence[str]) -> DictConfig:
     """The config ``run_dir`` was started with, after checking that resuming it makes sense."""
     how = f"resume={cfg.resume}" if isinstance(cfg.resume, str) else "resume=true"
-    if {p.name for p in run_dir.iterdir()} <= {"run.log"}:  # Hydra has just created it: remove it again
+    if {p.name for p in run_dir.iterdir()} <= {"run.log", LOCK_FILE}:  # Hydra has just created it: remove it again
         shutil.rmtree(run_dir)
         problem = "no such run folder" if run_dir.resolve() in _missing_run_dirs else "no run was started there"
         raise FinetuneError(

@@ -1,6 +1,7 @@
 """Composed configs: every preset combination, typed values, and the errors config mistakes get."""
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -251,3 +252,36 @@ def test_slurm_launcher_preset_documents_the_cluster_knobs():
     launcher = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu").hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert (launcher.gpus_per_node, launcher.timeout_min, launcher.array_parallelism) == (1, 240, 8)
+
+
+def own_config_folder(root: Path) -> Path:
+    """A user's config folder outside the repository: a task, a model and an experiment of their own."""
+    mine = root / "my_conf"
+    for group in ("task", "model", "experiment"):
+        (mine / group).mkdir(parents=True)
+    (mine / "task" / "tickets.yaml").write_text(
+        "defaults: [schema, _self_]\ndata_files: {train: data/tickets.csv}\nlabel_field: queue\nlabel_names: [bug, question, billing]\nmax_length: 64\n"
+    )
+    (mine / "model" / "company_bert.yaml").write_text("defaults: [bert, _self_]  # the repository's preset, one value changed\nname_or_path: /models/company-bert\n")
+    (mine / "experiment" / "tickets_seeds.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /task: tickets\n  - override /model: company_bert\nseed: 7\n"
+    )
+    return mine
+
+
+def test_own_config_folders_add_tasks_models_and_experiments(tmp_path):
+    mine = own_config_folder(tmp_path)
+    cfg = compose_config(f"hydra.searchpath=[file://{mine}]", "task=tickets", "model=company_bert")
+    assert cfg.task.label_names == ["bug", "question", "billing"] and cfg.task.max_length == 64 and cfg.task.text_fields == ["text"]
+    assert cfg.model.name_or_path == "/models/company-bert" and cfg.model._target_ == "finetune.model.PretrainedClassifier"
+    validate(cfg)  # typed by the group's schema like any preset in conf/
+
+    env = {**os.environ, "FINETUNE_CONFIG_DIR": str(mine)}
+    result = subprocess.run([sys.executable, str(REPO / "run.py"), "experiment=tickets_seeds", "--cfg", "job"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    job = OmegaConf.create(result.stdout)
+    assert job.seed == 7 and job.task.label_field == "queue" and job.model.name_or_path == "/models/company-bert"
+
+    env["FINETUNE_CONFIG_DIR"] = str(tmp_path / "no_such_folder")
+    missing = subprocess.run([sys.executable, str(REPO / "run.py"), "--cfg", "job"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and missing.stderr.strip() == f"FINETUNE_CONFIG_DIR={tmp_path / 'no_such_folder'}: no such folder: {tmp_path / 'no_such_folder'}."

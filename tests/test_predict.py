@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from finetune import FinetuneError, Predictor
@@ -137,3 +138,76 @@ def test_bad_input_is_one_message(setup, expected, topic_run_dir, tmp_path, caps
 def test_predictor_rejects_mixed_inputs(topic_run_dir):
     with pytest.raises(FinetuneError, match="Mix of single texts and pairs"):
         Predictor.load(topic_run_dir)(["a text", ("a", "pair")])
+
+
+def write_frame(frame, path: Path) -> None:
+    import csv as csv_module
+
+    {
+        ".csv": lambda: frame.to_csv(path, index=False),
+        ".tsv": lambda: frame.to_csv(path, sep="\t", index=False, quoting=csv_module.QUOTE_NONE),
+        ".json": lambda: frame.to_json(path, orient="records"),
+        ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+        ".parquet": lambda: frame.to_parquet(path),
+    }[path.suffix]()
+
+
+def read_frame(path: Path):
+    import pandas as pd
+
+    return {
+        ".csv": lambda: pd.read_csv(path), ".tsv": lambda: pd.read_csv(path, sep="\t"), ".json": lambda: pd.read_json(path),
+        ".jsonl": lambda: pd.read_json(path, lines=True), ".parquet": lambda: pd.read_parquet(path),
+    }[path.suffix]()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".jsonl", ".parquet"])
+def test_a_file_streamed_in_chunks_gives_the_rows_in_order_and_metrics_over_all_rows(topic_run_dir, tmp_path, suffix, capsys):
+    import pandas as pd
+
+    rows = [{**r, "text": r["text"] + " the" * (i % 6)} for i, r in enumerate(topic_rows(50, seed=13))]  # lengths vary: sorted within chunks
+    source, whole, chunked = tmp_path / f"in{suffix}", tmp_path / f"whole{suffix}", tmp_path / f"chunked{suffix}"
+    write_frame(pd.DataFrame(rows), source)
+    assert main([str(topic_run_dir), "--input", str(source), "--output", str(whole), "--all-scores", "--precision", "fp32"]) == 0
+    capsys.readouterr()
+    assert main([str(topic_run_dir), "--input", str(source), "--output", str(chunked), "--all-scores", "--precision", "fp32", "--chunk-rows", "7"]) == 0
+    printed = capsys.readouterr()
+    assert "50/50" in printed.err and "rows/s" in printed.err  # the progress bar counts rows
+    assert f"Wrote 50 rows to {chunked}" in printed.out
+    one, seven = read_frame(whole), read_frame(chunked)  # 1 chunk against 8 chunks (7 rows, the last 1)
+    assert list(seven.columns) == list(one.columns) and seven["text"].tolist() == [r["text"] for r in rows]
+    assert seven["predicted_label"].tolist() == one["predicted_label"].tolist()
+    scores = [c for c in one.columns if c.startswith("score")]
+    assert np.allclose(seven[scores].to_numpy(float), one[scores].to_numpy(float), atol=1e-5)
+    metrics_one = json.loads((tmp_path / "whole.metrics.json").read_text())
+    metrics_seven = json.loads((tmp_path / "chunked.metrics.json").read_text())
+    assert metrics_seven["rows"] == 50 and metrics_seven["accuracy"] == metrics_one["accuracy"]
+    assert metrics_seven["confusion_matrix"] == metrics_one["confusion_matrix"]
+
+
+def test_an_output_that_would_destroy_a_file_is_refused_before_any_work(topic_run_dir, tmp_path, capsys):
+    source = write_csv(tmp_path / "in.csv", topic_rows(10, seed=14))
+    before = source.read_bytes()
+    no_run = str(tmp_path / "no-such-run")  # the output is checked first: not even the run folder is read
+    assert main([no_run, "--input", str(source), "--output", str(source), "--overwrite"]) == 1
+    assert capsys.readouterr().err.strip() == f"error: --output {source} is the --input file; write the predictions into another file."
+    assert source.read_bytes() == before
+    existing = tmp_path / "out.csv"
+    existing.write_text("an earlier result\n")
+    assert main([no_run, "--input", str(source), "--output", str(existing)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: --output {existing} exists; add --overwrite to replace it, or choose another file."
+    assert main([no_run, "--input", str(source), "--output", str(tmp_path / "out.xlsx")]) == 1
+    assert "cannot write '.xlsx' files" in capsys.readouterr().err
+    assert existing.read_text() == "an earlier result\n"
+    assert main([str(topic_run_dir), "--input", str(source), "--output", str(existing), "--overwrite"]) == 0
+    assert existing.read_text().startswith("text,label,predicted_label,score\n")
+
+
+def test_a_bad_label_far_into_the_file_stops_it_before_any_row_is_predicted(topic_run_dir, tmp_path, capsys):
+    rows = topic_rows(30, seed=15)
+    rows[25]["label"] = "Weather"
+    source, output = write_csv(tmp_path / "in.csv", rows), tmp_path / "out.csv"
+    assert main([str(topic_run_dir), "--input", str(source), "--output", str(output), "--chunk-rows", "7"]) == 1
+    error = capsys.readouterr().err
+    assert error.strip().startswith("error: --input row 26: label 'Weather'") and "Predicting" not in error
+    assert not output.exists() and not list(tmp_path.glob(".out*"))

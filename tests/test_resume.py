@@ -1,6 +1,7 @@
 """Stopping and resuming through the real run.py: killed, interrupted, resumed, same numbers."""
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,12 +71,23 @@ def training_curve(run_dir: Path):
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_metrics_and_curve(tmp_path, topic_files, tiny_models, uninterrupted):
     run_dir = tmp_path / "run"
-    process = start_and_wait_for_checkpoint(resumable_args(topic_files, tiny_models, run_dir), tmp_path, run_dir, step=50)
-    process.kill()  # SIGKILL: no chance to clean up, mid-epoch (an epoch is 20 steps)
-    process.communicate()
+    args = resumable_args(topic_files, tiny_models, run_dir)
+    process = start_and_wait_for_checkpoint(args, tmp_path, run_dir, step=50)
+    process.send_signal(signal.SIGSTOP)  # paused, still alive: it holds its folder's lock
+    try:
+        twice = run_py(f"resume={run_dir}", cwd=tmp_path)
+        assert twice.returncode == 1 and twice.output.strip() == (
+            f"resume={run_dir}: the run in {run_dir} is still running (pid {process.pid} on {socket.gethostname()} holds its .lock); "
+            "a run is resumed once its process has ended. Wait for it, or stop it (Ctrl-C or kill: it saves a checkpoint first)."
+        )
+        joined = run_py(*args, cwd=tmp_path)  # the same command again, as a new run: refused too
+        assert joined.returncode == 1 and f"{run_dir} holds a running run (pid {process.pid} on " in joined.output
+    finally:
+        process.kill()  # SIGKILL (a stopped process dies too): no chance to clean up, mid-epoch (an epoch is 20 steps)
+        process.communicate()
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "model").exists()
 
-    result = run_py(f"resume={run_dir}", cwd=tmp_path)
+    result = run_py(f"resume={run_dir}", cwd=tmp_path)  # the dead run's lock died with it
     assert result.returncode == 0, result.output[-4000:]
     assert "Resuming from " in result.output and "checkpoint-" in result.output
     assert_same_final_metrics(run_dir, uninterrupted)
@@ -103,6 +115,10 @@ def test_a_signal_saves_a_checkpoint_stops_and_resume_true_finishes_the_run(sign
     assert 50 <= step < 240 and (run_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").is_file()
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "model").exists()
 
+    again = run_py(*args, cwd=tmp_path)  # the same command without resume=true: a new run, refused in a stopped run's folder
+    assert again.returncode == 1 and again.output.strip() == (
+        f"{run_dir} holds a run that did not finish: continue it with resume={run_dir}, or choose another folder with hydra.run.dir=<folder>."
+    )
     changed = run_py(*args, "resume=true", "trainer.learning_rate=1e-3", cwd=tmp_path)
     assert changed.returncode == 1 and "changes trainer.learning_rate: 0.002 -> 0.001" in changed.output
     extra = run_py(f"resume={run_dir}", "seed=7", cwd=tmp_path)
