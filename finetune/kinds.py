@@ -310,6 +310,26 @@ class MultiLabel(TaskKind):
             raise FinetuneError(f"task.class_weights=balanced: no training row has the label(s) {missing}; give the weights as a list instead.")
         return ((len(matrix) - positives) / positives).tolist()  # BCE's pos_weight: negatives per positive
 
+    def fit(self, train_labels) -> Optional[List[float]]:
+        import numpy as np
+
+        self.label_rates = np.asarray(train_labels).mean(axis=0)  # the share of rows with each label
+        return super().fit(train_labels)
+
+    def prepare_model(self, model) -> None:
+        # A fresh head says 0.5 for every label, while most labels are rare (GoEmotions: 4% of
+        # rows on average). Its first, large gradients then push every text's representation to
+        # one point that scores all labels low: MiniLM, 2 epochs on 10,000 GoEmotions rows, gave
+        # the same scores for every text. Starting each label's bias at its log-odds in the
+        # training data leaves the encoder to learn what differs between texts.
+        import numpy as np
+        import torch
+
+        rates = np.clip(self.label_rates, 1e-4, 1 - 1e-4)
+        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == self.num_labels][-1]
+        with torch.no_grad():
+            head.bias.copy_(torch.as_tensor(np.log(rates / (1 - rates)), dtype=head.bias.dtype))
+
     def loss(self, logits, labels):
         import torch.nn.functional as F
 

@@ -12,7 +12,7 @@ from tests.conftest import REPO, TINY_TRAINING, TOPICS, multi_label_rows, read_j
 
 # The training loss of each fixed tiny run (CPU, fp32, seed 42), as torchtune pins its recipes' losses:
 # a change in data handling, loss or optimisation shows up here first.
-REFERENCE_LOSS = {"single_label_weighted": 1.311399668455124, "multi_label": 0.5904135219752789, "regression": 0.7099095617886633}
+REFERENCE_LOSS = {"single_label_weighted": 1.311399668455124, "multi_label": 0.49945155084133147, "regression": 0.7099095617886633}
 CPU = ["hardware=cpu"]
 
 
