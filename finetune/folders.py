@@ -139,7 +139,7 @@ def claim(wanted: Path, named: bool, key: str, sweep: bool = False) -> Path:
     is refused (SystemExit, one line). Otherwise the name was computed (time, model, task): a
     name already taken is never reused, and the next free ``<name>-N`` is claimed instead.
     """
-    refusal = sweep_refusal if sweep else run_refusal
+    refusal, what = (sweep_refusal, "sweep") if sweep else (run_refusal, "run")
     wanted.parent.mkdir(parents=True, exist_ok=True)
     for n in range(1, MAX_TRIES + 1):
         folder = wanted if n == 1 else wanted.with_name(f"{wanted.name}-{n}")
@@ -149,18 +149,18 @@ def claim(wanted: Path, named: bool, key: str, sweep: bool = False) -> Path:
             if not named:
                 continue
             if not folder.is_dir():
-                raise SystemExit(f"Cannot use {folder} as the run folder: it is a file. Choose another with {key}=<folder>.") from None
-            if not sweep and (folder / "metrics.json").is_file():  # finished: refused without touching a file
-                raise SystemExit(run_refusal(folder, key))
+                raise SystemExit(f"Cannot use {folder} as the {what} folder: it is a file. Choose another with {key}=<folder>.") from None
+            if (folder / ("summary.csv" if sweep else "metrics.json")).is_file():  # finished: refused without touching a file
+                raise SystemExit(refusal(folder, key))
         try:
             running = lock(folder)
         except OSError as error:
-            raise SystemExit(f"Cannot use {folder} as the {'sweep' if sweep else 'run'} folder: {error.strerror}. Choose another with {key}=<folder>.") from None
+            raise SystemExit(f"Cannot use {folder} as the {what} folder: {error.strerror}. Choose another with {key}=<folder>.") from None
         problem = refusal(folder, key, running)
         if problem is None:
             _sign(folder)
             if n > 1:
-                notes.append(f"{wanted} was taken (another run started in the same second, or before): this {'sweep' if sweep else 'run'} writes into {folder}.")
+                notes.append(f"{wanted} was taken (another run started in the same second, or before): this {what} writes into {folder}.")
             return folder
         if running is None:
             release(folder)

@@ -264,7 +264,7 @@ def table_writer(path: Path) -> Iterator[Callable[[Any], None]]:
         with tmp.open("w", encoding="utf-8", newline="") as handle:
             first = True
 
-            def write(frame) -> None:  # noqa: F811 (one writer per format)
+            def write(frame) -> None:
                 nonlocal first
                 if suffix == ".csv":
                     frame.to_csv(handle, index=False, header=first)
