@@ -16,10 +16,10 @@ register_resolvers()
 SMALL_RUN = ["trainer=fast", "trainer.per_device_train_batch_size=8", "task.max_length=32", "task.examples=[]", "hardware=cpu"]
 
 
-def small_run_args(tmp_path: Path, model: Path) -> List[str]:
+def small_run_args(tmp_path: Path, model: Path, run: str = "run") -> List[str]:
     """A run that trains as it stands (40 rows, one short epoch): only the bad value can stop it."""
     train = write_csv(tmp_path / "train.csv", topic_rows(40, seed=1))
-    return [f"model.name_or_path={model}", f"task.data_files.train={train}", "task.validation_size=0.25", f"hydra.run.dir={tmp_path}/run", *SMALL_RUN]
+    return [f"model.name_or_path={model}", f"task.data_files.train={train}", "task.validation_size=0.25", f"hydra.run.dir={tmp_path}/{run}", *SMALL_RUN]
 
 
 # id -> (the override, the key its message must name). Zero, negative, NaN, infinity, fractions
@@ -142,7 +142,8 @@ def test_a_library_refusing_a_setting_during_setup_is_one_line_naming_the_key(tm
     assert len(errors) == 1 and "Loading the model failed; check model.attn_implementation: ValueError: " in errors[0]
     assert errors[0].endswith("(HYDRA_FULL_ERROR=1 shows the traceback)")
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "model").exists()
-    full = run_py(*small_run_args(tmp_path, tiny_models["bert"]), "model.attn_implementation=bogus", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    # a new folder: the first run's, holding a failed run, is refused to any new run
+    full = run_py(*small_run_args(tmp_path, tiny_models["bert"], "run_again"), "model.attn_implementation=bogus", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert full.returncode == 1 and "Traceback" in full.output and "ValueError: " in full.output
 
 
