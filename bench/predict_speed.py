@@ -47,7 +47,7 @@ def main() -> None:
 
     def predictor_labels(precision):
         predictor = Predictor.load(args.run, device="cpu", precision=precision)
-        return lambda batch: predictor.probabilities(batch).argmax(axis=1).tolist(), predictor
+        return lambda batch: predictor.kind.predict(predictor.scores(batch)).tolist(), predictor
 
     rows = []
     for name, classify in [

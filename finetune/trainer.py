@@ -132,10 +132,6 @@ def build_trainer(args, model, tokenizer, train_dataset, eval_dataset, kind: Tas
     return trainer
 
 
-def without_prefix(metrics: Mapping[str, float], prefix: str) -> Dict[str, float]:
-    return {k[len(prefix) + 1 :] if k.startswith(prefix + "_") else k: v for k, v in metrics.items()}
-
-
 def mean_training_loss(trainer) -> float:
     """The training loss over every logged step, also those before a resume (the Trainer's own mean starts anew)."""
     total = steps = previous = 0
