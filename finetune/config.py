@@ -60,6 +60,8 @@ class TaskFields:
     class_weights: Any = None  # null | balanced | [w0, w1, ...]: weighs the loss per class
     max_length: int = 128
     validation_size: float = 0.1  # carved from train when there is no validation split: fraction, or rows if >= 1
+    folds: Optional[int] = None  # k-fold cross-validation: split train into this many folds (seeded) ...
+    fold: int = 0  # ... and validate on this one, 0 to folds - 1, training on the others
     max_train_samples: Optional[int] = None
     max_eval_samples: Optional[int] = None
     max_test_samples: Optional[int] = None
@@ -278,6 +280,7 @@ def validate(cfg: DictConfig) -> None:
                 f"Unknown config key 'task.data_files.{split}'.{_closest(str(split), ['train', 'validation', 'test'])} "
                 "Valid keys: train, validation, test, or further validation_<name> / test_<name> splits."
             )
+    errors.extend(fold_errors(task))
     if len(task.text_fields) not in (1, 2):
         errors.append(f"task.text_fields must name one text column or two (a pair), got {list(task.text_fields)}.")
     if not task.data_files.get("train") and not task.path:
@@ -292,6 +295,24 @@ def validate(cfg: DictConfig) -> None:
             break
     if errors:
         raise FinetuneError("Invalid configuration:\n  " + "\n  ".join(errors))
+
+
+def fold_errors(task: DictConfig) -> List[str]:
+    """k-fold cross-validation carves validation out of train: it needs a fold in range and no validation file."""
+    folds, fold = task.get("folds"), task.get("fold", 0)
+    if folds is None:
+        return [] if fold == 0 else [f"task.fold={fold} needs task.folds=K (the number of folds), e.g. task.folds=5 task.fold={fold}."]
+    errors = []
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        return [f"task.folds={folds!r}: must be null (no cross-validation) or an integer >= 2, e.g. task.folds=5."]
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+        errors.append(f"task.fold={fold!r}: must be an integer in [0, {folds}) with task.folds={folds}, e.g. task.fold=0.")
+    if task.data_files.get("validation"):
+        errors.append(
+            f"task.folds={folds} validates on folds of train, but task.data_files.validation={task.data_files.validation} is given: "
+            "set task.data_files.validation=null to cross-validate, or task.folds=null to use that file."
+        )
+    return errors
 
 
 def task_kind_errors(task: DictConfig) -> List[str]:

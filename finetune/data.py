@@ -72,14 +72,42 @@ class TextClassificationData(TaskFields):
 
         raw = self._load_local() if self.data_files.get("train") else self._load_hub()
         splits = DatasetDict({split: self._checked(ds, split, source) for split, (ds, source) in raw.items()})
-        if "validation" not in splits:
+        if self.folds:
+            if "validation" in splits:  # the hub's own validation split (a validation file is refused by config.validate)
+                raise FinetuneError(f"task.folds={self.folds}: {self.path} has a validation split of its own; cross-validate on local files, or set task.folds=null.")
+            # the limit first: the folds then cover exactly the rows that are trained and validated on
+            splits["train"] = limited(splits["train"], self.max_train_samples)
+            splits["train"], splits["validation"] = self.fold_split(splits["train"], seed)
+            log.info("Fold %d of %d (seed %d): validating on %d train rows, training on the other %d",
+                     self.fold, self.folds, seed, len(splits["validation"]), len(splits["train"]))
+        elif "validation" not in splits:
             splits["train"], splits["validation"] = self._carve_validation(splits["train"], seed)
-            splits = DatasetDict({name: splits[name] for name in sorted(splits, key=split_order)})
+        splits = DatasetDict({name: splits[name] for name in sorted(splits, key=split_order)})
         for split in splits:
+            if split == "train" and self.folds:
+                continue  # limited before the folds were cut
             limit = self.max_train_samples if split == "train" else self.max_eval_samples if split.startswith("validation") else self.max_test_samples
-            if limit is not None:
-                splits[split] = splits[split].select(range(min(limit, len(splits[split]))))
+            splits[split] = limited(splits[split], limit)
         return splits
+
+    def fold_split(self, train, seed: int):
+        """``(train, validation)``: fold ``task.fold`` of ``task.folds`` seeded folds of ``train`` is validation.
+
+        Stratified (each fold keeps the label mix) where labels are classes and every class has a
+        row for each fold; otherwise plain folds. The same seed cuts the same folds, so the K
+        runs of one seed validate on disjoint parts that together are all of train.
+        """
+        import numpy as np
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        labels = label_array(train)
+        if len(train) < 2 * self.folds:
+            raise FinetuneError(f"task.folds={self.folds} needs at least {2 * self.folds} train rows (two per fold), got {len(train)}: lower task.folds.")
+        counts = np.bincount(labels) if self.kind.stratify else np.array([])
+        stratify = bool(self.kind.stratify and counts[counts > 0].min() >= self.folds)
+        splitter = (StratifiedKFold if stratify else KFold)(n_splits=self.folds, shuffle=True, random_state=seed)
+        train_rows, validation_rows = list(splitter.split(np.zeros(len(train)), labels if stratify else None))[self.fold]
+        return train.select(train_rows), train.select(validation_rows)
 
     def _carve_validation(self, train, seed: int):
         """A seeded validation split out of train: stratified where labels are classes and every class
@@ -225,6 +253,11 @@ class TextClassificationData(TaskFields):
         as_ids = self.predictions_as == "id"
         rows = "".join(f"{i}\t{self.kind.prediction_cell(p, as_ids)}\n" for i, p in enumerate(predictions))
         write_text(path, "index\tprediction\n" + rows)
+
+
+def limited(split, limit: Optional[int]):
+    """The first ``limit`` rows of a split (all of them for None)."""
+    return split if limit is None else split.select(range(min(limit, len(split))))
 
 
 def split_order(name: str) -> Tuple[int, str]:

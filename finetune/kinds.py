@@ -171,6 +171,27 @@ class TaskKind(ABC):
     def output_columns(self, scores) -> Dict[str, List[Any]]:
         """The columns ``finetune.predict --output`` adds to a file."""
 
+    # --- per-example predictions and errors (predictions_<split>.parquet, misclassified_<split>.csv) ---
+    @abstractmethod
+    def example_columns(self, truth, scores) -> Dict[str, List[Any]]:
+        """One value per row: ``gold`` and ``predicted`` (as label cells read them back), how right
+        and how sure the model was, and the scores behind the prediction."""
+
+    def gold_and_predicted(self, table) -> Tuple[Any, Any]:
+        """The gold labels and predictions of a saved ``example_columns`` table, as the metrics take them."""
+        import numpy as np
+
+        return tuple(np.asarray([self.parse(cell) for cell in table[column]]) for column in ("gold", "predicted"))
+
+    def mistakes(self, table):
+        """The rows the model got wrong, most confident first: the errors most worth reading."""
+        return table[~table["correct"]].sort_values("confidence", ascending=False, kind="stable")
+
+    def confusions(self, mistakes, top: int = 5) -> List[Tuple[str, str, int]]:
+        """The most frequent ``(gold, predicted, rows)`` among the mistakes."""
+        counts = mistakes.groupby(["gold", "predicted"], sort=False).size().sort_values(ascending=False, kind="stable")
+        return [(str(gold), str(predicted), int(n)) for (gold, predicted), n in counts.head(top).items()]
+
 
 class SingleLabel(TaskKind):
     """One class per row out of ``label_names``; softmax and (weighted) cross-entropy."""
@@ -251,6 +272,17 @@ class SingleLabel(TaskKind):
     def output_columns(self, scores):
         predicted = self.predict(scores)
         return {"predicted_label": [self.label_names[i] for i in predicted], "score": scores.max(axis=1).tolist()}
+
+    def example_columns(self, truth, scores):
+        predicted = self.predict(scores)
+        truth = [int(t) for t in truth]
+        return {
+            "gold": [self.label_names[t] for t in truth],
+            "predicted": [self.label_names[p] for p in predicted],
+            "correct": (predicted == truth).tolist(),
+            "confidence": scores.max(axis=1).tolist(),  # the probability of the predicted class
+            **{f"p_{name}": scores[:, i].tolist() for i, name in enumerate(self.label_names)},
+        }
 
 
 class MultiLabel(TaskKind):
@@ -421,6 +453,22 @@ class MultiLabel(TaskKind):
         return {"predicted_labels": [self.prediction_cell(row) for row in predicted],
                 "score": [float(s[p.astype(bool)].max()) if p.any() else 0.0 for s, p in zip(scores, predicted)]}
 
+    def example_columns(self, truth, scores):
+        import numpy as np
+
+        truth, predicted = np.asarray(truth).astype(int), self.predict(scores)
+        # how sure each label's decision was: the score for a label given, 1 - score for one left out
+        certainty = np.where(predicted == 1, scores, 1 - scores)
+        wrong = predicted != truth
+        return {
+            "gold": [self.prediction_cell(row) for row in truth],
+            "predicted": [self.prediction_cell(row) for row in predicted],
+            "correct": (~wrong.any(axis=1)).tolist(),  # every label of the row right, as accuracy counts
+            # a wrong row: its most confident wrong decision; a right one: its least sure decision
+            "confidence": np.where(wrong.any(axis=1), np.where(wrong, certainty, 0).max(axis=1), certainty.min(axis=1)).tolist(),
+            **{f"score_{name}": scores[:, i].tolist() for i, name in enumerate(self.label_names)},
+        }
+
 
 class Regression(TaskKind):
     """A score per row (GLUE STS-B: 0-5); one output, mean squared error."""
@@ -514,6 +562,19 @@ class Regression(TaskKind):
 
     def output_columns(self, scores):
         return {"predicted_score": scores.tolist()}
+
+    def example_columns(self, truth, scores):
+        import numpy as np
+
+        truth = np.asarray(truth, dtype=float)
+        return {"gold": truth.tolist(), "predicted": scores.tolist(), "error": (scores - truth).tolist()}
+
+    def mistakes(self, table):
+        """Every row, largest error first: a score is never simply right or wrong."""
+        return table.iloc[table["error"].abs().argsort(kind="stable")[::-1]]
+
+    def confusions(self, mistakes, top=5):
+        return []  # no classes to confuse
 
 
 KINDS = {kind.name: kind for kind in (SingleLabel, MultiLabel, Regression)}

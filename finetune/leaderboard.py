@@ -153,3 +153,8 @@ class Leaderboard(Callback):
             "Leaderboard (%d jobs, %d failed), also in %s and summary.csv:\n%s",
             len(rows), failed, sweep_dir / "summary.md", (sweep_dir / "summary.md").read_text(),
         )
+        from finetune.aggregate import write_by_configuration
+
+        by_configuration = write_by_configuration(sweep_dir, rows)  # None unless a configuration ran with several seeds or folds
+        if by_configuration:
+            log.info("By configuration, also in %s, summary_by_config.csv and summary.png:\n%s", sweep_dir / "summary_by_config.md", by_configuration)

@@ -163,7 +163,8 @@ def _per_class_rows(report: Mapping[str, Any]) -> Tuple[List[str], List[List[Any
     return columns, [[name, *(c[k] for k in columns)] for name, c in per_class.items()]
 
 
-def model_card(cfg: DictConfig, kind, metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any], run_name: str, task_name: Optional[str]) -> str:
+def model_card(cfg: DictConfig, kind, metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any], run_name: str, task_name: Optional[str],
+               errors: Sequence[str] = ()) -> str:
     """A Hugging Face model card: YAML front matter (base model, task, data set, results), then prose and tables."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -202,6 +203,8 @@ def model_card(cfg: DictConfig, kind, metrics: Mapping[str, Any], hyperparameter
     columns, rows = _per_class_rows(metrics.get("validation") or {})
     if rows:
         body += ["", "Per label (validation):", "", *_table(["label", *columns], rows)]
+    if errors:  # the top confusions, and the file with every mistake
+        body += ["", "## Errors", "", *errors]
     body += [
         "", "## Labels", "", *_table(["id", "label"], list(enumerate(kind.label_names))),
         "", "## Usage", "", "```python", "from transformers import pipeline", "",

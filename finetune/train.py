@@ -50,6 +50,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
 
     from transformers import set_seed
 
+    from finetune.examples import confusion_lines, in_input_order, write_examples
     from finetune.metrics import greater_is_better
     from finetune.predict import Predictor, rounded
     from finetune.report import console_summary, data_fingerprint, environment, hyperparameters, model_card, write_figures
@@ -91,7 +92,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     # The best model on every labeled split after train. From here on the kind scores the
     # predictions itself, with what it calibrated on validation (multi-label thresholds).
     trainer.compute_metrics = None
-    outputs = {split: trainer.predict(encoded[split], metric_key_prefix=split) for split in encoded if split != "train" and task.is_labeled(encoded[split])}
+    with in_input_order(trainer.args):  # row i of each output is row i of the split: saved per example below
+        outputs = {split: trainer.predict(encoded[split], metric_key_prefix=split) for split in encoded if split != "train" and task.is_labeled(encoded[split])}
     logits = {split: logits_of(output.predictions) for split, output in outputs.items()}
     kind.calibrate(outputs["validation"].label_ids, logits["validation"])
     metrics: Dict[str, Any] = {"validation": None, "test": None, **{split: None for split in encoded if split != "train"}}
@@ -129,8 +131,9 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
         title = f"{names.get('model', Path(cfg.model.name_or_path).name)} on {names.get('task', cfg.task.path or 'local data')}"
         truth = {split: output.label_ids for split, output in outputs.items()}
         write_figures(run_dir, run_dir / "logs", kind, metrics, truth, logits, title, trainer.state.global_step)
+        mistakes = write_examples(run_dir, kind, splits, truth, logits, task.text_fields)
         settings = hyperparameters(cfg, trainer.args, metrics, hardware.precision_used)
-        card = model_card(cfg, kind, metrics, settings, run_dir.name, names.get("task"))
+        card = model_card(cfg, kind, metrics, settings, run_dir.name, names.get("task"), confusion_lines(kind, mistakes))
         save_model(trainer, run_dir / "model", card, kind.model_files())
         write_json(run_dir / "metrics.json", metrics)
         log_hparams(run_dir / "logs", cfg, names, metrics)

@@ -1,0 +1,73 @@
+"""Per-example results of a run: what the best model predicted for each row of each scored split
+(``predictions_<split>.parquet``), and the rows it got wrong (``misclassified_<split>.csv``).
+
+The predictions let runs be compared after the fact (``finetune.compare``) without retraining;
+the task kind decides the columns (``TaskKind.example_columns``) and what counts as a mistake.
+"""
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Sequence
+
+from finetune.files import replaced_atomically
+
+ROW = "row"  # the row's position in its split, as loaded (after carving validation and max_*_samples)
+
+
+def predictions_file(run_dir: Path, split: str) -> Path:
+    return Path(run_dir) / f"predictions_{split}.parquet"
+
+
+def mistakes_file(run_dir: Path, split: str) -> Path:
+    return Path(run_dir) / f"misclassified_{split}.csv"
+
+
+@contextmanager
+def in_input_order(args) -> Iterator[None]:
+    """Let ``Trainer.predict`` return rows in input order: its length-grouped evaluation would shuffle them."""
+    strategy = args.train_sampling_strategy
+    args.train_sampling_strategy = "random"  # evaluation is then sequential; training is over
+    try:
+        yield
+    finally:
+        args.train_sampling_strategy = strategy
+
+
+def write_examples(run_dir: Path, kind, splits: Mapping[str, Any], truth: Mapping[str, Any], logits: Mapping[str, Any], text_fields: Sequence[str]) -> Dict[str, Any]:
+    """Write each scored split's predictions and mistakes; return the mistakes (tables) by split."""
+    import pandas as pd
+
+    mistakes = {}
+    for split in truth:
+        table = pd.DataFrame({ROW: range(len(truth[split])), **kind.example_columns(truth[split], kind.scores(logits[split]))})
+        with replaced_atomically(predictions_file(run_dir, split)) as tmp:
+            table.to_parquet(tmp, index=False)
+        texts = splits[split].select_columns(list(text_fields)).to_pandas()
+        wrong = kind.mistakes(table)
+        readable = [c for c in (ROW, "gold", "predicted", "confidence", "error") if c in wrong.columns]
+        wrong = pd.concat([wrong[[ROW]].reset_index(drop=True), texts.iloc[wrong[ROW].to_numpy()].reset_index(drop=True), wrong[readable[1:]].reset_index(drop=True)], axis=1)
+        with replaced_atomically(mistakes_file(run_dir, split)) as tmp:
+            wrong.to_csv(tmp, index=False)
+        mistakes[split] = wrong
+    return mistakes
+
+
+def read_predictions(run_dir: Path, split: str):
+    import pandas as pd
+
+    return pd.read_parquet(predictions_file(run_dir, split))
+
+
+def confusion_lines(kind, mistakes: Mapping[str, Any], split: str = "validation", top: int = 5) -> List[str]:
+    """Model card lines: the most frequent confusions of ``split`` and where its mistakes are listed."""
+    if split not in mistakes:
+        return []
+    table = mistakes[split]
+    name = mistakes_file(Path(".."), split).as_posix()  # the card is in model/, the file beside it in the run folder
+    confusions = kind.confusions(table, top)
+    if not confusions:
+        what = "largest errors first" if "error" in table.columns else "most confident first"
+        return [f"Rows of the {split} split, {what}: [{Path(name).name}]({name}) (in the run folder)."]
+    lines = [f"The most frequent confusions on the {split} split ({len(table)} rows wrong; all of them, most confident first, "
+             f"in [{Path(name).name}]({name}) in the run folder):", "", "| gold | predicted | rows |", "|---|---|---|"]
+    return lines + [f"| {gold} | {predicted or '(none)'} | {n} |" for gold, predicted, n in confusions]
