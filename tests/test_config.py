@@ -285,3 +285,14 @@ def test_own_config_folders_add_tasks_models_and_experiments(tmp_path):
     env["FINETUNE_CONFIG_DIR"] = str(tmp_path / "no_such_folder")
     missing = subprocess.run([sys.executable, str(REPO / "run.py"), "--cfg", "job"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and missing.stderr.strip() == f"FINETUNE_CONFIG_DIR={tmp_path / 'no_such_folder'}: no such folder: {tmp_path / 'no_such_folder'}."
+
+
+def test_cross_validation_settings_are_checked_before_any_work():
+    assert "task.folds=1: must be null (no cross-validation) or an integer >= 2" in validation_error("task.folds=1")
+    assert "task.fold=5: must be an integer in [0, 5) with task.folds=5" in validation_error("task.folds=5", "task.fold=5")
+    assert "task.fold=2 needs task.folds=K" in validation_error("task.fold=2")
+    message = validation_error("task.folds=5", "task.data_files.validation=dev.csv")
+    assert "task.data_files.validation=dev.csv is given: set task.data_files.validation=null to cross-validate" in message
+    kfold = compose_with_hydra("experiment=kfold")
+    assert kfold.hydra.mode.name == "MULTIRUN" and kfold.task.folds == 5 and kfold.hydra.sweeper.params["task.fold"] == "range(5)"
+    validate(kfold)

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from finetune.config import FinetuneError
@@ -165,3 +166,26 @@ def test_validation_size_that_leaves_no_training_rows(tmp_path):
     task = topic_task(write_rows(tmp_path, topic_rows(20, seed=6)))
     task.validation_size = 20
     assert "leaves no training rows" in load_error(task)
+
+
+def test_k_folds_validate_on_disjoint_parts_that_cover_train_and_leave_test_alone(topic_files):
+    folds = [topic_task(topic_files["train"], test=str(topic_files["test"]), folds=4, fold=i).load(seed=7) for i in range(4)]
+    train_rows = [(r["text"], NAMES.index(r["label"])) for r in topic_rows(200, seed=1)]
+    validated = [list(zip(f["validation"]["text"], f["validation"]["label"])) for f in folds]
+    assert sorted(row for rows in validated for row in rows) == sorted(train_rows)  # every train row once: disjoint and covering
+    for split, rows in zip(folds, validated):
+        assert sorted(rows + list(zip(split["train"]["text"], split["train"]["label"]))) == sorted(train_rows)  # trains on the rest
+        per_class = np.bincount(label_array(split["validation"]), minlength=4)
+        assert per_class.sum() == 50 and per_class.max() - per_class.min() <= 1  # stratified: 50 of each class, over 4 folds
+        assert split["test"]["text"][:] == folds[0]["test"]["text"][:] and len(split["test"]) == 40  # the test split never changes
+    again = topic_task(topic_files["train"], folds=4, fold=2).load(seed=7)
+    other = topic_task(topic_files["train"], folds=4, fold=2).load(seed=8)
+    assert again["validation"]["text"][:] == folds[2]["validation"]["text"][:] != other["validation"]["text"][:]  # seeded
+
+
+def test_k_folds_split_only_the_max_train_samples_rows(topic_files):
+    folds = [topic_task(topic_files["train"], folds=5, fold=i, max_train_samples=50).load(seed=0) for i in range(5)]
+    assert [len(f["validation"]) for f in folds] == [10] * 5 and all(len(f["train"]) == 40 for f in folds)
+    first_50 = sorted(r["text"] for r in topic_rows(200, seed=1)[:50])
+    assert sorted(t for f in folds for t in f["validation"]["text"]) == first_50
+    assert "task.folds=30 needs at least 60 train rows" in load_error(topic_task(topic_files["train"], folds=30, max_train_samples=50))

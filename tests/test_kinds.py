@@ -120,3 +120,32 @@ def test_a_regression_head_starts_at_the_training_mean(architecture, tiny_models
     with torch.no_grad():
         output = model(**tokenizer(["dog cat", "river city man"], padding=True, return_tensors="pt")).logits
     assert output.shape == (2, 1) and abs(output.mean().item() - 2.5) < 0.5  # near the mean, not near 0
+
+
+def test_each_kind_lays_out_its_examples_and_sorts_its_mistakes_worst_first():
+    import pandas as pd
+
+    single = SingleLabel(NAMES)
+    scores = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5], [0.1, 0.1, 0.8]])
+    table = pd.DataFrame(single.example_columns([0, 0, 1, 2], scores))
+    assert table["gold"].tolist() == ["joy", "joy", "anger", "fear"] and table["predicted"].tolist() == ["joy", "anger", "fear", "fear"]
+    assert table["correct"].tolist() == [True, False, False, True] and table["p_anger"].tolist() == [0.2, 0.8, 0.3, 0.1]
+    assert single.mistakes(table)["confidence"].tolist() == [0.8, 0.5]  # most confident wrong first
+    assert single.confusions(single.mistakes(table)) == [("joy", "anger", 1), ("anger", "fear", 1)]
+    gold, predicted = single.gold_and_predicted(table)
+    assert gold.tolist() == [0, 0, 1, 2] and predicted.tolist() == [0, 1, 2, 2]
+
+    multi = MultiLabel(NAMES)
+    truth = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 0]])
+    table = pd.DataFrame(multi.example_columns(truth, np.array([[0.9, 0.1, 0.6], [0.3, 0.2, 0.1], [0.6, 0.95, 0.1]])))
+    assert table["gold"].tolist() == ["joy,fear", "anger", "joy"] and table["predicted"].tolist() == ["joy,fear", "", "joy,anger"]
+    assert table["correct"].tolist() == [True, False, False]
+    assert table["confidence"].tolist() == pytest.approx([0.6, 0.8, 0.95])  # right: least sure decision; wrong: surest mistake
+    assert multi.mistakes(table)["predicted"].tolist() == ["joy,anger", ""]
+    gold, predicted = multi.gold_and_predicted(table)
+    assert gold.tolist() == truth.tolist() and predicted.tolist() == [[1, 0, 1], [0, 0, 0], [1, 1, 0]]
+
+    regression = Regression()
+    table = pd.DataFrame(regression.example_columns([1.0, 2.0, 3.0], np.array([1.5, 0.5, 3.1])))
+    assert table["error"].tolist() == pytest.approx([0.5, -1.5, 0.1])
+    assert regression.mistakes(table)["gold"].tolist() == [2.0, 1.0, 3.0] and regression.confusions(table) == []
