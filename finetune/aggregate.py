@@ -120,10 +120,10 @@ def draw(path: Path, shown: List[Dict[str, Any]], summaries: List[Dict[str, Any]
         error = [[mean - low], [high - mean]] if low is not None else None
         axes.errorbar([mean], [y], xerr=error, fmt="o", color="tab:blue", markersize=8, capsize=4, label="mean, 95% interval" if y == 0 else None)
         values = [v for v in summary["scores"] if v is not None]
-        axes.scatter(values, y + rng.uniform(-0.15, 0.15, len(values)), color="tab:orange", s=18, zorder=3, label="runs" if y == 0 else None)
+        axes.scatter(values, y + rng.uniform(-0.12, 0.12, len(values)), color="tab:orange", s=18, zorder=3, label="runs" if y == 0 else None)
     labels = [f"{s['config']} ({s['task']}, n={summaries[i]['n']})" for i, s in enumerate(shown)]
     axes.set_yticks(range(len(summaries)), labels, fontsize=8)
-    axes.invert_yaxis()  # best on top
+    axes.set_ylim(len(summaries) - 0.5, -0.5)  # best on top
     metrics = sorted({s["metric"] for s in summaries})
     axes.set_xlabel(f"validation {', '.join(metrics)}")
     axes.grid(axis="x", alpha=0.3)

@@ -107,6 +107,7 @@ def compare(runs_a: Sequence[Path], runs_b: Sequence[Path], split: Optional[str]
     groups = _paired_groups(a, b, split)
     rng = np.random.default_rng(seed)
     observed, draws, weights, discordant, one_each = [], [], [], [0, 0], True
+    run_scores: Dict[str, List[float]] = {"a": [], "b": []}  # each run's metric on its rows
     for fingerprint, (side_a, side_b) in groups.items():
         tables = {side: [read_predictions(r.folder, split) for r in runs] for side, runs in (("a", side_a), ("b", side_b))}
         gold, _ = kind.gold_and_predicted(tables["a"][0])
@@ -121,6 +122,8 @@ def compare(runs_a: Sequence[Path], runs_b: Sequence[Path], split: Optional[str]
         def score(side: str, idx=None) -> float:
             return float(np.mean([compute([metric], gold if idx is None else gold[idx], p if idx is None else p[idx])[metric] for p in predicted[side]]))
 
+        for side in ("a", "b"):
+            run_scores[side] += [compute([metric], gold, p)[metric] for p in predicted[side]]
         observed.append(score("a") - score("b"))
         if metric == "accuracy":  # mean over runs of accuracy = accuracy of the per-row share of runs that are right
             right = {side: np.mean([np.asarray(t["correct"], dtype=float) for t in ts], axis=0) for side, ts in tables.items()}
@@ -145,8 +148,8 @@ def compare(runs_a: Sequence[Path], runs_b: Sequence[Path], split: Optional[str]
         "split": split,
         "metric": metric,
         "greater_is_better": greater_is_better(metric),
-        "a": {"runs": [str(r.folder) for r in a], metric: _mean_metric(a, split, metric)},
-        "b": {"runs": [str(r.folder) for r in b], metric: _mean_metric(b, split, metric)},
+        "a": {"runs": [str(r.folder) for r in a], metric: float(np.mean(run_scores["a"]))},
+        "b": {"runs": [str(r.folder) for r in b], metric: float(np.mean(run_scores["b"]))},
         "groups": len(groups),
         "rows": int(sum(weights)),
         "difference": difference,
@@ -178,11 +181,6 @@ def _paired_groups(a: List[Run], b: List[Run], split: str) -> Dict[str, tuple]:
     return groups
 
 
-def _mean_metric(runs: List[Run], split: str, metric: str) -> float:
-    scores = [json.loads((r.folder / "metrics.json").read_text(encoding="utf-8"))[split][metric] for r in runs]
-    return float(sum(scores) / len(scores))
-
-
 def _mcnemar(only_a: int, only_b: int) -> Dict[str, Any]:
     """McNemar's test on the rows exactly one side gets right."""
     import scipy.stats
@@ -211,7 +209,7 @@ def describe(result: Dict[str, Any]) -> str:
     if result.get("mcnemar_skipped"):
         lines.append(f"McNemar: not computed ({result['mcnemar_skipped']})")
     if mcnemar:
-        lines.append(f"McNemar: {mcnemar['only_a_right']} rows only A gets right, {mcnemar['only_b_right']} only B; "
+        lines.append(f"McNemar (right or wrong per row, as accuracy counts): {mcnemar['only_a_right']} rows only A gets right, {mcnemar['only_b_right']} only B; "
                      f"p = {mcnemar['p_value']:.3g} ({mcnemar['test']})")
     if not result["greater_is_better"]:
         lines.append(f"({metric}: lower is better)")
