@@ -10,7 +10,7 @@ transformers model that every reader (pipeline, Predictor, reports) loads as it 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from finetune.config import FinetuneError, PeftFields
 from finetune.files import replaced_atomically
@@ -111,9 +111,13 @@ def describe_counts(counts: Dict[str, Any], how: str) -> str:
     return f"Parameters: {counts['trainable']:,} trainable of {counts['total']:,} ({100 * counts['trainable_share']:.2f}%): {how}"
 
 
+def _is_lora(peft_cfg: Any) -> bool:
+    return peft_cfg is not None and str(peft_cfg.get("_target_", "")).endswith(".Lora")
+
+
 def method_of(peft_cfg: Any) -> str:
     """How the run fine-tuned, in words (the model card's Training table)."""
-    if peft_cfg is None or not str(peft_cfg.get("_target_", "")).endswith(".Lora"):
+    if not _is_lora(peft_cfg):
         return "full (every weight)"
     targets = ", ".join(peft_cfg.target_modules) if peft_cfg.get("target_modules") else "the architecture's defaults"
     return f"LoRA (r={peft_cfg.r}, alpha={peft_cfg.lora_alpha:g}, dropout={peft_cfg.lora_dropout:g}, on {targets}), merged"
@@ -121,7 +125,7 @@ def method_of(peft_cfg: Any) -> str:
 
 def lora_field_errors(peft_cfg: Any) -> List[str]:
     """LoRA settings given without ``peft=lora`` would be ignored: say so."""
-    if peft_cfg is None or str(peft_cfg.get("_target_", "")).endswith(".Lora"):
+    if peft_cfg is None or _is_lora(peft_cfg):
         return []
-    given: List[Optional[str]] = [k for k in ("r", "lora_alpha", "lora_dropout", "target_modules", "modules_to_save") if peft_cfg.get(k) is not None]
+    given = [k for k in ("r", "lora_alpha", "lora_dropout", "target_modules", "modules_to_save") if peft_cfg.get(k) is not None]
     return [f"peft.{key} is a LoRA setting, but this run fine-tunes every weight: add peft=lora." for key in given]

@@ -51,6 +51,9 @@ def test_lora_trains_the_adapters_and_the_head_only(lora_run):
     assert parameters["total"] > 10 * parameters["trainable"]
     assert f"Parameters: {adapters + head:,} trainable of {parameters['total']:,}" in result.output
     assert "LoRA r=8, alpha=16 on query, value; trained in full: classifier" in result.output
+    card = (run_dir / "model" / "README.md").read_text()
+    assert "| fine-tuning | LoRA (r=8, alpha=16, dropout=0.1, on the architecture's defaults), merged |" in card
+    assert f"| trainable parameters | {adapters + head:,} of {parameters['total']:,} |" in card
 
 
 def test_the_merged_model_is_a_plain_model_predicting_as_the_adapter_does(lora_run, tiny_models):
@@ -96,7 +99,7 @@ def knobs_run(tmp_path_factory, topic_files, tiny_models):
     args = [
         *topic_args(topic_files, tiny_models["distilbert"], run_dir), "hardware=cpu", "task.examples=[]", "trainer.num_train_epochs=2",
         "trainer.gradient_checkpointing=true", "trainer.auto_find_batch_size=true", "trainer.eval_accumulation_steps=2",
-        "+callbacks.out_of_memory._target_=tests.callbacks.OutOfMemoryAbove", "+callbacks.out_of_memory.batch_size=5",
+        "+callbacks.out_of_memory._target_=tests.callbacks.OutOfMemoryAbove", "+callbacks.out_of_memory.batch_size=4",
         "+callbacks.record._target_=tests.callbacks.RecordCalls", f"+callbacks.record.path={calls}",
         "trainer.report_to=[tensorboard,mlflow,wandb]",
     ]
@@ -113,7 +116,7 @@ def test_a_callback_from_the_command_line_is_called(knobs_run):
 
 
 def test_auto_find_batch_size_lowers_the_batch_not_the_accumulation(knobs_run):
-    """Batches above 5 'run out of memory': the Trainer tries 8, 7, 6, 5... and trains with the first that fits."""
+    """Batches above 4 "run out of memory": the Trainer tries 8, 7, 6, 5 and trains with 4, the first that fits."""
     _, run_dir, _, calls = knobs_run
     assert [c["batch_size"] for c in calls if c["event"] == "train_begin"] == [8, 7, 6, 5, 4]
     train = read_json(run_dir / "metrics.json")["train"]
