@@ -1,14 +1,17 @@
-"""The Trainer callbacks every run uses, listed in ``build_trainer``; imported only when a run trains."""
+"""The `callbacks` group: the Trainer callbacks a run uses, instantiated from ``conf/callbacks/``,
+and ours among them (signal stop, non-finite loss, TensorBoard on resume, early stopping).
+Imported only when a run trains."""
 
 import logging
 import math
 import signal
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
-from transformers import TrainerCallback
-from transformers.integrations import TensorBoardCallback
+from omegaconf import DictConfig
+from transformers import EarlyStoppingCallback, TrainerCallback
+from transformers.integrations import INTEGRATION_TO_CALLBACK, TensorBoardCallback
 
 from finetune.config import FinetuneError
 
@@ -29,7 +32,8 @@ class StopOnSignal(TrainerCallback):
         log.warning("%s received: stopping after this step and saving a checkpoint (Ctrl-C again quits at once).", signal.Signals(signum).name)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+        # Not twice: trainer.auto_find_batch_size begins training again with a smaller batch.
+        if threading.current_thread() is threading.main_thread() and not self.previous:  # signal handlers live there only
             self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -75,3 +79,79 @@ class StopOnNonFiniteLoss(TrainerCallback):
                     f"{logs.get('learning_rate', args.learning_rate):.3g}). Lower trainer.learning_rate, "
                     "or use hardware.precision=fp32 if half precision overflows."
                 )
+
+
+class EarlyStopping(EarlyStoppingCallback):
+    """transformers' early stopping, which keeps its count of evaluations without improvement across a
+    resume (read back from the checkpoint's trainer_state.json), and tells where and why it stopped."""
+
+    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float = 0.0):
+        super().__init__(early_stopping_patience, early_stopping_threshold)
+        self.stopped: Optional[Dict[str, Any]] = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        # A resumed state is the checkpoint's; a fresh one (step 0, also a retry of auto_find_batch_size) counts from 0.
+        saved = state.stateful_callbacks.get(type(self).__name__, {}) if state.global_step > 0 else {}
+        self.early_stopping_patience_counter = saved.get("attributes", {}).get("early_stopping_patience_counter", 0)
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        best = state.best_metric  # before this evaluation: the Trainer updates it afterwards
+        super().on_evaluate(args, state, control, metrics, **kwargs)
+        if control.should_training_stop and self.stopped is None and self.early_stopping_patience_counter >= self.early_stopping_patience:
+            key = args.metric_for_best_model if args.metric_for_best_model.startswith("eval_") else f"eval_{args.metric_for_best_model}"
+            evaluations = sum(1 for entry in state.log_history if key in entry)  # this one included: it was logged first
+            self.stopped = {
+                "evaluation": evaluations, "step": state.global_step, "epoch": state.epoch, "metric": key, "value": metrics.get(key),
+                "best": best, "patience": self.early_stopping_patience, "threshold": self.early_stopping_threshold,
+            }
+            log.info(
+                "Early stopping at evaluation %d (step %d, epoch %.2f): %s has not improved on the best %.4g by more than %g "
+                "for %d evaluations (patience %d); the best checkpoint is kept.",
+                evaluations, state.global_step, state.epoch or 0, key, best, self.early_stopping_threshold,
+                self.early_stopping_patience_counter, self.early_stopping_patience,
+            )
+
+    def report(self) -> Dict[str, Any]:
+        """What metrics.json says of early stopping: whether it stopped the run, where, and why."""
+        settings = {"patience": self.early_stopping_patience, "threshold": self.early_stopping_threshold}
+        return {"stopped": True, **self.stopped} if self.stopped else {"stopped": False, **settings}
+
+
+def instantiate_callbacks(callbacks_cfg: Optional[DictConfig]) -> List[TrainerCallback]:
+    """The callbacks ``callbacks.<name>._target_`` names, in order (a null entry is left out)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    callbacks = []
+    for name, node in (callbacks_cfg or {}).items():
+        if node is None:
+            continue
+        try:
+            callback = instantiate(node, _convert_="all")
+        except InstantiationException as error:
+            raise FinetuneError(f"callbacks.{name}: cannot create {node._target_}: {error.__cause__ or error}") from error
+        if not isinstance(callback, TrainerCallback):
+            raise FinetuneError(f"callbacks.{name}: {node._target_} is not a transformers.TrainerCallback.")
+        callbacks.append(callback)
+    return callbacks
+
+
+def add_callbacks(trainer, callbacks: List[TrainerCallback]) -> None:
+    """Add ``callbacks`` to the Trainer's own. One that extends a tracker the Trainer added for
+    ``trainer.report_to`` (TensorBoard, MLflow, ...) takes its place, and is left out when
+    report_to does not name that tracker."""
+    trackers = tuple(INTEGRATION_TO_CALLBACK.values())
+    for callback in callbacks:
+        if isinstance(callback, trackers):
+            replaced = next((c for c in trainer.callback_handler.callbacks if type(c) in trackers and isinstance(callback, type(c))), None)
+            if replaced is None:
+                continue
+            trainer.callback_handler.remove_callback(replaced)
+        trainer.add_callback(callback)
+
+
+def early_stopping_report(trainer) -> Optional[Dict[str, Any]]:
+    """The early stopping callback's report, or None when the run has none."""
+    stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStopping)), None)
+    return stopper.report() if stopper else None

@@ -109,7 +109,21 @@ class HardwareConfig(HardwareFields):
     _target_: str = "finetune.hardware.Hardware"
 
 
-GROUP_SCHEMAS = {"task": TaskConfig, "model": ModelConfig, "hardware": HardwareConfig}
+@dataclass
+class PeftFields:  # LoRA's settings (peft=lora); null under peft=none, where every weight trains
+    r: Optional[int] = None  # the adapters' rank
+    lora_alpha: Optional[float] = None  # the adapters' output is scaled by lora_alpha / r
+    lora_dropout: Optional[float] = None
+    target_modules: Optional[List[str]] = None  # Linear layers to adapt; null: the architecture's (finetune/adapters.py)
+    modules_to_save: Optional[List[str]] = None  # trained in full and saved; null: the classification head
+
+
+@dataclass
+class PeftConfig(PeftFields):
+    _target_: str = "finetune.adapters.FullFineTuning"
+
+
+GROUP_SCHEMAS = {"task": TaskConfig, "model": ModelConfig, "hardware": HardwareConfig, "peft": PeftConfig}
 CHOICES = {
     "task.problem": ("single_label", "multi_label", "regression"),
     "task.predictions_as": ("name", "id"),
@@ -125,7 +139,8 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     for group, schema in GROUP_SCHEMAS.items():
         store.store(group=group, name="schema", node=_open(OmegaConf.structured(schema)))
-    store.store(group="trainer", name="schema", node=OmegaConf.create({}, flags={"struct": False}))
+    for group in ("trainer", "callbacks"):  # any TrainingArguments field; any callback by name
+        store.store(group=group, name="schema", node=OmegaConf.create({}, flags={"struct": False}))
 
 
 def _open(node: DictConfig) -> DictConfig:
@@ -256,11 +271,16 @@ def validate(cfg: DictConfig) -> None:
     """Reject unknown keys, out-of-range choices and inconsistent settings, all at once."""
     errors = []
     for group, schema in GROUP_SCHEMAS.items():
-        errors.extend(_unknown_keys(cfg[group], schema, group))
+        if group in cfg:  # a run folder saved before a group existed lacks it
+            errors.extend(_unknown_keys(cfg[group], schema, group))
+    from finetune.adapters import lora_field_errors
+
+    errors.extend(lora_field_errors(cfg.get("peft")))
+    errors.extend(callbacks_errors(cfg))
     trainer_fields = set(training_argument_names())
     for key in cfg.trainer.keys():
         if key != "_target_" and key not in trainer_fields:
-            hint = _closest(str(key), sorted(trainer_fields))
+            hint = EARLY_STOPPING_HINT if str(key).startswith("early_stopping") else _closest(str(key), sorted(trainer_fields))
             errors.append(f"Unknown config key 'trainer.{key}': not a transformers.TrainingArguments field.{hint}")
         elif _is_token_key(str(key)) and cfg.trainer[key] is not None and not OmegaConf.is_interpolation(cfg.trainer, key):
             errors.append(f"trainer.{key} holds an access token in plain text, saved with the run; {TOKEN_HELP}.")
@@ -312,6 +332,50 @@ def fold_errors(task: DictConfig) -> List[str]:
             f"task.folds={folds} validates on folds of train, but task.data_files.validation={task.data_files.validation} is given: "
             "set task.data_files.validation=null to cross-validate, or task.folds=null to use that file."
         )
+    return errors
+
+
+# A callback the run needs (train.py asks it whether a signal stopped training), and the early
+# stopping callbacks whose settings must agree with the trainer's.
+REQUIRED_CALLBACKS = {"stop_on_signal": "finetune.callbacks.StopOnSignal"}
+EARLY_STOPPING_TARGETS = ("finetune.callbacks.EarlyStopping", "transformers.EarlyStoppingCallback", "transformers.trainer_callback.EarlyStoppingCallback")
+EARLY_STOPPING_HINT = (
+    " Early stopping is a callback: callbacks=early_stopping callbacks.early_stopping.early_stopping_patience=3 "
+    "(and callbacks.early_stopping.early_stopping_threshold)."
+)
+
+
+def callbacks_errors(cfg: DictConfig) -> List[str]:
+    """Each callback a node with a ``_target_``; the required ones present; early stopping consistent with the trainer."""
+    callbacks = cfg.get("callbacks")
+    if callbacks is None:
+        return []
+    errors = []
+    for name, node in callbacks.items():
+        if node is not None and not (isinstance(node, DictConfig) and node.get("_target_")):
+            errors.append(f"callbacks.{name} must be a node with a _target_ (a transformers.TrainerCallback class), e.g. +callbacks.{name}._target_=my_module.MyCallback.")
+    targets = {str(node.get("_target_")) for node in callbacks.values() if isinstance(node, DictConfig)}
+    for name, target in REQUIRED_CALLBACKS.items():
+        if target not in targets:
+            errors.append(
+                f"callbacks.{name} ({target}) is required: Ctrl-C and SIGTERM save a checkpoint through it before the run stops. "
+                f"Keep it in your callbacks preset (callbacks.{name}._target_={target})."
+            )
+    trainer = cfg.trainer
+    for name in (name for name, node in callbacks.items() if isinstance(node, DictConfig) and node.get("_target_") in EARLY_STOPPING_TARGETS):
+        where = f"callbacks.{name} (early stopping)"
+        if trainer.get("eval_strategy", "no") == "no":
+            errors.append(f"{where} compares evaluations: set trainer.eval_strategy=epoch (or steps, with trainer.eval_steps).")
+        if not trainer.get("load_best_model_at_end"):
+            errors.append(
+                f"{where} stops `patience` evaluations after the best one; without trainer.load_best_model_at_end=true "
+                "the run would keep the last, worse model. Set trainer.load_best_model_at_end=true."
+            )
+        elif trainer.get("save_strategy", "steps") not in (trainer.get("eval_strategy"), "best"):
+            errors.append(
+                f"{where} keeps the best evaluated model, so a checkpoint must be saved at each evaluation: "
+                f"trainer.save_strategy={trainer.get('save_strategy', 'steps')} differs from trainer.eval_strategy={trainer.get('eval_strategy')}; set them equal."
+            )
     return errors
 
 

@@ -88,12 +88,14 @@ SETUP_STAGES = {
     "load_tokenizer": ("Loading the tokenizer", ("model",), "model.name_or_path"),
     "tokenize": ("Tokenizing", ("task", "hardware"), "task.max_length, task.text_fields, hardware.num_proc"),
     "load_model": ("Loading the model", ("model",), "model.name_or_path, model.attn_implementation"),
+    "wrap": ("Adding the LoRA adapters", ("peft",), "peft.*"),
     "build_trainer": ("Building the Trainer", ("trainer", "hardware"), "trainer.*, hardware.*"),
 }
 # Inside Trainer.train(), before the first step: what the settings name is built.
 TRAINING_SETUP_STAGES = {
     "create_optimizer": ("Creating the optimizer", ("trainer", "hardware"), "trainer.optim, hardware.fused_optimizer"),
     "create_scheduler": ("Creating the learning-rate scheduler", ("trainer",), "trainer.lr_scheduler_type, trainer.lr_scheduler_kwargs"),
+    "_activation_checkpointing_enable": ("Turning on activation checkpointing", ("trainer",), "trainer.gradient_checkpointing, trainer.activation_checkpointing"),
 }
 FULL_ERROR_HINT = "(HYDRA_FULL_ERROR=1 shows the traceback)"
 

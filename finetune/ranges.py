@@ -99,6 +99,12 @@ RULES: Dict[str, Rule] = {
     "trainer.dataloader_num_workers": Rule(integer(0), "an integer >= 0 (0: load in the main process)", "4"),
     "hardware.dataloader_num_workers": Rule(integer(0), "an integer >= 0 (0: load in the main process)", "4"),
     "hardware.num_proc": Rule(optional(integer(1)), "null (automatic) or an integer >= 1", "4"),
+    "trainer.eval_accumulation_steps": Rule(optional(integer(1)), "null (keep every prediction on the device) or an integer >= 1", "8"),
+    "peft.r": Rule(optional(integer(1)), "an integer >= 1", "8"),
+    "peft.lora_alpha": Rule(optional(number(above=0)), "a number > 0", "16"),
+    "peft.lora_dropout": Rule(optional(number(at_least=0, below=1)), "a number in [0, 1)", "0.1"),
+    "callbacks.early_stopping.early_stopping_patience": Rule(integer(1), "an integer >= 1 (evaluations without improvement)", "3"),
+    "callbacks.early_stopping.early_stopping_threshold": Rule(number(at_least=0), "a number >= 0 (the least change that counts as improvement)", "0.001"),
 }
 
 _ABSENT = object()

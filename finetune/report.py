@@ -220,7 +220,12 @@ def hyperparameters(cfg: DictConfig, args, metrics: Mapping[str, Any], precision
     """What the model card lists under Training: the settings that shape the result."""
     train = metrics["train"]
     weights = train.get("class_weights")
+    from finetune.adapters import method_of
+
+    parameters = train.get("parameters") or {}
     return {
+        "fine-tuning": method_of(cfg.get("peft")),
+        "trainable parameters": f"{parameters['trainable']:,} of {parameters['total']:,}" if parameters else "n/a",
         "learning rate": args.learning_rate,
         "batch size (per device)": args.per_device_train_batch_size,
         "gradient accumulation steps": args.gradient_accumulation_steps,

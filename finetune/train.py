@@ -37,6 +37,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     task = instantiate(cfg.task, _convert_="object")
     source = instantiate(cfg.model, _convert_="object")
     hardware = instantiate(cfg.hardware, _convert_="object")
+    adapter = instantiate(cfg.peft, _convert_="object")
     source.check_folder()
     if (task.path and not task.data_files.get("train")) or not source.is_local:
         go_offline_if_unreachable()
@@ -50,10 +51,13 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
 
     from transformers import set_seed
 
+    from finetune.adapters import parameter_counts
+    from finetune.callbacks import early_stopping_report, instantiate_callbacks
     from finetune.examples import confusion_lines, in_input_order, write_examples
     from finetune.metrics import greater_is_better
     from finetune.predict import Predictor, rounded
     from finetune.report import console_summary, data_fingerprint, environment, hyperparameters, model_card, write_figures
+    from finetune.trackers import finish_trackers, use_run_trackers
     from finetune.trainer import build_trainer, log_hparams, logits_of, mean_training_loss, training_arguments
 
     hardware_args = hardware.resolve()
@@ -64,7 +68,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     if checkpoint:
         log.info("Resuming from %s", checkpoint)
     best = best_metric(task)
-    args = training_arguments(cfg.trainer, {**hardware_args, "metric_for_best_model": best, "greater_is_better": greater_is_better(best)}, run_dir)
+    args = training_arguments(cfg.trainer, {**hardware_args, "metric_for_best_model": best, "greater_is_better": greater_is_better(best), "run_name": run_dir.name}, run_dir)
+    callbacks = instantiate_callbacks(cfg.callbacks)  # after training_arguments: the TensorBoard one reads where to write
     tokenizer = source.load_tokenizer()
     task.check_max_length(tokenizer, source.name_or_path)
     started = time.perf_counter()
@@ -75,7 +80,10 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     set_seed(cfg.seed)  # before the classification head is initialised
     model = source.load_model(kind.model_config(), tokenizer)
     kind.prepare_model(model)
-    trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"], kind)
+    model = adapter.wrap(model)  # LoRA: adapters on the encoder, the head trained in full
+    parameters = parameter_counts(model)
+    trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"], kind, callbacks)
+    use_run_trackers(trainer, cfg)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     if trainer.state.global_step == 0:  # an untrained model is no result: write no model, metrics or card
         raise FinetuneError(
@@ -88,6 +96,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
             f"{run_dir / 'checkpoints'}. Continue with: python run.py resume={run_dir}",
             trainer.stop.signum,
         )
+    adapter.finish(trainer, run_dir / "adapter")  # LoRA: adapter/ saved, then merged: from here on a plain model
 
     # The best model on every labeled split after train. From here on the kind scores the
     # predictions itself, with what it calibrated on validation (multi-label thresholds).
@@ -113,6 +122,9 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
         "tokens": trainer.real_tokens,
         "padding_efficiency": trainer.real_tokens / max(trainer.computed_tokens, 1),
         "class_weights": kind.weights,
+        "parameters": parameters,
+        "batch_size": trainer.state.train_batch_size,  # per step and process: trainer.auto_find_batch_size may lower it
+        "early_stopping": early_stopping_report(trainer),
     }
 
     if trainer.is_world_process_zero():
@@ -137,6 +149,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
         save_model(trainer, run_dir / "model", card, kind.model_files())
         write_json(run_dir / "metrics.json", metrics)
         log_hparams(run_dir / "logs", cfg, names, metrics)
+        finish_trackers(trainer, metrics, {"metrics": run_dir / "metrics.json", "model card": run_dir / "model" / "README.md"})
     log.info(console_summary(kind, metrics, run_dir, run_dir / "logs"))
 
     if task.examples and trainer.is_world_process_zero():
@@ -154,4 +167,4 @@ def _choices() -> Dict[str, str]:
     if not HydraConfig.initialized():
         return {}
     choices = HydraConfig.get().runtime.choices
-    return {group: str(choices[group]) for group in ("task", "model", "trainer", "hardware") if group in choices}
+    return {group: str(choices[group]) for group in ("task", "model", "trainer", "hardware", "peft") if group in choices}

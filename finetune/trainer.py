@@ -1,5 +1,5 @@
 """The `trainer` group: TrainingArguments from the config, and a Trainer with dynamic padding,
-the task kind's loss and metrics, and the callbacks in ``finetune.callbacks``.
+the task kind's loss and metrics, and the callbacks of the `callbacks` group.
 
 Imported only when a run trains: it pulls in torch and transformers.
 """
@@ -7,15 +7,14 @@ Imported only when a run trains: it pulls in torch and transformers.
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Sequence
 
 import torch
 from omegaconf import DictConfig
-from transformers import DataCollatorWithPadding, Trainer
-from transformers.integrations import TensorBoardCallback
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from finetune.callbacks import ResumableTensorBoard, StopOnNonFiniteLoss, StopOnSignal
+from finetune.callbacks import StopOnSignal, add_callbacks
 from finetune.config import FinetuneError
 from finetune.kinds import TaskKind
 from finetune.launch import one_line, settings_named_in
@@ -75,7 +74,7 @@ class TaskTrainer(Trainer):
     and padded tokens: padding is computation wasted."""
 
     real_tokens = computed_tokens = 0
-    counts_restored = False
+    counted_state = None  # the TrainerState the counts belong to
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean: the Trainer scales it
 
     def __init__(self, *args, kind: TaskKind, **kwargs):
@@ -101,10 +100,11 @@ class TaskTrainer(Trainer):
         return sampler
 
     def training_step(self, model, inputs, *args, **kwargs):
-        if not self.counts_restored:  # the state is a checkpoint's when resuming
-            counts = self.state.stateful_callbacks.get(TOKEN_COUNTS, {})
+        # A new state: a checkpoint's when resuming, a fresh one when auto_find_batch_size begins again.
+        if self.counted_state is not self.state:
+            counts = self.state.stateful_callbacks.get(TOKEN_COUNTS, {}) if self.state.global_step else {}
             self.real_tokens, self.computed_tokens = counts.get("real", 0), counts.get("computed", 0)
-            self.counts_restored = True
+            self.counted_state = self.state
         mask = inputs.get("attention_mask")
         if mask is not None:
             self.real_tokens += int(mask.sum())
@@ -112,8 +112,8 @@ class TaskTrainer(Trainer):
         return super().training_step(model, inputs, *args, **kwargs)
 
 
-def build_trainer(args, model, tokenizer, train_dataset, eval_dataset, kind: TaskKind) -> TaskTrainer:
-    """A Trainer with dynamic padding, the kind's loss and metrics, and our callbacks; ``trainer.stop`` tells of a signal."""
+def build_trainer(args, model, tokenizer, train_dataset, eval_dataset, kind: TaskKind, callbacks: Sequence[TrainerCallback]) -> TaskTrainer:
+    """A Trainer with dynamic padding, the kind's loss and metrics, and ``callbacks``; ``trainer.stop`` tells of a signal."""
     trainer = TaskTrainer(
         model=model,
         args=args,
@@ -122,13 +122,10 @@ def build_trainer(args, model, tokenizer, train_dataset, eval_dataset, kind: Tas
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),  # pads each batch to its own longest row
         compute_metrics=metrics_function(kind),
-        callbacks=[StopOnNonFiniteLoss()],
         kind=kind,
     )
-    if trainer.pop_callback(TensorBoardCallback) is not None:  # report_to includes tensorboard
-        trainer.add_callback(ResumableTensorBoard())
-    trainer.stop = StopOnSignal()
-    trainer.add_callback(trainer.stop)
+    add_callbacks(trainer, list(callbacks))
+    trainer.stop = next(c for c in callbacks if isinstance(c, StopOnSignal))  # required: config.callbacks_errors
     return trainer
 
 

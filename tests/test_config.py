@@ -15,7 +15,7 @@ from finetune.config import FinetuneError, local_model_path, register_configs, r
 
 REPO = Path(__file__).resolve().parents[1]
 # Every preset, found on disk: a new YAML file is composed and validated without editing a list.
-PRESETS = {group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")) for group in ("task", "model", "trainer", "hardware", "experiment", "hparams_search")}
+PRESETS = {group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")) for group in ("task", "model", "trainer", "hardware", "peft", "callbacks", "experiment", "hparams_search")}
 TASKS = PRESETS["task"]
 MODELS = {
     "distilbert": "distilbert-base-uncased",
@@ -53,7 +53,7 @@ def test_every_preset_file_composes_and_validates(group, name):
     assert cfg.task._target_ == "finetune.data.TextClassificationData" and cfg.trainer._target_ == "transformers.TrainingArguments"
 
 
-@pytest.mark.parametrize("group", ["task", "model", "trainer", "hardware"])
+@pytest.mark.parametrize("group", ["task", "model", "trainer", "hardware", "peft"])
 def test_each_group_yaml_shows_the_class_it_instantiates(group):
     for name in PRESETS[group]:
         text = (REPO / "conf" / group / f"{name}.yaml").read_text()
