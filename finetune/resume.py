@@ -58,6 +58,8 @@ def resumed_config(cfg: DictConfig, run_dir: Path, overrides: Sequence[str]) -> 
     if not saved_file.is_file():
         raise FinetuneError(f"{how}: {run_dir} has no {SAVED_CONFIG}, so it is not a run folder that can be resumed.")
     saved = OmegaConf.load(saved_file)
+    for key in set(cfg) - set(saved):  # a group newer than the run (peft, callbacks): its default is what the run did
+        saved[key] = cfg[key]
     if isinstance(cfg.resume, str):
         extra = [o for o in overrides if not o.startswith("resume=")]
         if extra:
