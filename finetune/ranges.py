@@ -99,6 +99,7 @@ RULES: Dict[str, Rule] = {
     "trainer.dataloader_num_workers": Rule(integer(0), "an integer >= 0 (0: load in the main process)", "4"),
     "hardware.dataloader_num_workers": Rule(integer(0), "an integer >= 0 (0: load in the main process)", "4"),
     "hardware.num_proc": Rule(optional(integer(1)), "null (automatic) or an integer >= 1", "4"),
+    "hardware.pad_to_multiple_of": Rule(optional(integer(1)), "null (automatic) or an integer >= 1 (1: to the longest row)", "8"),
 }
 
 _ABSENT = object()

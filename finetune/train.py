@@ -74,7 +74,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     set_seed(cfg.seed)  # before the classification head is initialised
     model = source.load_model(kind.model_config(), tokenizer)
     kind.prepare_model(model)
-    trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"], kind)
+    trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"], kind, hardware.padding_multiple)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     if trainer.state.global_step == 0:  # an untrained model is no result: write no model, metrics or card
         raise FinetuneError(
