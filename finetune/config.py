@@ -99,7 +99,11 @@ class HardwareFields:
     num_proc: Optional[int] = None  # tokenization processes; None: more than one only for large data
     dataloader_num_workers: int = 0
     pin_memory: Optional[bool] = None  # None: on with a GPU (page-locked host memory copies faster)
-    fused_optimizer: Optional[bool] = None  # None: fused AdamW with a GPU (one kernel for all parameters)
+    fused_optimizer: bool = True  # AdamW in one kernel for all parameters (CUDA and CPU); false: the per-tensor loop
+    # Pad each batch to a multiple of this many tokens: a handful of shapes (tensor cores want multiples
+    # of 8; torch.compile builds a graph per shape) for a few padding tokens more. null: 8 with a GPU or
+    # torch.compile, else 1 (each batch to its longest row: on a CPU the extra tokens cost what they save).
+    pad_to_multiple_of: Optional[int] = None
     torch_compile: bool = False
     distributed: bool = False  # launched by torchrun / accelerate launch, one process per device
 

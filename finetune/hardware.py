@@ -67,12 +67,13 @@ class Hardware(HardwareFields):
         }
         if on_gpu and self.tf32 and torch.cuda.get_device_capability()[0] >= 8:
             args["tf32"] = True
-        if on_gpu and self.fused_optimizer is not False:
-            args["optim"] = "adamw_torch_fused"
+        # Set either way: the library's default optimizer depends on its version and torch's.
+        args["optim"] = "adamw_torch_fused" if self.fused_optimizer else "adamw_torch"
         if world_size() > 1:
             args["ddp_find_unused_parameters"] = False  # classifiers use every parameter: skip the search
         self.precision_used = precision
         self.on_gpu = on_gpu
+        self.padding_multiple = self.pad_to_multiple_of or (8 if on_gpu or self.torch_compile else 1)
         self.resolved = args
         return args
 
@@ -83,19 +84,27 @@ class Hardware(HardwareFields):
         if self.on_gpu:
             device = {
                 "device": "CUDA", "gpu": torch.cuda.get_device_name(torch.cuda.current_device()), "tf32": bool(self.resolved.get("tf32")),
-                "fused_adamw": self.resolved.get("optim") == "adamw_torch_fused", "pin_memory": self.resolved["dataloader_pin_memory"],
+                "pin_memory": self.resolved["dataloader_pin_memory"],
             }
         else:
             device = {"device": "CPU", "threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_native_bf16()}
-        return {**device, "precision": self.precision_used, "processes": world_size()}
+        return {
+            **device, "precision": self.precision_used, "fused_adamw": self.resolved.get("optim") == "adamw_torch_fused",
+            "pad_to_multiple_of": self.padding_multiple, "torch_compile": self.torch_compile, "processes": world_size(),
+        }
 
     def describe(self) -> str:
         info = self.summary()
+        on = lambda flag: "on" if flag else "off"  # noqa: E731
         device = f"Using device: CUDA\nGPU: {info['gpu']}" if self.on_gpu else f"Using device: CPU ({info['threads']} threads)"
         if self.on_gpu:
-            device += f"\nTF32: {'on' if info['tf32'] else 'off'}, fused AdamW: {'on' if info['fused_adamw'] else 'off'}, pinned memory: {'on' if info['pin_memory'] else 'off'}"
+            device += f"\nTF32: {on(info['tf32'])}, pinned memory: {on(info['pin_memory'])}"
+        padding = f"multiples of {self.padding_multiple} tokens" if self.padding_multiple > 1 else "to the longest row"
         processes = f"\nProcesses: {info['processes']} (data parallel)" if info["processes"] > 1 else ""
-        return f"{device}\nPrecision: {self.precision_used}{processes}"
+        return (
+            f"{device}\nPrecision: {self.precision_used}, fused AdamW: {on(info['fused_adamw'])}, batch padding: {padding}, "
+            f"torch.compile: {on(self.torch_compile)}{processes}"
+        )
 
     def tokenizer_processes(self, rows: int) -> Optional[int]:
         """Processes for tokenization: worth it only on data large enough to amortise the start-up."""

@@ -105,6 +105,7 @@ RULES: Dict[str, Rule] = {
     "peft.lora_dropout": Rule(optional(number(at_least=0, below=1)), "a number in [0, 1)", "0.1"),
     "callbacks.early_stopping.early_stopping_patience": Rule(integer(1), "an integer >= 1 (evaluations without improvement)", "3"),
     "callbacks.early_stopping.early_stopping_threshold": Rule(number(at_least=0), "a number >= 0 (the least change that counts as improvement)", "0.001"),
+    "hardware.pad_to_multiple_of": Rule(optional(integer(1)), "null (automatic) or an integer >= 1 (1: to the longest row)", "8"),
 }
 
 _ABSENT = object()

@@ -82,7 +82,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     kind.prepare_model(model)
     model = adapter.wrap(model)  # LoRA: adapters on the encoder, the head trained in full
     parameters = parameter_counts(model)
-    trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"], kind, callbacks)
+    trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"], kind, callbacks, hardware.padding_multiple)
     use_run_trackers(trainer, cfg)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     if trainer.state.global_step == 0:  # an untrained model is no result: write no model, metrics or card

@@ -7,7 +7,7 @@ Imported only when a run trains: it pulls in torch and transformers.
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -112,15 +112,18 @@ class TaskTrainer(Trainer):
         return super().training_step(model, inputs, *args, **kwargs)
 
 
-def build_trainer(args, model, tokenizer, train_dataset, eval_dataset, kind: TaskKind, callbacks: Sequence[TrainerCallback]) -> TaskTrainer:
-    """A Trainer with dynamic padding, the kind's loss and metrics, and ``callbacks``; ``trainer.stop`` tells of a signal."""
+def build_trainer(
+    args, model, tokenizer, train_dataset, eval_dataset, kind: TaskKind, callbacks: Sequence[TrainerCallback], pad_to_multiple_of: Optional[int] = None
+) -> TaskTrainer:
+    """A Trainer with dynamic padding (to a multiple of ``pad_to_multiple_of`` tokens), the kind's loss and metrics,
+    and ``callbacks``; ``trainer.stop`` tells of a signal."""
     trainer = TaskTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),  # pads each batch to its own longest row
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of),  # each batch to its own longest row
         compute_metrics=metrics_function(kind),
         kind=kind,
     )

@@ -195,3 +195,15 @@ def topic_args(topic_files, model_dir: Path, run_dir: Path):
         f"task.data_files.train={topic_files['train']}", f"task.data_files.test={topic_files['test']}",
         "task.validation_size=0.2", f"hydra.run.dir={run_dir}", *TINY_TRAINING,
     ]
+
+
+def compose_config(*overrides: str, with_hydra: bool = False):
+    """The run's config as run.py composes it from conf/, with ``overrides`` (``with_hydra``: and Hydra's own node)."""
+    from hydra import compose, initialize_config_dir
+
+    from finetune.config import register_configs, register_resolvers
+
+    register_configs()
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=with_hydra)

@@ -12,9 +12,10 @@ import yaml
 
 from tests.conftest import REPO, TINY_TRAINING, read_json, run_py, topic_args
 
-# 12 epochs of 20 steps, a checkpoint and an evaluation every 10 steps: long enough to stop mid-epoch.
+# 12 epochs of 20 steps, a checkpoint and an evaluation every 10 steps: long enough to stop mid-epoch. The
+# hardware is the default's (bf16 autocast where the CPU has it natively, fused AdamW): what users resume.
 RESUMABLE = [
-    *TINY_TRAINING, "hardware=cpu", "task.examples=[]", "trainer.num_train_epochs=12", "trainer.save_total_limit=2",
+    *TINY_TRAINING, "task.examples=[]", "trainer.num_train_epochs=12", "trainer.save_total_limit=2",
     "trainer.save_strategy=steps", "trainer.eval_strategy=steps", "trainer.save_steps=10", "trainer.eval_steps=10",
 ]
 FINAL = {"validation": ("loss", "accuracy", "f1_macro"), "test": ("loss", "accuracy", "f1_macro"), "train": ("loss", "steps", "tokens")}
