@@ -22,16 +22,17 @@ import sys
 import tempfile
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from finetune.config import FinetuneError
+from finetune.data import quieted
 from finetune.files import replaced_atomically
 from finetune.kinds import TaskKind
 from finetune.predict import (
-    EXPORT_DIR, EXPORT_INFO, Predictor, RunInfo, Text, check_input, locate, one_line_error, parsed_labels, positive_int, saved_kind,
+    EXPORT_DIR, EXPORT_INFO, Predictor, RunInfo, Text, check_input, locate, one_line_error, parsed_labels, positive_int, require_onnx,
+    saved_kind,
 )
 
 OPSET = 17  # LayerNormalization is one operator from 17 on, which ONNX Runtime's fusions match
@@ -157,7 +158,7 @@ def quantize_int8(fp32: Path, path: Path, config: Dict[str, Any], recipe: Int8Re
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     source = fp32
-    with _quiet_root_logger():  # ONNX Runtime's tools warn through the root logger about steps that do not apply here
+    with quieted(None, logging.ERROR):  # ONNX Runtime's tools warn through the root logger about steps that do not apply here
         if recipe.fuse:
             from onnxruntime.transformers.optimizer import optimize_model
 
@@ -171,17 +172,6 @@ def quantize_int8(fp32: Path, path: Path, config: Dict[str, Any], recipe: Int8Re
         # Fused operators live in ONNX Runtime's own domain, where ONNX's shape inference finds no types.
         quantize_dynamic(source, path, per_channel=recipe.per_channel, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-
-
-@contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def metric_drop(name: str, reference: float, exported: float) -> float:
@@ -227,18 +217,25 @@ def summary(numbers: Dict[str, Any]) -> str:
     return text
 
 
+class ExportRefused(FinetuneError):
+    """The export failed its parity check."""
+
+
 def export(run: Path, output: Optional[Path] = None, quantize: Optional[str] = None, check_file: Optional[Path] = None,
            max_drop: float = MAX_DROP, threads: Optional[int] = None, overwrite: bool = False) -> Dict[str, Any]:
     """Export ``run`` into ``output`` (default ``run/export``), check it, and return what ``export.json`` records.
 
     Raises ``FinetuneError`` (and leaves ``output`` as it was) when the check fails.
     """
+    require_onnx()
     info = locate(run)
     if info.export_dir == info.model_dir:
         raise FinetuneError(f"{run} is an export folder; export from the run folder it came from.")
     output = output or run / EXPORT_DIR
+    if output.exists() and not (output / EXPORT_INFO).is_file():  # never replace a folder of anything else (the run, say)
+        raise FinetuneError(f"--output {output} exists and holds no export; choose a new folder (--overwrite replaces only an export).")
     if output.exists() and not overwrite:
-        raise FinetuneError(f"--output {output} exists; add --overwrite to replace it, or choose another folder.")
+        raise FinetuneError(f"--output {output} holds an export; add --overwrite to replace it, or choose another folder.")
     kind = saved_kind(info)
     precision = quantize or "fp32"
     # Every check on the input before the slow work: the rows, and labels where the gate needs them.
@@ -294,10 +291,6 @@ def export(run: Path, output: Optional[Path] = None, quantize: Optional[str] = N
         (folder / EXPORT_INFO).write_text(json.dumps(record, indent=2, default=_plain) + "\n", encoding="utf-8")
         del onnx_predictor  # its session holds model.onnx open: release it before the folder moves
     return record
-
-
-class ExportRefused(FinetuneError):
-    """The export failed its parity check."""
 
 
 def _plain(value: Any) -> Any:

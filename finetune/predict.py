@@ -80,6 +80,15 @@ def locate(path: Union[str, Path]) -> RunInfo:
     return info
 
 
+def require_onnx() -> None:
+    """Stop with the install command when the optional ONNX packages are missing."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise FinetuneError(f"ONNX export and serving need {' and '.join(missing)}: pip install 'finetune[onnx]'")
+
+
 def default_threads() -> int:
     """The CPUs this process may run on (its affinity, which containers and taskset narrow)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -88,7 +97,8 @@ def default_threads() -> int:
 class TorchModel:
     """A PyTorch model as the Predictor runs it: padded batches in, logits (numpy) out."""
 
-    tensors = "pt"
+    backend, tensors = "torch", "pt"
+    token_type_ids = None  # the model's own tokenizer knows whether the model takes them
 
     def __init__(self, model, precision: str = "auto"):
         import torch
@@ -120,9 +130,10 @@ class TorchModel:
 class OnnxModel:
     """An exported model (``model.onnx``) in ONNX Runtime on the CPU; imports no PyTorch."""
 
-    tensors = "np"
+    backend, tensors = "onnx", "np"
 
     def __init__(self, export_dir: Path, threads: Optional[int] = None):
+        require_onnx()
         import onnxruntime
 
         self.export_dir = export_dir
@@ -137,6 +148,9 @@ class OnnxModel:
         self.session = onnxruntime.InferenceSession(str(export_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]  # the exporter drops inputs a model ignores
         self.num_labels = self.session.get_outputs()[0].shape[1]
+        # BERT's segment ids for pairs: asked of the tokenizer only where the model takes them, as the
+        # generic tokenizer an export is read with does not know the model's input names.
+        self.token_type_ids = "token_type_ids" in self.inputs
 
     def describe(self) -> str:
         return f"ONNX Runtime on CPU, {self.precision} ({self.export_dir / 'model.onnx'}), {self.threads} threads"
@@ -165,11 +179,7 @@ class Predictor:
         self.kind = kind or kind_for_model(self.runner.config, self.runner.folder)
         self.max_length = max_length or min(tokenizer.model_max_length, 512)
         self.labels = self.kind.label_names
-        self.precision, self.threads = self.runner.precision, self.runner.threads
-        self.backend = "onnx" if isinstance(model, OnnxModel) else "torch"
-        # Ask for token type ids only where the model takes them (BERT's segment ids for pairs):
-        # the generic tokenizer an export is read with does not know the model's input names.
-        self.token_type_ids = None if self.backend == "torch" else "token_type_ids" in model.inputs
+        self.precision, self.threads, self.backend = self.runner.precision, self.runner.threads, self.runner.backend
 
     def describe(self) -> str:
         """Where and how the model runs: backend, device, precision, threads."""
@@ -223,7 +233,7 @@ class Predictor:
         if pairs and len(pairs) != len(texts):
             raise FinetuneError("Mix of single texts and pairs in one call: classify them separately.")
         columns = list(zip(*texts)) if pairs else [list(texts)]
-        encoded = self.tokenizer(*columns, truncation=True, max_length=self.max_length, return_token_type_ids=self.token_type_ids)
+        encoded = self.tokenizer(*columns, truncation=True, max_length=self.max_length, return_token_type_ids=self.runner.token_type_ids)
         order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
         result = np.empty((len(texts), width), dtype=np.float32)
         starts = range(0, len(order), self.batch_size)

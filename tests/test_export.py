@@ -15,37 +15,31 @@ from tests.conftest import REPO, TINY_CONFIGS, TINY_TRAINING, TOPICS, read_json,
 CPU = ["hardware=cpu", "task.examples=[]"]
 
 
-def finished(result, run_dir: Path) -> Path:
+def tiny_run(tmp_path_factory, name: str, *overrides: str) -> Path:
+    """A run of run.py on a tiny model; ``overrides`` come last and win."""
+    run_dir = tmp_path_factory.mktemp("export") / name
+    result = run_py(f"hydra.run.dir={run_dir}", *TINY_TRAINING, *CPU, *overrides, cwd=run_dir.parent)
     assert result.returncode == 0, result.output[-4000:]
     return run_dir
 
 
 @pytest.fixture(scope="module")
 def topic_run(tmp_path_factory, topic_files, tiny_models) -> Path:
-    run_dir = tmp_path_factory.mktemp("export") / "topics"
-    return finished(run_py(
-        "task=ag_news", f"model.name_or_path={tiny_models['bert']}", f"task.data_files.train={topic_files['train']}",
-        "task.validation_size=0.2", f"hydra.run.dir={run_dir}", *TINY_TRAINING, *CPU, cwd=run_dir.parent,
-    ), run_dir)
+    return tiny_run(tmp_path_factory, "topics", "task=ag_news", f"model.name_or_path={tiny_models['bert']}",
+                    f"task.data_files.train={topic_files['train']}", "task.validation_size=0.2")
 
 
 @pytest.fixture(scope="module")
 def multi_label_run(tmp_path_factory, multi_label_files, tiny_models) -> Path:
-    run_dir = tmp_path_factory.mktemp("export") / "multi"
-    return finished(run_py(
-        "task=ag_news", "task.problem=multi_label", "task.label_field=labels", "task.metrics=[f1_micro,accuracy]",
-        f"model.name_or_path={tiny_models['distilbert']}", f"task.data_files.train={multi_label_files['train']}",
-        "task.validation_size=0.2", f"hydra.run.dir={run_dir}", *TINY_TRAINING, *CPU, cwd=run_dir.parent,
-    ), run_dir)
+    return tiny_run(tmp_path_factory, "multi", "task=ag_news", "task.problem=multi_label", "task.label_field=labels",
+                    "task.metrics=[f1_micro,accuracy]", f"model.name_or_path={tiny_models['distilbert']}",
+                    f"task.data_files.train={multi_label_files['train']}", "task.validation_size=0.2")
 
 
 @pytest.fixture(scope="module")
 def regression_run(tmp_path_factory, regression_files, tiny_models) -> Path:
-    run_dir = tmp_path_factory.mktemp("export") / "regression"
-    return finished(run_py(
-        "task=stsb", f"model.name_or_path={tiny_models['bert']}", f"task.data_files.train={regression_files['train']}",
-        "task.validation_size=0.2", f"hydra.run.dir={run_dir}", *TINY_TRAINING, "trainer.num_train_epochs=2", *CPU, cwd=run_dir.parent,
-    ), run_dir)
+    return tiny_run(tmp_path_factory, "regression", "task=stsb", f"model.name_or_path={tiny_models['bert']}",
+                    f"task.data_files.train={regression_files['train']}", "task.validation_size=0.2", "trainer.num_train_epochs=2")
 
 
 KIND_RUNS = {"single_label": "topic_run", "multi_label": "multi_label_run", "regression": "regression_run"}
@@ -177,7 +171,7 @@ def test_onnx_backend_answers_a_text_a_pair_and_a_file_without_importing_torch(t
     "setup, expected",
     [
         ("plain_model", "is not a run folder (no .hydra/config.yaml), so it has no validation split: give the rows to check with --check-file FILE."),
-        ("output_exists", "exists; add --overwrite to replace it, or choose another folder."),
+        ("output_exists", "exists and holds no export; choose a new folder (--overwrite replaces only an export)."),
         ("int8_unlabeled", "--quantize int8 is gated on the task's metric, which needs labels"),
         ("no_export", "has no ONNX export (export/export.json): create one with python -m finetune.export"),
         ("onnx_precision", "--precision applies to --backend torch"),
@@ -188,8 +182,8 @@ def test_bad_export_and_backend_requests_are_one_message(setup, expected, tiny_m
     if setup == "plain_model":
         code = export_main([str(tiny_models["bert"]), "--output", str(tmp_path / "e")])
     elif setup == "output_exists":
-        (tmp_path / "e").mkdir()
-        code = export_main([str(topic_run), "--output", str(tmp_path / "e")])
+        (tmp_path / "e").mkdir()  # a folder of something else (here empty) is never replaced, not even with --overwrite
+        code = export_main([str(topic_run), "--output", str(tmp_path / "e"), "--overwrite"])
     elif setup == "int8_unlabeled":
         code = export_main([str(topic_run), "--quantize", "int8", "--check-file", str(check_file), "--output", str(tmp_path / "e")])
     elif setup == "no_export":
