@@ -15,7 +15,6 @@ pipeline, accuracy, model size on disk and peak memory.
 """
 
 import argparse
-import resource
 import subprocess
 import sys
 import time
@@ -89,7 +88,9 @@ def main() -> None:
     if args.memory_of:
         classify, _, _ = classifier(args.memory_of, args)
         classify(texts_and_labels(args, args.rows)[0])
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
+        # VmHWM, not ru_maxrss: ru_maxrss keeps the parent's size across fork and exec, VmHWM starts anew with the program.
+        status = Path("/proc/self/status").read_text().splitlines()
+        print(int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024)  # KiB
         return
 
     methods = [m for m in METHODS if m != "torch_bf16" or cpu_has_native_bf16()]
