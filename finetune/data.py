@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from finetune.config import SPLIT_NAME, FinetuneError, TaskFields
 from finetune.files import write_text
@@ -155,7 +155,7 @@ class TextClassificationData(TaskFields):
                 raise FinetuneError(f"{key}: no such file: {path}")
             builder, options = reader(file, key, self.column_names, self.quoted, self.text_fields)
             try:
-                with _quiet_datasets_errors():  # the error is reported once, below
+                with quieted("datasets"):  # the error is reported once, below
                     loaded[split] = (load_dataset(builder, data_files={split: str(file)}, split=split, **options), path)
             except Exception as error:
                 raise _read_error(error, key, path, file) from error
@@ -266,14 +266,15 @@ def split_order(name: str) -> Tuple[int, str]:
 
 
 @contextmanager
-def _quiet_datasets_errors():
-    logger = logging.getLogger("datasets")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+def quieted(logger_name: Optional[str], level: int = logging.CRITICAL) -> Iterator[None]:
+    """A library's logger (the root logger for None) shows only ``level`` and above inside the block."""
+    logger = logging.getLogger(logger_name)
+    previous = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(previous)
 
 
 def _read_error(error: Exception, key: str, path: str, file: Path) -> FinetuneError:

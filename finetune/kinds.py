@@ -145,6 +145,16 @@ class TaskKind(ABC):
         """What metrics.json holds for a scored split: rows and metrics, plus the kind's details."""
         return {"rows": int(len(truth)), **self.evaluate(truth, logits)}
 
+    agreement_rule = "the same prediction"
+
+    def agreement(self, reference_logits, other_logits) -> float:
+        """The share of rows on which two models predict the same (``agreement_rule``): an export against its source."""
+        import numpy as np
+
+        first, second = (self.predict(self.scores(logits)) for logits in (reference_logits, other_logits))
+        same = (first == second).reshape(len(first), -1).all(axis=1)
+        return float(same.mean()) if len(same) else 1.0
+
     def calibrate(self, truth, logits) -> None:
         """Fit what predictions depend on besides the weights, on the validation split (nothing for most kinds)."""
 
@@ -201,6 +211,7 @@ class SingleLabel(TaskKind):
     problem_type = "single_label_classification"
     default_metrics = ("accuracy", "f1_macro")
     stratify = True
+    agreement_rule = "the same predicted class"
 
     def parse(self, value: Any) -> Optional[int]:
         label_id = _label_id(value, self.ids)
@@ -293,6 +304,7 @@ class MultiLabel(TaskKind):
     problem_type = "multi_label_classification"
     default_metrics = ("f1_micro", "f1_macro", "f1_samples", "accuracy")
     DEFAULT_THRESHOLD = 0.5
+    agreement_rule = "the same set of labels above their thresholds"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -477,9 +489,21 @@ class Regression(TaskKind):
     description = "text regression (one score)"
     problem_type = "regression"
     default_metrics = ("pearson", "spearman", "mse")
+    # A score has no label to agree on: two scores count as the same answer when they are
+    # closer than 1% of the range the reference model's scores span.
+    agreement_rule = "scores within 1% of the range of the reference scores"
 
     def __init__(self, label_names: Sequence[str] = (), *args, **kwargs):
         super().__init__(list(label_names) or ["score"], *args, **kwargs)
+
+    def agreement(self, reference_logits, other_logits) -> float:
+        import numpy as np
+
+        reference, other = self.scores(reference_logits), self.scores(other_logits)
+        if not len(reference):
+            return 1.0
+        tolerance = 0.01 * max(float(np.ptp(reference)), 1e-6)
+        return float((np.abs(reference - other) <= tolerance).mean())
 
     def parse(self, value: Any) -> Optional[float]:
         if isinstance(value, bool) or value is None:
