@@ -149,8 +149,6 @@ class TaskKind(ABC):
 
     def agreement(self, reference_logits, other_logits) -> float:
         """The share of rows on which two models predict the same (``agreement_rule``): an export against its source."""
-        import numpy as np
-
         first, second = (self.predict(self.scores(logits)) for logits in (reference_logits, other_logits))
         same = (first == second).reshape(len(first), -1).all(axis=1)
         return float(same.mean()) if len(same) else 1.0

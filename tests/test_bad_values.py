@@ -4,12 +4,11 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from finetune.config import FinetuneError, register_configs, register_resolvers, validate
 from finetune.launch import setup_failure
 from finetune.ranges import RULES
-from tests.conftest import REPO, run_py, topic_rows, write_csv
+from tests.conftest import compose_config, run_py, topic_rows, write_csv
 
 register_configs()
 register_resolvers()
@@ -98,10 +97,6 @@ def test_a_bad_value_in_a_sweep_stops_it_in_one_line(tmp_path, tiny_models):
     )
     assert not (tmp_path / "sweep").exists()
 
-
-def compose_config(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def test_all_bad_values_are_reported_together_each_with_its_range():

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from finetune.config import FinetuneError, local_model_path, register_configs, register_resolvers, training_argument_names, validate
+from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 # Every preset, found on disk: a new YAML file is composed and validated without editing a list.
@@ -30,10 +30,6 @@ register_configs()
 register_resolvers()
 
 
-def compose_config(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
-
 
 def validation_error(*overrides: str) -> str:
     with pytest.raises(FinetuneError) as error:
@@ -48,7 +44,7 @@ def test_the_presets_on_disk_are_the_ones_the_tests_know():
 
 @pytest.mark.parametrize("group, name", [(g, n) for g, names in PRESETS.items() for n in names])
 def test_every_preset_file_composes_and_validates(group, name):
-    cfg = compose_with_hydra(f"{group}={name}")
+    cfg = compose_config(f"{group}={name}", with_hydra=True)
     validate(cfg)
     assert cfg.task._target_ == "finetune.data.TextClassificationData" and cfg.trainer._target_ == "transformers.TrainingArguments"
 
@@ -222,23 +218,19 @@ def test_unknown_preset_lists_the_available_ones(tmp_path):
     assert "Could not find 'model/bret'" in result.stderr and "bert" in result.stderr and "deberta" in result.stderr
 
 
-def compose_with_hydra(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-
 
 def test_experiment_presets_pin_a_whole_sweep():
-    models = compose_with_hydra("experiment=ag_news_models")
+    models = compose_config("experiment=ag_news_models", with_hydra=True)
     assert models.hydra.mode.name == "MULTIRUN" and models.task.path == "fancyzhx/ag_news"
     assert models.hydra.sweeper.params.model == "distilbert,bert,roberta,xlnet,deberta"
-    seeds = compose_with_hydra("experiment=rte_seeds")
+    seeds = compose_config("experiment=rte_seeds", with_hydra=True)
     assert seeds.task.name == "rte" and seeds.model.name_or_path == "roberta-base"
     assert seeds.hydra.sweeper.params.seed == "1,2,3,4,5" and seeds.trainer.num_train_epochs == 10
     validate(seeds)
 
 
 def test_sweep_and_run_folders_are_named_after_model_and_task():
-    hydra = compose_with_hydra().hydra
+    hydra = compose_config(with_hydra=True).hydra
     run_dir, subdir = OmegaConf.to_container(hydra.run)["dir"], OmegaConf.to_container(hydra.sweep)["subdir"]
     new_run = "outputs/${run_time:%Y-%m-%d_%H-%M-%S}_${hydra:runtime.choices.model}_${hydra:runtime.choices.task}"
     assert run_dir == '${resume_run_dir:${resume},"' + new_run + '"}'  # resume=<folder> names the folder instead
@@ -249,7 +241,7 @@ def test_sweep_and_run_folders_are_named_after_model_and_task():
 
 def test_slurm_launcher_preset_documents_the_cluster_knobs():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    launcher = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu").hydra.launcher
+    launcher = compose_config("hydra/launcher=slurm", "hydra.launcher.partition=gpu", with_hydra=True).hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert (launcher.gpus_per_node, launcher.timeout_min, launcher.array_parallelism) == (1, 240, 8)
 
@@ -293,6 +285,6 @@ def test_cross_validation_settings_are_checked_before_any_work():
     assert "task.fold=2 needs task.folds=K" in validation_error("task.fold=2")
     message = validation_error("task.folds=5", "task.data_files.validation=dev.csv")
     assert "task.data_files.validation=dev.csv is given: set task.data_files.validation=null to cross-validate" in message
-    kfold = compose_with_hydra("experiment=kfold")
+    kfold = compose_config("experiment=kfold", with_hydra=True)
     assert kfold.hydra.mode.name == "MULTIRUN" and kfold.task.folds == 5 and kfold.hydra.sweeper.params["task.fold"] == "range(5)"
     validate(kfold)

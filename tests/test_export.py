@@ -10,7 +10,7 @@ import pytest
 from finetune import Predictor
 from finetune.export import main as export_main
 from finetune.predict import main as predict_main
-from tests.conftest import REPO, TINY_CONFIGS, TINY_TRAINING, TOPICS, read_json, run_py, score_rows, topic_rows, write_csv
+from tests.conftest import REPO, TINY_CONFIGS, TINY_TRAINING, read_json, run_py, topic_rows, write_csv
 
 CPU = ["hardware=cpu", "task.examples=[]"]
 

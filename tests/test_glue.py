@@ -5,12 +5,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from finetune.config import register_configs, register_resolvers, validate
 from finetune.data import label_array
-from tests.conftest import REPO, SHARED_DATA, glue_tsv_files, pair_rows, read_json, run_py, score_rows, write_csv
+from tests.conftest import SHARED_DATA, compose_config, glue_tsv_files, pair_rows, read_json, run_py, score_rows, write_csv
 
 register_configs()
 register_resolvers()
@@ -19,8 +18,7 @@ needs_shared_data = pytest.mark.skipif(not (SHARED_DATA / "goemotions").is_dir()
 
 def load_preset(task: str, **files: str):
     overrides = [f"task={task}", *(f"task.data_files.{split}={SHARED_DATA / path}" for split, path in files.items())]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = compose_config(*overrides)
     validate(cfg)
     task_data = instantiate(cfg.task, _convert_="object")
     return task_data, task_data.load(seed=42)
@@ -106,8 +104,7 @@ def test_glue_sweep_scores_and_zips_what_ran(glue_sweep):
 def test_a_glue_preset_names_a_missing_glue_file(tmp_path):
     from finetune.config import FinetuneError
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["task=cola", f"glue_dir={tmp_path}"])
+    cfg = compose_config("task=cola", f"glue_dir={tmp_path}")
     with pytest.raises(FinetuneError, match=r"task.data_files.train: no such file: .*CoLA/train.tsv"):
         instantiate(cfg.task, _convert_="object").load(seed=0)
     assert Path(cfg.task.data_files.train).name == "train.tsv"
