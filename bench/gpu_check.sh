@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a CUDA machine, in one go (about 5 minutes on one recent GPU):
-#   1. hardware=auto picks bf16 (fp16 where missing), TF32, fused AdamW and pinned memory;
+#   1. hardware=auto picks bf16 (fp16 where missing), TF32, fused AdamW, pinned memory and padding to multiples of 8;
 #   2. one MiniLM epoch on the AG News train rows through run.py (hardware=auto) against a plain
 #      Trainer script on the same GPU (bench/plain_trainer.py --gpu: fp32, TrainingArguments'
 #      defaults), training only on both sides (no evaluation or checkpoint while training), then
@@ -25,12 +25,14 @@ import json, sys
 import torch
 from finetune.hardware import Hardware
 
-args = Hardware(device="auto", precision="auto", tf32=True).resolve()
+hardware = Hardware(device="auto", precision="auto", tf32=True)
+args = hardware.resolve()
 checks = {
     "bf16 (fp16 where bf16 is missing)": args["bf16"] or (args["fp16"] and not torch.cuda.is_bf16_supported()),
     "TF32": args.get("tf32") is True or torch.cuda.get_device_capability()[0] < 8,
     "fused AdamW": args.get("optim") == "adamw_torch_fused",
     "pinned memory": args["dataloader_pin_memory"] is True,
+    "batches padded to multiples of 8 tokens": hardware.padding_multiple == 8,
     "on the GPU": args["use_cpu"] is False,
 }
 for name, ok in checks.items():
