@@ -105,6 +105,9 @@ class HardwareFields:
     # torch.compile, else 1 (each batch to its longest row: on a CPU the extra tokens cost what they save).
     pad_to_multiple_of: Optional[int] = None
     torch_compile: bool = False
+    # Dropout masks drawn as integers (finetune/dropout.py): on a CPU, torch's float masks are ~14% of a
+    # step. null: on when training on the CPU; CUDA's own dropout kernels are fast already.
+    fast_dropout: Optional[bool] = None
     distributed: bool = False  # launched by torchrun / accelerate launch, one process per device
 
 

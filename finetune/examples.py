@@ -5,9 +5,8 @@ The predictions let runs be compared after the fact (``finetune.compare``) witho
 the task kind decides the columns (``TaskKind.example_columns``) and what counts as a mistake.
 """
 
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 from finetune.files import replaced_atomically
 
@@ -20,17 +19,6 @@ def predictions_file(run_dir: Path, split: str) -> Path:
 
 def mistakes_file(run_dir: Path, split: str) -> Path:
     return Path(run_dir) / f"misclassified_{split}.csv"
-
-
-@contextmanager
-def in_input_order(args) -> Iterator[None]:
-    """Let ``Trainer.predict`` return rows in input order: its length-grouped evaluation would shuffle them."""
-    strategy = args.train_sampling_strategy
-    args.train_sampling_strategy = "random"  # evaluation is then sequential; training is over
-    try:
-        yield
-    finally:
-        args.train_sampling_strategy = strategy
 
 
 def write_examples(run_dir: Path, kind, splits: Mapping[str, Any], truth: Mapping[str, Any], logits: Mapping[str, Any], text_fields: Sequence[str]) -> Dict[str, Any]:

