@@ -37,7 +37,7 @@ CATEGORIES = [
     ("matrix products", r"^aten::(mm|addmm|bmm|baddbmm|matmul|linear)$|mkldnn.*(matmul|linear)"),
     ("attention kernel", r"scaled_dot_product|flash_attention"),
     ("dtype copies (autocast)", r"^aten::(copy_|_to_copy|to|clone)$"),
-    ("dropout", r"dropout|bernoulli"),
+    ("dropout masks", r"dropout|bernoulli|random_"),
     ("optimizer (AdamW)", r"adam|_foreach"),
     ("layer norm", r"layer_norm"),
     ("GELU, softmax, tanh", r"gelu|softmax|tanh"),

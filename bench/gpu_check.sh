@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a CUDA machine, in one go (about 5 minutes on one recent GPU):
-#   1. hardware=auto picks bf16 (fp16 where missing), TF32, fused AdamW, pinned memory and padding to multiples of 8;
+#   1. hardware=auto picks bf16 (fp16 where missing), TF32, fused AdamW, pinned memory, padding to multiples of 8 and CUDA's dropout;
 #   2. one MiniLM epoch on the AG News train rows through run.py (hardware=auto) against a plain
 #      Trainer script on the same GPU (bench/plain_trainer.py --gpu: fp32, TrainingArguments'
 #      defaults), training only on both sides (no evaluation or checkpoint while training), then
@@ -33,6 +33,7 @@ checks = {
     "fused AdamW": args.get("optim") == "adamw_torch_fused",
     "pinned memory": args["dataloader_pin_memory"] is True,
     "batches padded to multiples of 8 tokens": hardware.padding_multiple == 8,
+    "CUDA's own dropout (no integer masks)": hardware.integer_dropout is False,
     "on the GPU": args["use_cpu"] is False,
 }
 for name, ok in checks.items():

@@ -182,6 +182,7 @@ def main() -> None:
     parser.add_argument("--variants", default="a,b,c,bound", help=f"of a, b, c, bound, {', '.join(VARIANTS)}")
     parser.add_argument("--profile-steps", type=int, default=0, help="instead: profile this many steps of (a) and of the bound")
     parser.add_argument("--write", type=Path, help="also write the report to this file")
+    parser.add_argument("--no-test", action="store_true", help="do not score test.csv (saves a minute a run; no accuracy column)")
     args = parser.parse_args()
     SETTING["rows"] = args.rows
     views, variants = args.views.split(","), args.variants.split(",")
@@ -211,7 +212,7 @@ def main() -> None:
             evaluate = view == "end-to-end"
             for key in variants:
                 print(f"round {round_number + 1}/{args.rounds}: {view}, {names[key]}", file=sys.stderr, flush=True)
-                test = round_number == 0
+                test = round_number == 0 and not args.no_test
                 if key in ("b", "c", "bound"):
                     result = run_plain(args.data, args.rows, test, key == "c", evaluate, env, bare=key == "bound")
                 else:
@@ -255,7 +256,7 @@ def main() -> None:
             lines.append(
                 f"| {names[key]} | {results[view][key][0]['precision']} | {speed:.1f} | {' | '.join(ratios)} | {steady:.1f} | "
                 f"{100 * steady * useful_flops_per_sample(view, key) / peaks['bf16']:.0f}% | {mean(view, key, 'padding_efficiency'):.3f} | "
-                f"{accuracy:.4f} | {max(r['peak_rss_gb'] for r in results[view][key]):.2f} GB |"
+                f"{'-' if accuracy is None else f'{accuracy:.4f}'} | {max(r['peak_rss_gb'] for r in results[view][key]):.2f} GB |"
             )
         per_round = "; ".join(f"{k}: " + " / ".join(f"{r['samples_per_second']:.1f}" for r in results[view][k]) for k in variants)
         lines += ["", f"Samples/s (whole run) per round: {per_round}."]

@@ -3,8 +3,8 @@
 PyTorch's CPU dropout draws each mask element as a float Bernoulli sample, and in attention it
 falls back to SDPA's unfused path: on MiniLM the masks are ~14% of a bf16 training step
 (``bench/train_speed.py --profile-steps 5``). Here a mask is 15-bit integers compared with
-p x 2^15: the same Bernoulli(1 - p) keep mask (p rounded to 2^-15), drawn from the same
-generator (so a resumed run redraws the same masks), in less than half the time. Every
+p x 2^15: a Bernoulli(1 - p) keep mask as torch's (p rounded to 2^-15), drawn from torch's
+seeded generator (so a resumed run redraws the same masks), in less than half the time. Every
 ``nn.Dropout`` of the model is replaced, and models that take their attention from the
 library's attention functions (BERT, RoBERTa, DistilBERT, ...) get an attention that applies
 it to the attention probabilities. Without dropout (evaluation, inference) nothing changes:
