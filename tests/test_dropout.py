@@ -10,15 +10,18 @@ from finetune.dropout import ATTENTION, IntegerMaskDropout, attention, integer_m
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_integer_masks_drop_p_of_the_elements_and_keep_the_mean(dtype):
+    x = (torch.rand(1_000_000) + 0.5).to(dtype).requires_grad_()
     torch.manual_seed(0)
-    x = torch.ones(1_000_000, dtype=dtype, requires_grad=True)
     y = integer_mask_dropout(x, 0.1)
-    dropped = float((y == 0).float().mean())
-    assert abs(dropped - 0.1) < 0.002, dropped  # 6 standard deviations
-    assert float(y.detach().float().mean()) == pytest.approx(1.0, abs=0.005)
-    assert torch.allclose(y[y != 0].float(), torch.tensor(1 / 0.9), rtol=1e-2)
-    y.sum().backward()  # the gradient goes through the kept elements only, scaled as they are
-    assert torch.equal(x.grad, y.detach())
+    kept = y.detach() != 0
+    scale = 2**15 / (2**15 - round(0.1 * 2**15))
+    assert abs(1 - float(kept.float().mean()) - 0.1) < 0.002  # 6 standard deviations
+    y.sum().backward()  # the gradient: the scale where kept, nothing elsewhere
+    assert torch.equal(x.grad, torch.where(kept, torch.tensor(scale, dtype=dtype), torch.tensor(0, dtype=dtype)))
+    y = y.detach()
+    assert float(y.float().sum() / x.detach().float().sum()) == pytest.approx(1.0, abs=0.005)
+    # Each kept element times 1 / (1 - p) (p to 2^-15) in fp32, rounded once to x's type, as torch's dropout does.
+    assert torch.equal(y[kept], (x.detach()[kept].float() * torch.tensor(scale)).to(dtype))
     assert torch.equal(integer_mask_dropout(x, 1.0), torch.zeros_like(x))
 
 
