@@ -104,6 +104,7 @@ class TaskTrainer(Trainer):
 
     real_tokens = computed_tokens = 0
     counted_state = None  # the TrainerState the counts belong to
+    eval_sampler = None  # the order of the latest evaluation or prediction pass
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean: the Trainer scales it
 
     def __init__(self, *args, kind: TaskKind, **kwargs):
@@ -130,16 +131,18 @@ class TaskTrainer(Trainer):
 
     def _get_eval_sampler(self, eval_dataset):
         if eval_dataset is None or "input_ids" not in getattr(eval_dataset, "column_names", ()):
-            return super()._get_eval_sampler(eval_dataset)
-        return LongestFirstSampler([len(ids) for ids in eval_dataset["input_ids"]])
+            self.eval_sampler = super()._get_eval_sampler(eval_dataset)
+        else:
+            self.eval_sampler = LongestFirstSampler([len(ids) for ids in eval_dataset["input_ids"]])
+        return self.eval_sampler  # kept: predict puts its outputs back in order with it
 
     def predict(self, test_dataset, *args, **kwargs) -> PredictionOutput:
         """The Trainer's predictions, row i for row i of ``test_dataset`` (evaluation runs longest first)."""
         output = super().predict(test_dataset, *args, **kwargs)
-        sampler = self._get_eval_sampler(test_dataset)
-        if not isinstance(sampler, LongestFirstSampler):
+        if not isinstance(self.eval_sampler, LongestFirstSampler):
             return output
-        return output._replace(predictions=in_order(output.predictions, sampler.order), label_ids=in_order(output.label_ids, sampler.order))
+        order = self.eval_sampler.order
+        return output._replace(predictions=in_order(output.predictions, order), label_ids=in_order(output.label_ids, order))
 
     def training_step(self, model, inputs, *args, **kwargs):
         # A new state: a checkpoint's when resuming, a fresh one when auto_find_batch_size begins again.
