@@ -10,7 +10,9 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig
 
-from finetune.config import refuse_tokens_on_command_line, register_configs, register_resolvers
+from finetune.config.checks import refuse_tokens_on_command_line
+from finetune.config.resolvers import register_resolvers
+from finetune.config.schemas import register_configs
 from finetune.distributed import agree_on_start_time
 from finetune.launch import refuse_wrong_types
 

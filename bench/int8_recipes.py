@@ -8,7 +8,7 @@ int8: per-tensor or per-channel scales, with or without graph fusion first, with
 classification head quantized or left in fp32) and classifies the first ROWS texts of DATA
 with each, in ONNX Runtime, alternating the recipes over slices of the data. Prints a
 Markdown table: ms/text, accuracy and its change from fp32, model size. The best recipe is
-``finetune.export.DEFAULT_INT8``.
+``finetune.serving.export.DEFAULT_INT8``.
 """
 
 import argparse
@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from finetune.export import Int8Recipe, quantize_int8  # noqa: E402
-from finetune.predict import EXPORT_INFO, Predictor  # noqa: E402
+from finetune.serving.export import Int8Recipe, quantize_int8  # noqa: E402
+from finetune.serving.predictor import EXPORT_INFO, Predictor  # noqa: E402
 
 RECIPES = {
     "per-tensor": Int8Recipe(fuse=False, per_channel=False, keep_head_fp32=False),

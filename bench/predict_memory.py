@@ -115,7 +115,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(REPO))
-    from finetune.predict import CHUNK_ROWS
+    from finetune.serving.tables import CHUNK_ROWS
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     runs = [(int(rows), []) for rows in args.rows.split(",")] + ([(args.whole, ["--chunk-rows", str(args.whole)])] if args.whole else [])

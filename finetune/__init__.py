@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from finetune.config import FinetuneError
+from finetune.errors import FinetuneError
 
 __all__ = ["FinetuneError", "Predictor"]
 __version__ = "0.1.0"
@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     if name == "Predictor":  # imported on first use: it pulls in torch and transformers
-        from finetune.predict import Predictor
+        from finetune.serving.predictor import Predictor
 
         return Predictor
     raise AttributeError(f"module 'finetune' has no attribute {name!r}")

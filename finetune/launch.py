@@ -13,11 +13,13 @@ from typing import Iterator, List, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from finetune.config import GROUP_SCHEMAS, FinetuneError, StoppedBySignal, best_metric, with_schemas
-from finetune.ranges import RULES
+from finetune.config.ranges import RULES
+from finetune.config.schemas import GROUP_SCHEMAS, with_schemas
+from finetune.errors import FinetuneError, StoppedBySignal, one_line, settings_named_in, stage_of
+from finetune.runs.folders import FAILED_FILE
+from finetune.tasks.kinds import best_metric
 
 log = logging.getLogger("finetune")
-FAILED_FILE = "failed.json"
 
 
 def run_job(cfg: DictConfig) -> Optional[float]:
@@ -31,11 +33,11 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from finetune import folders
     from finetune.distributed import quiet_replica_logging, rank
     from finetune.files import write_json
-    from finetune.resume import resumed_config
-    from finetune.train import run
+    from finetune.runs import folders
+    from finetune.runs.resume import resumed_config
+    from finetune.training.train import run
 
     quiet_replica_logging()
     hydra_cfg = HydraConfig.get()
@@ -76,65 +78,23 @@ def run_job(cfg: DictConfig) -> Optional[float]:
         release_memory()
 
 
-# What run() was doing when a library raised, told by the function it had called: the stage, the
-# config groups whose keys the message may name, and the settings to check when it names none.
-# A call not listed (training itself, the evaluation and files after it) keeps its traceback:
-# an error there is no setting to change but a fault to see.
-SETUP_STAGES = {
-    "instantiate": ("Reading the config", ("task", "model", "hardware"), "task.*, model.*, hardware.*"),
-    "load": ("Loading the data", ("task",), "task.path, task.name, task.data_files.*"),
-    "resolve": ("Choosing the hardware", ("hardware",), "hardware.*"),
-    "training_arguments": ("Building the TrainingArguments", ("trainer",), "trainer.*"),
-    "load_tokenizer": ("Loading the tokenizer", ("model",), "model.name_or_path"),
-    "tokenize": ("Tokenizing", ("task", "hardware"), "task.max_length, task.text_fields, hardware.num_proc"),
-    "load_model": ("Loading the model", ("model",), "model.name_or_path, model.attn_implementation"),
-    "wrap": ("Adding the LoRA adapters", ("peft",), "peft.*"),
-    "build_trainer": ("Building the Trainer", ("trainer", "hardware"), "trainer.*, hardware.*"),
-}
-# Inside Trainer.train(), before the first step: what the settings name is built.
-TRAINING_SETUP_STAGES = {
-    "create_optimizer": ("Creating the optimizer", ("trainer", "hardware"), "trainer.optim, hardware.fused_optimizer"),
-    "create_scheduler": ("Creating the learning-rate scheduler", ("trainer",), "trainer.lr_scheduler_type, trainer.lr_scheduler_kwargs"),
-    "_activation_checkpointing_enable": ("Turning on activation checkpointing", ("trainer",), "trainer.gradient_checkpointing, trainer.activation_checkpointing"),
-}
 FULL_ERROR_HINT = "(HYDRA_FULL_ERROR=1 shows the traceback)"
 
 
 def setup_failure(error: Exception, cfg: DictConfig) -> Optional[str]:
-    """One line for an error a library raised while the run was being set up; None for any other error."""
-    if isinstance(error, FinetuneError):
-        return None
-    frames = [(frame.f_globals.get("__name__", ""), frame.f_code.co_name) for frame, _ in traceback.walk_tb(error.__traceback__)]
-    if ("finetune.train", "run") not in frames or frames[-1][0].startswith("finetune."):  # raised by this project: a bug to see
-        return None
-    called = frames[frames.index(("finetune.train", "run")) + 1:]  # the call run() made, and the calls it made
-    if called[0][1] == "train":  # training: only what it builds before the first step is setup
-        stage = next((TRAINING_SETUP_STAGES[name] for _, name in called if name in TRAINING_SETUP_STAGES), None)
-    else:
-        stage = SETUP_STAGES.get(called[0][1])
+    """One line for an error a library raised while the run was being set up; None for any other error.
+
+    The run marks its setup stages itself (``finetune.errors.setup_stage``): the stage says what was
+    being done and which config groups' keys the message may name. An error outside every stage
+    (training itself, the evaluation and files after it) keeps its traceback: it is no setting to
+    change but a fault to see.
+    """
+    stage = stage_of(error)
     if stage is None:
         return None
     what, groups, default_keys = stage
     keys = [key for group in groups if isinstance(cfg.get(group), DictConfig) for key in settings_named_in(str(error), cfg[group], group)]
     return f"{what} failed; check {', '.join(keys) or default_keys}: {type(error).__name__}: {one_line(str(error))} {FULL_ERROR_HINT}"
-
-
-def settings_named_in(message: str, node: DictConfig, prefix: str) -> List[str]:
-    """The settings of ``node`` that a library's error message names: by key, else by their (text) value.
-
-    Libraries name their own parameters (``--logging_steps``) or only the bad value (``bogus is not a
-    valid SchedulerType``); either way the user needs the key to change.
-    """
-    words = set(re.findall(r"\w+", message))
-    values = {k: v for k, v in OmegaConf.to_container(node, resolve=False).items() if k != "_target_"}
-    named = [k for k in values if k in words] or [k for k, v in values.items() if isinstance(v, str) and v in words]
-    return [f"{prefix}.{k}" for k in named]
-
-
-def one_line(text: str, limit: int = 400) -> str:
-    """A library's message on one line (they often span several), cut to a readable length."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def refuse_wrong_types(overrides: List[str]) -> None:
@@ -185,7 +145,7 @@ class CheckRunFolder(Callback):
 
     A folder that cannot be created stops the run with one line (Hydra itself would print a
     traceback); so does one that holds another run. SystemExit passes through Hydra's error
-    handling. See finetune/folders.py for the rules.
+    handling. See finetune/runs/folders.py for the rules.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
@@ -202,8 +162,8 @@ class CheckRunFolder(Callback):
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        from finetune import folders
         from finetune.distributed import rank
+        from finetune.runs import folders
 
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode == RunMode.MULTIRUN and rank() == 0:
@@ -216,7 +176,7 @@ class CheckRunFolder(Callback):
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        from finetune import folders
+        from finetune.runs import folders
 
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode == RunMode.MULTIRUN:  # a launcher's worker process may run the next job
@@ -254,10 +214,10 @@ def named_on_command_line(config: DictConfig, key: str) -> bool:
 def claim_run_folder(config: DictConfig) -> None:
     """Claim the run folder on rank 0, and point every rank's ``hydra.run.dir`` at it.
 
-    A resumed run locks the folder it continues; a new run creates its own (finetune/folders.py).
+    A resumed run locks the folder it continues; a new run creates its own (finetune/runs/folders.py).
     """
-    from finetune import folders
     from finetune.distributed import from_rank_zero
+    from finetune.runs import folders
 
     wanted = Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser()
     resume = OmegaConf.select(config, "resume", default=None)
@@ -275,7 +235,7 @@ def claim_run_folder(config: DictConfig) -> None:
 
 def claim_sweep_folder(config: DictConfig) -> None:
     """Claim the sweep folder; every job's config is composed again, so the override carries the name to it."""
-    from finetune import folders
+    from finetune.runs import folders
 
     subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"]
     if not re.search(r"job\.(num|id)\b", str(subdir)):

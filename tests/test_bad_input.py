@@ -5,7 +5,7 @@ from typing import Callable, Dict, List
 
 import pytest
 
-from tests.conftest import TINY_TRAINING, run_py, topic_rows, write_csv
+from tests.helpers import TINY_TRAINING, run_py, topic_rows, write_csv
 
 
 def rows_file(name: str, text: str, encoding: str = "utf-8") -> Callable[[Path], Path]:
@@ -53,6 +53,7 @@ def case_args(overrides: List[str], make_train, tmp_path: Path, tiny_models) -> 
     return defaults + [o.format(tmp=tmp_path) for o in overrides]
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_stops_with_one_message_and_saves_nothing(case, tmp_path, tiny_models):
     overrides, make_train, expected = CASES[case]
@@ -65,6 +66,7 @@ def test_bad_input_stops_with_one_message_and_saves_nothing(case, tmp_path, tiny
     assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before training
 
 
+@pytest.mark.trains
 def test_hydra_full_error_shows_the_traceback(tmp_path, tiny_models):
     overrides, make_train, _ = CASES["label outside label_names"]
     result = run_py(*case_args(overrides, make_train, tmp_path, tiny_models), cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})

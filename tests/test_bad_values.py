@@ -5,10 +5,13 @@ from typing import List
 
 import pytest
 
-from finetune.config import FinetuneError, register_configs, register_resolvers, validate
+from finetune.config.checks import validate
+from finetune.config.ranges import RULES
+from finetune.config.resolvers import register_resolvers
+from finetune.config.schemas import register_configs
+from finetune.errors import FinetuneError
 from finetune.launch import setup_failure
-from finetune.ranges import RULES
-from tests.conftest import compose_config, run_py, topic_rows, write_csv
+from tests.helpers import compose_config, run_py, topic_rows, write_csv
 
 register_configs()
 register_resolvers()
@@ -74,6 +77,7 @@ CASES = {
 }
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_bad_value_is_one_message_before_any_work(case, tmp_path, tiny_models):
     override, key = CASES[case]
@@ -90,6 +94,7 @@ def test_a_bad_value_is_one_message_before_any_work(case, tmp_path, tiny_models)
     assert "Tokeniz" not in result.output
 
 
+@pytest.mark.trains
 def test_a_bad_value_in_a_sweep_stops_it_in_one_line(tmp_path, tiny_models):
     result = run_py(*small_run_args(tmp_path, tiny_models["bert"]), "-m", "task.max_length=32,abc", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
     assert result.returncode == 1 and result.output.strip() == (
@@ -121,6 +126,7 @@ def test_good_values_at_the_edges_pass(overrides):
     validate(compose_config(*overrides))
 
 
+@pytest.mark.trains
 def test_a_validation_size_the_classes_do_not_fit_is_named_before_training(tmp_path, tiny_models):
     result = run_py(*small_run_args(tmp_path, tiny_models["bert"]), "task.validation_size=2", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.output
@@ -130,6 +136,7 @@ def test_a_validation_size_the_classes_do_not_fit_is_named_before_training(tmp_p
     assert not (tmp_path / "run" / "checkpoints").exists() and "Tokeniz" not in result.output
 
 
+@pytest.mark.trains
 def test_a_library_refusing_a_setting_during_setup_is_one_line_naming_the_key(tmp_path, tiny_models):
     result = run_py(*small_run_args(tmp_path, tiny_models["bert"]), "model.attn_implementation=bogus", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.output
@@ -148,6 +155,7 @@ def small_run_config(tmp_path: Path, model: Path, *overrides: str):
     return compose_config(*[a for a in small_run_args(tmp_path, model) if not a.startswith("hydra.")], *overrides)
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize(
     "raising, expected",
     [  # what fails: a call inside Trainer.create_optimizer, or inside a training step
@@ -158,7 +166,7 @@ def small_run_config(tmp_path: Path, model: Path, *overrides: str):
 def test_errors_inside_trainer_train_are_setup_only_before_the_first_step(raising, expected, tmp_path, tiny_models, monkeypatch):
     from transformers import Trainer
 
-    from finetune.train import run
+    from finetune.training.train import run
 
     def fail(*args, **kwargs):
         raise ImportError("no such optimizer")
@@ -173,12 +181,12 @@ def test_errors_inside_trainer_train_are_setup_only_before_the_first_step(raisin
 
 def test_a_run_that_trains_no_step_saves_nothing(tmp_path, tiny_models, monkeypatch):
     """The last guard, for whatever slips past the checks: here the checks are switched off."""
-    import finetune.train
+    import finetune.training.train
 
-    monkeypatch.setattr(finetune.train, "validate", lambda cfg: None)
+    monkeypatch.setattr(finetune.training.train, "validate", lambda cfg: None)
     run_dir = tmp_path / "run"
     with pytest.raises(FinetuneError, match=r"The run trained no step \(trainer.num_train_epochs=-1, .*nothing was saved"):
-        finetune.train.run(small_run_config(tmp_path, tiny_models["bert"], "trainer.num_train_epochs=-1"), run_dir)
+        finetune.training.train.run(small_run_config(tmp_path, tiny_models["bert"], "trainer.num_train_epochs=-1"), run_dir)
     assert not (run_dir / "model").exists() and not (run_dir / "metrics.json").exists()
     assert not list(run_dir.rglob("README.md"))
 
@@ -192,7 +200,7 @@ def test_a_run_that_trains_no_step_saves_nothing(tmp_path, tiny_models, monkeypa
     ],
 )
 def test_what_training_arguments_refuse_is_one_line_naming_the_key(overrides, keys, tmp_path):
-    from finetune.trainer import training_arguments
+    from finetune.training.trainer import training_arguments
 
     cfg = compose_config(*overrides)
     with pytest.raises(FinetuneError) as error:
@@ -203,7 +211,7 @@ def test_what_training_arguments_refuse_is_one_line_naming_the_key(overrides, ke
 @pytest.mark.parametrize("flag", ["--batch-size", "--max-length", "--top-k"])
 @pytest.mark.parametrize("value", ["0", "-2", "abc"])
 def test_predict_flags_take_whole_numbers_from_1(flag, value, tmp_path, capsys):
-    from finetune.predict import parse_args
+    from finetune.serving.cli import parse_args
 
     with pytest.raises(SystemExit) as exit_:
         parse_args([str(tmp_path), "some text", flag, value])

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from finetune.compare import main as compare_main
-from tests.conftest import read_json, run_py
+from finetune.sweeps.compare import main as compare_main
+from tests.helpers import read_json, run_py
 
 LEARNING_RATES = ("0.003", "0.0005")  # the first learns the easy synthetic task faster
 
@@ -112,12 +112,13 @@ def test_compare_gives_an_interval_and_p_values_and_refuses_different_rows(seed_
     assert abs(best_two["difference"]) == pytest.approx(abs(means[LEARNING_RATES[0]] - means[LEARNING_RATES[1]]))
 
 
+@pytest.mark.trains
 def test_folds_and_seeds_repeat_a_configuration_and_the_sweep_script_runs_every_fold():
     import os
     import subprocess
 
-    from finetune.aggregate import configuration
-    from tests.conftest import REPO
+    from finetune.sweeps.aggregate import configuration
+    from tests.helpers import REPO
 
     assert configuration("model=bert seed=1 task.fold=3 trainer.learning_rate=1e-4") == "model=bert trainer.learning_rate=1e-4"
     script = [str(REPO / "multirun_sweep.sh"), "-m", "minilm", "-k", "4", "task.max_train_samples=2000"]

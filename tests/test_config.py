@@ -1,19 +1,18 @@
 """Composed configs: every preset combination, typed values, and the errors config mistakes get."""
 
 import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from finetune.config import FinetuneError, local_model_path, register_configs, register_resolvers, training_argument_names, validate
-from tests.conftest import compose_config
+from finetune.config.checks import training_argument_names, validate
+from finetune.config.resolvers import local_model_path, register_resolvers
+from finetune.config.schemas import register_configs
+from finetune.errors import FinetuneError
+from tests.helpers import REPO, compose_config, python, run_py
 
-REPO = Path(__file__).resolve().parents[1]
 # Every preset, found on disk: a new YAML file is composed and validated without editing a list.
 PRESETS = {group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")) for group in ("task", "model", "trainer", "hardware", "peft", "callbacks", "experiment", "hparams_search")}
 TASKS = PRESETS["task"]
@@ -46,7 +45,7 @@ def test_the_presets_on_disk_are_the_ones_the_tests_know():
 def test_every_preset_file_composes_and_validates(group, name):
     cfg = compose_config(f"{group}={name}", with_hydra=True)
     validate(cfg)
-    assert cfg.task._target_ == "finetune.data.TextClassificationData" and cfg.trainer._target_ == "transformers.TrainingArguments"
+    assert cfg.task._target_ == "finetune.tasks.data.TextClassificationData" and cfg.trainer._target_ == "transformers.TrainingArguments"
 
 
 @pytest.mark.parametrize("group", ["task", "model", "trainer", "hardware", "peft"])
@@ -64,7 +63,7 @@ def test_preset_combinations_compose_and_validate(task, model, hardware):
     cfg = compose_config(f"task={task}", f"model={model}", f"hardware={hardware}")
     validate(cfg)
     assert cfg.model.name_or_path == MODELS.get(model, cfg.model.name_or_path)
-    assert "metric_for_best_model" not in cfg.trainer  # the task picks it (finetune.config.best_metric)
+    assert "metric_for_best_model" not in cfg.trainer  # the task picks it (finetune.tasks.kinds.best_metric)
     assert cfg.trainer.seed == cfg.seed == 42
     assert cfg.trainer._target_ == "transformers.TrainingArguments"
     assert cfg.hardware.device == {"auto": "auto", "cpu": "cpu", "gpu": "cuda"}[hardware]
@@ -72,7 +71,7 @@ def test_preset_combinations_compose_and_validate(task, model, hardware):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_each_task_names_its_kind_metrics_and_target(task):
-    from finetune.config import best_metric
+    from finetune.tasks.kinds import best_metric
 
     text = (REPO / "conf" / "task" / f"{task}.yaml").read_text()
     cfg = compose_config(f"task={task}").task
@@ -88,7 +87,7 @@ def test_glue_presets_use_glues_metrics_and_submission_files():
         "qnli": (["accuracy"], "accuracy", "QNLI.tsv", "name"), "rte": (["accuracy"], "accuracy", "RTE.tsv", "name"),
         "wnli": (["accuracy"], "accuracy", "WNLI.tsv", "id"),
     }
-    from finetune.config import best_metric
+    from finetune.tasks.kinds import best_metric
 
     for task, (metrics, best, file, written_as) in expected.items():
         cfg = compose_config(f"task={task}").task
@@ -188,15 +187,10 @@ def test_minilm_loads_from_the_package_when_installed():
     assert compose_config("model=minilm", "model.name_or_path=/models/mine").model.name_or_path == "/models/mine"
 
 
-def run_py(*args: str, cwd: Path = REPO, timeout: int = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
+@pytest.mark.trains
 def test_help_and_cfg_job_import_no_heavy_library():
     for args in (["--help"], ["--cfg", "job"]):
-        result = subprocess.run(
-            [sys.executable, "-X", "importtime", str(REPO / "run.py"), *args], capture_output=True, text=True, timeout=60
-        )
+        result = python("-X", "importtime", str(REPO / "run.py"), *args, timeout=60)
         assert result.returncode == 0, result.stderr[-2000:]
         imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
         assert not imported & {"torch", "transformers", "datasets", "sklearn"}, args
@@ -204,6 +198,7 @@ def test_help_and_cfg_job_import_no_heavy_library():
     assert job.model.name_or_path == "distilbert-base-uncased" and job.task.path == "fancyzhx/ag_news"
 
 
+@pytest.mark.trains
 def test_config_typo_through_run_py_is_one_message_without_traceback(tmp_path):
     result = run_py("trainer.learning_rat=1e-4", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 1
@@ -212,6 +207,7 @@ def test_config_typo_through_run_py_is_one_message_without_traceback(tmp_path):
     assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.trains
 def test_unknown_preset_lists_the_available_ones(tmp_path):
     result = run_py("model=bret", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 1
@@ -235,7 +231,7 @@ def test_sweep_and_run_folders_are_named_after_model_and_task():
     new_run = "outputs/${run_time:%Y-%m-%d_%H-%M-%S}_${hydra:runtime.choices.model}_${hydra:runtime.choices.task}"
     assert run_dir == '${resume_run_dir:${resume},"' + new_run + '"}'  # resume=<folder> names the folder instead
     assert subdir == "${hydra:job.num}_${hydra:runtime.choices.model}_${hydra:runtime.choices.task}"
-    assert hydra.callbacks.leaderboard._target_ == "finetune.leaderboard.Leaderboard"
+    assert hydra.callbacks.leaderboard._target_ == "finetune.sweeps.leaderboard.Leaderboard"
     assert hydra.callbacks.check_run_folder._target_ == "finetune.launch.CheckRunFolder"
 
 
@@ -261,21 +257,20 @@ def own_config_folder(root: Path) -> Path:
     return mine
 
 
+@pytest.mark.trains
 def test_own_config_folders_add_tasks_models_and_experiments(tmp_path):
     mine = own_config_folder(tmp_path)
     cfg = compose_config(f"hydra.searchpath=[file://{mine}]", "task=tickets", "model=company_bert")
     assert cfg.task.label_names == ["bug", "question", "billing"] and cfg.task.max_length == 64 and cfg.task.text_fields == ["text"]
-    assert cfg.model.name_or_path == "/models/company-bert" and cfg.model._target_ == "finetune.model.PretrainedClassifier"
+    assert cfg.model.name_or_path == "/models/company-bert" and cfg.model._target_ == "finetune.training.model.PretrainedClassifier"
     validate(cfg)  # typed by the group's schema like any preset in conf/
 
-    env = {**os.environ, "FINETUNE_CONFIG_DIR": str(mine)}
-    result = subprocess.run([sys.executable, str(REPO / "run.py"), "experiment=tickets_seeds", "--cfg", "job"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    result = run_py("experiment=tickets_seeds", "--cfg", "job", cwd=tmp_path, timeout=60, env={"FINETUNE_CONFIG_DIR": str(mine)})
     assert result.returncode == 0, result.stderr[-2000:]
     job = OmegaConf.create(result.stdout)
     assert job.seed == 7 and job.task.label_field == "queue" and job.model.name_or_path == "/models/company-bert"
 
-    env["FINETUNE_CONFIG_DIR"] = str(tmp_path / "no_such_folder")
-    missing = subprocess.run([sys.executable, str(REPO / "run.py"), "--cfg", "job"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    missing = run_py("--cfg", "job", cwd=tmp_path, timeout=60, env={"FINETUNE_CONFIG_DIR": str(tmp_path / "no_such_folder")})
     assert missing.returncode == 1 and missing.stderr.strip() == f"FINETUNE_CONFIG_DIR={tmp_path / 'no_such_folder'}: no such folder: {tmp_path / 'no_such_folder'}."
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finetune.config import FinetuneError
-from finetune.data import TextClassificationData, label_array
-from tests.conftest import TOPICS, topic_rows, write_csv
+from finetune.errors import FinetuneError
+from finetune.tasks.data import TextClassificationData, label_array
+from tests.helpers import TOPICS, topic_rows, write_csv
 
 NAMES = list(TOPICS)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from finetune.dropout import ATTENTION, IntegerMaskDropout, attention, integer_mask_dropout, use_integer_mask_dropout
+from finetune.training.dropout import ATTENTION, IntegerMaskDropout, attention, integer_mask_dropout, use_integer_mask_dropout
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

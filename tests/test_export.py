@@ -1,46 +1,14 @@
 """ONNX export: each task kind and architecture, the parity check, the int8 gate, and serving without PyTorch."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from finetune import Predictor
-from finetune.export import main as export_main
-from finetune.predict import main as predict_main
-from tests.conftest import REPO, TINY_CONFIGS, TINY_TRAINING, read_json, run_py, topic_rows, write_csv
-
-CPU = ["hardware=cpu", "task.examples=[]"]
-
-
-def tiny_run(tmp_path_factory, name: str, *overrides: str) -> Path:
-    """A run of run.py on a tiny model; ``overrides`` come last and win."""
-    run_dir = tmp_path_factory.mktemp("export") / name
-    result = run_py(f"hydra.run.dir={run_dir}", *TINY_TRAINING, *CPU, *overrides, cwd=run_dir.parent)
-    assert result.returncode == 0, result.output[-4000:]
-    return run_dir
-
-
-@pytest.fixture(scope="module")
-def topic_run(tmp_path_factory, topic_files, tiny_models) -> Path:
-    return tiny_run(tmp_path_factory, "topics", "task=ag_news", f"model.name_or_path={tiny_models['bert']}",
-                    f"task.data_files.train={topic_files['train']}", "task.validation_size=0.2")
-
-
-@pytest.fixture(scope="module")
-def multi_label_run(tmp_path_factory, multi_label_files, tiny_models) -> Path:
-    return tiny_run(tmp_path_factory, "multi", "task=ag_news", "task.problem=multi_label", "task.label_field=labels",
-                    "task.metrics=[f1_micro,accuracy]", f"model.name_or_path={tiny_models['distilbert']}",
-                    f"task.data_files.train={multi_label_files['train']}", "task.validation_size=0.2")
-
-
-@pytest.fixture(scope="module")
-def regression_run(tmp_path_factory, regression_files, tiny_models) -> Path:
-    return tiny_run(tmp_path_factory, "regression", "task=stsb", f"model.name_or_path={tiny_models['bert']}",
-                    f"task.data_files.train={regression_files['train']}", "task.validation_size=0.2", "trainer.num_train_epochs=2")
-
+from finetune.serving.cli import main as predict_main
+from finetune.serving.export import main as export_main
+from tests.helpers import TINY_CONFIGS, python, read_json, topic_rows, write_csv
 
 KIND_RUNS = {"single_label": "topic_run", "multi_label": "multi_label_run", "regression": "regression_run"}
 PROBES = {  # inputs each kind's run answers: texts, or pairs for the STS-B-like run
@@ -49,7 +17,10 @@ PROBES = {  # inputs each kind's run answers: texts, or pairs for the STS-B-like
     "regression": [("dog cat car house", "tree river yes yes yes"), ("dog cat", "tree river city")],
 }
 
+pytestmark = pytest.mark.uses_trained_runs  # with the session's trained runs under pytest -n: some are asked for by name
 
+
+@pytest.mark.trains
 @pytest.mark.parametrize("kind", list(KIND_RUNS))
 def test_fp32_export_of_each_kind_matches_the_pytorch_model_on_the_runs_validation_split(kind, request, capsys):
     run_dir = request.getfixturevalue(KIND_RUNS[kind])
@@ -132,7 +103,7 @@ def test_int8_export_is_gated_on_the_metric_and_a_refusal_leaves_nothing(topic_r
 
 NO_TORCH = """
 import sys
-from finetune.predict import main
+from finetune.serving.cli import main
 codes = [main(sys.argv[1:4]), main(sys.argv[4:9]), main(sys.argv[9:])]
 print("codes", codes, "torch imported:", "torch" in sys.modules)
 """
@@ -148,7 +119,7 @@ def test_onnx_backend_answers_a_text_a_pair_and_a_file_without_importing_torch(t
     pair = ["dog cat car house", "--text-pair", "tree river yes yes yes"]
     args = [str(topic_run), text, "--backend=onnx", str(regression_run), *pair, "--backend=onnx",
             str(topic_run), "--input", str(source), "--output", str(tmp_path / "onnx.csv"), "--backend=onnx"]
-    result = subprocess.run([sys.executable, "-c", NO_TORCH, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = python("-c", NO_TORCH, *args)
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().endswith("codes [0, 0, 0] torch imported: False")
     assert "Model: ONNX Runtime on CPU, fp32" in result.stderr and "20/20" in result.stderr  # what ran, and the progress bar

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from finetune.config import register_configs, register_resolvers, validate
-from finetune.data import label_array
-from tests.conftest import SHARED_DATA, compose_config, glue_tsv_files, pair_rows, read_json, run_py, score_rows, write_csv
+from finetune.config.checks import validate
+from finetune.config.resolvers import register_resolvers
+from finetune.config.schemas import register_configs
+from finetune.tasks.data import label_array
+from tests.helpers import SHARED_DATA, compose_config, glue_tsv_files, pair_rows, read_json, run_py, score_rows, write_csv
 
 register_configs()
 register_resolvers()
@@ -102,7 +104,7 @@ def test_glue_sweep_scores_and_zips_what_ran(glue_sweep):
 
 
 def test_a_glue_preset_names_a_missing_glue_file(tmp_path):
-    from finetune.config import FinetuneError
+    from finetune.errors import FinetuneError
 
     cfg = compose_config("task=cola", f"glue_dir={tmp_path}")
     with pytest.raises(FinetuneError, match=r"task.data_files.train: no such file: .*CoLA/train.tsv"):
@@ -110,6 +112,7 @@ def test_a_glue_preset_names_a_missing_glue_file(tmp_path):
     assert Path(cfg.task.data_files.train).name == "train.tsv"
 
 
+@pytest.mark.trains
 def test_mnli_scores_both_validation_sets_and_predicts_both_test_sets(tmp_path, tiny_models):
     files = {
         "train": pair_rows(80, seed=51), "validation": pair_rows(16, seed=52), "validation_mismatched": pair_rows(12, seed=53),

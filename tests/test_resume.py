@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY_TRAINING, read_json, run_py, topic_args
+from tests.helpers import REPO, TINY_TRAINING, read_json, run_py, topic_args
 
 # 12 epochs of 20 steps, a checkpoint and an evaluation every 10 steps: long enough to stop mid-epoch. The
 # hardware is the default's (bf16 autocast where the CPU has it natively, fused AdamW): what users resume.
@@ -33,6 +33,7 @@ def uninterrupted(tmp_path_factory, topic_files, tiny_models) -> Path:
     return run_dir
 
 
+@pytest.mark.trains
 def test_save_total_limit_bounds_the_checkpoints_and_keeps_the_best(uninterrupted):
     """24 checkpoints were saved, every 10 steps; 2 are kept: the best and the last."""
     kept = sorted((uninterrupted / "checkpoints").iterdir(), key=lambda p: int(p.name.split("-")[1]))
@@ -71,6 +72,7 @@ def training_curve(run_dir: Path):
     return [(event.step, event.value) for event in accumulator.Scalars("train/loss")]
 
 
+@pytest.mark.trains
 def test_a_run_killed_mid_epoch_resumes_to_the_same_metrics_and_curve(tmp_path, topic_files, tiny_models, uninterrupted):
     run_dir = tmp_path / "run"
     args = resumable_args(topic_files, tiny_models, run_dir)
@@ -102,6 +104,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_metrics_and_curve(tmp_path, 
     assert environment["data"] == read_json(uninterrupted / "environment.json")["data"]
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_saves_a_checkpoint_stops_and_resume_true_finishes_the_run(signum, tmp_path, topic_files, tiny_models, uninterrupted):
     run_dir = tmp_path / "run"
@@ -137,6 +140,7 @@ def test_a_signal_saves_a_checkpoint_stops_and_resume_true_finishes_the_run(sign
     assert_same_final_metrics(run_dir, uninterrupted)
 
 
+@pytest.mark.trains
 def test_resume_refuses_what_it_cannot_continue(tmp_path, topic_files, tiny_models, uninterrupted):
     fresh = run_py(*resumable_args(topic_files, tiny_models, tmp_path / "fresh"), "resume=true", cwd=tmp_path)
     assert fresh.returncode == 1 and "Nothing to resume in" in fresh.output and "no run was started there" in fresh.output

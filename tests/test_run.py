@@ -5,34 +5,26 @@ import subprocess
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from finetune.config import FinetuneError, register_configs, register_resolvers
-from finetune.train import run
-from tests.conftest import REPO, TINY_TRAINING, TOPICS, pair_rows, read_json, read_scalars, run_py, topic_args
+from finetune.config.resolvers import register_resolvers
+from finetune.config.schemas import register_configs
+from finetune.errors import FinetuneError
+from finetune.training.train import run
+from tests.helpers import FAKE_TOKEN, REPO, TINY_TRAINING, TOPICS, compose_config, pair_rows, printed, read_json, read_scalars, run_py
 
 register_configs()
 register_resolvers()
-FAKE_TOKEN = "hf_FakeTokenForTestsOnly0123456789"
-@pytest.fixture(scope="module")
-def topic_run(tmp_path_factory, topic_files, tiny_models):
-    """One real run.py run of a single-text task, started from an empty working directory."""
-    cwd = tmp_path_factory.mktemp("cwd")
-    run_dir = cwd / "runs" / "topics"
-    result = run_py(*topic_args(topic_files, tiny_models["bert"], run_dir), cwd=cwd, env={"HF_TOKEN": FAKE_TOKEN})
-    assert result.returncode == 0, result.output[-4000:]
-    return result, run_dir, cwd
 
 
 def test_the_access_token_reaches_no_log_config_or_event_file(topic_run):
-    result, run_dir, _ = topic_run
-    assert FAKE_TOKEN not in result.output
+    run_dir = topic_run
+    assert FAKE_TOKEN not in printed(run_dir).read_text()
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert len(files) > 10 and not [p for p in files if FAKE_TOKEN.encode() in p.read_bytes()]
 
 
 def test_run_writes_the_best_model_metrics_and_logs(topic_run):
-    result, run_dir, cwd = topic_run
+    run_dir, cwd = topic_run, topic_run.parents[1]
     assert sorted(p.name for p in cwd.iterdir()) == ["runs"]  # nothing written outside the run folder
     assert {"model", "logs", "checkpoints", "metrics.json", "run.log", ".hydra"} <= {p.name for p in run_dir.iterdir()}
     assert (run_dir / "model" / "model.safetensors").is_file() and (run_dir / "model" / "tokenizer.json").is_file()
@@ -48,14 +40,14 @@ def test_run_writes_the_best_model_metrics_and_logs(topic_run):
 
 
 def test_run_keeps_the_best_epoch(topic_run):
-    _, run_dir, _ = topic_run
+    run_dir = topic_run
     metrics = read_json(run_dir / "metrics.json")
     evals = read_scalars(run_dir / "logs")["eval/accuracy"]
     assert len(evals) == 4 and metrics["validation"]["accuracy"] == pytest.approx(max(evals))
 
 
 def test_tensorboard_has_loss_learning_rate_and_eval_scores(topic_run):
-    _, run_dir, _ = topic_run
+    run_dir = topic_run
     scalars = read_scalars(run_dir / "logs")
     assert {"train/loss", "train/learning_rate", "eval/accuracy", "eval/f1_macro", "eval/loss", "test/accuracy"} <= set(scalars)
     losses = scalars["train/loss"]
@@ -65,7 +57,7 @@ def test_tensorboard_has_loss_learning_rate_and_eval_scores(topic_run):
 def test_saved_model_works_with_a_plain_pipeline(topic_run):
     from transformers import pipeline
 
-    _, run_dir, _ = topic_run
+    run_dir = topic_run
     classify = pipeline("text-classification", model=str(run_dir / "model"), top_k=None)
     scores = classify(["coach league goal the season match"])[0]
     assert sorted(s["label"] for s in scores) == sorted(TOPICS)
@@ -73,8 +65,8 @@ def test_saved_model_works_with_a_plain_pipeline(topic_run):
 
 
 def test_run_prints_device_summary_final_scores_and_examples(topic_run):
-    result, run_dir, _ = topic_run
-    output = result.output
+    run_dir = topic_run
+    output = printed(run_dir).read_text()
     assert "Using device: CPU (" in output
     assert "Dataset summary:" in output and "train" in output and "160 rows" in output and "World: 40" in output
     metrics = read_json(run_dir / "metrics.json")
@@ -86,34 +78,25 @@ def test_run_prints_device_summary_final_scores_and_examples(topic_run):
     assert "Examples" in (run_dir / "run.log").read_text()
 
 
-def test_pair_task_with_unlabeled_test_writes_predictions(tmp_path, pair_files, tiny_models):
-    run_dir = tmp_path / "rte"
-    result = run_py(
-        "task=rte", "model=xlnet", f"model.name_or_path={tiny_models['xlnet']}", "hardware=cpu",
-        f"task.data_files.train={pair_files['train']}", f"task.data_files.test={pair_files['test']}",
-        f"hydra.run.dir={run_dir}", *TINY_TRAINING, cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.output[-4000:]
+def test_pair_task_with_unlabeled_test_writes_predictions(pair_run):
+    run_dir = pair_run
     metrics = read_json(run_dir / "metrics.json")
     assert metrics["test"] is None and metrics["validation"]["accuracy"] >= 0.0
     lines = (run_dir / "RTE.tsv").read_text().splitlines()
     assert lines[0] == "index\tprediction" and len(lines) == 31
     assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
     assert [line.split("\t")[0] for line in lines[1:]] == [str(i) for i in range(30)]
-    from finetune.predict import Predictor  # the predictions belong to the rows in file order
+    from finetune.serving.predictor import Predictor  # the predictions belong to the rows in file order
 
     rows = pair_rows(30, seed=4, labeled=False)
     expected = Predictor.load(run_dir, precision="fp32")([(r["sentence1"], r["sentence2"]) for r in rows], top_k=1)
     assert [line.split("\t")[1] for line in lines[1:]] == [e[0]["label"] for e in expected]
-    assert "Using device: CPU (" in result.output and "Precision: fp32" in result.output
-    assert "A man is performing music." in result.output
+    output = printed(run_dir).read_text()
+    assert "Using device: CPU (" in output and "Precision: fp32" in output
+    assert "A man is performing music." in output
 
 
-def compose_config(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
-
-
+@pytest.mark.trains
 @pytest.mark.parametrize("architecture", ["bert", "distilbert", "roberta", "xlnet", "deberta"])
 def test_every_architecture_fine_tunes_and_saves_label_names(architecture, tmp_path, topic_files, tiny_models):
     from transformers import AutoConfig
@@ -131,6 +114,7 @@ def test_every_architecture_fine_tunes_and_saves_label_names(architecture, tmp_p
     assert read_json(tmp_path / "metrics.json") == metrics
 
 
+@pytest.mark.trains
 def test_bad_data_stops_before_training_with_one_message(tmp_path, tiny_models):
     (tmp_path / "train.csv").write_text("text,label\nfine text,World\nmore text,Wrld\n")
     result = run_py(
@@ -153,6 +137,7 @@ def test_missing_model_weights_is_named(tmp_path, topic_files, tiny_models):
     assert not (tmp_path / "run" / "model").exists()
 
 
+@pytest.mark.trains
 def test_unreachable_hub_is_detected_and_the_local_route_shown(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # nothing listens there: as unreachable as the Hub offline
@@ -175,6 +160,7 @@ def test_hub_model_miss_offline_is_one_message(tmp_path, topic_files):
         run(cfg, tmp_path)
 
 
+@pytest.mark.trains
 def test_a_loss_that_diverges_stops_the_run_and_names_the_step(tmp_path, topic_files, tiny_models):
     cfg = compose_config(
         f"model.name_or_path={tiny_models['bert']}", f"task.data_files.train={topic_files['train']}", "task.validation_size=0.2",
@@ -202,7 +188,7 @@ def test_going_offline_also_reaches_libraries_imported_earlier(monkeypatch):
 
 
 def test_metrics_hold_per_class_scores_and_confusion_matrices(topic_run):
-    _, run_dir, _ = topic_run
+    run_dir = topic_run
     metrics = read_json(run_dir / "metrics.json")
     for split, rows in (("validation", 40), ("test", 40)):
         report = metrics[split]
@@ -216,7 +202,7 @@ def test_metrics_hold_per_class_scores_and_confusion_matrices(topic_run):
 def test_confusion_matrices_are_pngs_and_tensorboard_images(topic_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    _, run_dir, _ = topic_run
+    run_dir = topic_run
     for split in ("validation", "test"):
         png = (run_dir / f"confusion_{split}.png").read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
@@ -230,7 +216,7 @@ def test_confusion_matrices_are_pngs_and_tensorboard_images(topic_run):
 def test_model_card_describes_the_model_for_the_hub(topic_run):
     import yaml
 
-    _, run_dir, _ = topic_run
+    run_dir = topic_run
     card = (run_dir / "model" / "README.md").read_text()
     front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
     meta = yaml.safe_load(front)
@@ -247,7 +233,7 @@ def test_model_card_describes_the_model_for_the_hub(topic_run):
 def test_environment_records_versions_code_and_data(topic_run):
     import importlib.metadata
 
-    _, run_dir, _ = topic_run
+    run_dir = topic_run
     env = read_json(run_dir / "environment.json")
     for package in ("torch", "transformers", "datasets", "hydra-core"):
         assert env["packages"][package] == importlib.metadata.version(package)
@@ -263,7 +249,7 @@ def test_environment_records_versions_code_and_data(topic_run):
 
 def test_a_rerun_from_the_saved_config_gives_identical_metrics(topic_run, tmp_path):
     """Same config and seed on the CPU: the same numbers, timing aside."""
-    _, run_dir, cwd = topic_run
+    run_dir, cwd = topic_run, topic_run.parents[1]
     rerun_dir = tmp_path / "rerun"
     result = run_py("--config-path", str(run_dir / ".hydra"), "--config-name", "config", f"hydra.run.dir={rerun_dir}", cwd=cwd)
     assert result.returncode == 0, result.output[-4000:]

@@ -12,7 +12,7 @@ from typing import Dict, List
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import REPO, TINY_TRAINING, run_py
+from tests.helpers import REPO, TINY_TRAINING, run_py
 
 # Every run reads its start time from here (the run_time resolver), as torchrun's ranks do:
 # the processes below all name their folder as if started in the same second.
@@ -54,6 +54,7 @@ def four_runs(tmp_path_factory, topic_files, tiny_models):
     return cwd, results
 
 
+@pytest.mark.trains
 def test_four_runs_started_in_the_same_second_each_get_their_own_complete_folder(four_runs):
     cwd, results = four_runs
     folders = sorted((cwd / "outputs").iterdir())
@@ -81,6 +82,7 @@ def test_four_runs_started_in_the_same_second_each_get_their_own_complete_folder
         assert f"run folder   {cwd / 'outputs' / named}\n" in result.output
 
 
+@pytest.mark.trains
 def test_a_new_run_pointed_at_a_finished_run_is_refused_and_changes_nothing(four_runs, topic_files, tiny_models):
     cwd, _ = four_runs
     finished = sorted((cwd / "outputs").iterdir())[0]
@@ -97,6 +99,7 @@ def test_a_new_run_pointed_at_a_finished_run_is_refused_and_changes_nothing(four
     )
 
 
+@pytest.mark.trains
 def test_a_named_folder_may_exist_but_not_hold_a_run(tmp_path, topic_files, tiny_models):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -150,12 +153,13 @@ def test_two_sweeps_started_in_the_same_second_each_get_their_own_folder(tmp_pat
     assert len(list((tmp_path / "outputs" / "multirun").iterdir())) == 2
 
 
+@pytest.mark.trains
 def test_a_lock_dies_with_its_process(tmp_path):
     """The lock of a folder is free again the moment its holder ends, however it ends."""
-    from finetune import folders
+    from finetune.runs import folders
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sys, time; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path; from finetune import folders; "
+        [sys.executable, "-c", f"import sys, time; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path; from finetune.runs import folders; "
          f"folders.lock(Path({str(tmp_path)!r})); print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )

@@ -11,7 +11,7 @@ from typing import Dict, List
 
 import pytest
 
-from tests.conftest import REPO, read_json, read_scalars
+from tests.helpers import REPO, read_json, read_scalars
 
 QUICK = ["trainer=fast", "task.max_length=32", "task.validation_size=0.2", "task.examples=[]"]
 needs = {
@@ -87,6 +87,7 @@ def test_each_sweep_run_logs_hparams_for_tensorboard(script_sweep):
     assert {"train/loss", "eval/accuracy"} <= set(scalars)
 
 
+@pytest.mark.trains
 def test_sweep_script_explains_itself():
     result = run_command([str(REPO / "multirun_sweep.sh"), "-h"], cwd=REPO)
     assert "Usage: multirun_sweep.sh [-m MODELS] [-t TASKS] [-s SEEDS]" in result.stdout and "env MODELS" in result.stdout
@@ -148,6 +149,7 @@ def test_torchrun_two_processes_share_one_run_folder_and_match_one_process(tmp_p
     assert abs(ddp["test"]["accuracy"] - single["test"]["accuracy"]) <= 0.15
 
 
+@pytest.mark.trains
 def test_ddp_preset_without_a_launcher_says_how_to_launch(tmp_path, topic_files, tiny_models):
     result = subprocess.run(
         [sys.executable, str(REPO / "run.py"), "hardware=ddp", f"hydra.run.dir={tmp_path}", *data_args(topic_files, tiny_models)],
@@ -157,6 +159,7 @@ def test_ddp_preset_without_a_launcher_says_how_to_launch(tmp_path, topic_files,
     assert "torchrun --nproc_per_node=N run.py hardware=ddp" in result.stdout + result.stderr
 
 
+@pytest.mark.trains
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # isinstance() over gc.get_objects() touches deprecated torch names
 def test_nothing_of_a_finished_job_stays_in_memory(tmp_path, topic_files, tiny_models):
     import gc
@@ -164,9 +167,10 @@ def test_nothing_of_a_finished_job_stays_in_memory(tmp_path, topic_files, tiny_m
     from hydra import compose, initialize_config_dir
     from transformers import PreTrainedModel, Trainer
 
-    from finetune.config import register_configs, register_resolvers
+    from finetune.config.resolvers import register_resolvers
+    from finetune.config.schemas import register_configs
     from finetune.launch import release_memory
-    from finetune.train import run
+    from finetune.training.train import run
 
     register_configs()
     register_resolvers()

@@ -4,10 +4,12 @@ import json
 import signal
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from finetune.config import FinetuneError, register_configs, register_resolvers, validate
-from tests.conftest import REPO, TINY_CONFIGS, TOPICS, read_json, read_scalars, run_py, topic_args, topic_rows
+from finetune.config.checks import validate
+from finetune.config.resolvers import register_resolvers
+from finetune.config.schemas import register_configs
+from finetune.errors import FinetuneError
+from tests.helpers import TINY_CONFIGS, TOPICS, compose_config, read_json, read_scalars, run_py, topic_args, topic_rows
 
 register_configs()
 register_resolvers()
@@ -40,6 +42,7 @@ def lora_run(tmp_path_factory, topic_files, tiny_models):
     return resumed, run_dir
 
 
+@pytest.mark.trains
 def test_lora_trains_the_adapters_and_the_head_only(lora_run):
     result, run_dir = lora_run
     sizes = TINY_CONFIGS["bert"]
@@ -56,6 +59,7 @@ def test_lora_trains_the_adapters_and_the_head_only(lora_run):
     assert f"| trainable parameters | {adapters + head:,} of {parameters['total']:,} |" in card
 
 
+@pytest.mark.trains
 def test_the_merged_model_is_a_plain_model_predicting_as_the_adapter_does(lora_run, tiny_models):
     import torch
     from peft import PeftModel
@@ -78,6 +82,7 @@ def test_the_merged_model_is_a_plain_model_predicting_as_the_adapter_does(lora_r
     assert len({max(s, key=lambda s: s["score"])["label"] for s in merged}) > 1  # a trained head, not a constant
 
 
+@pytest.mark.trains
 def test_early_stopping_stops_at_the_expected_evaluation_and_keeps_its_count_across_a_resume(lora_run):
     """Evaluations at steps 10 and 20 (the crash), then 30: the count of 1 saved at step 20 makes 30 the stop (not 40)."""
     result, run_dir = lora_run
@@ -109,12 +114,14 @@ def knobs_run(tmp_path_factory, topic_files, tiny_models):
     return result, run_dir, cwd, [json.loads(line) for line in calls.read_text().splitlines()]
 
 
+@pytest.mark.trains
 def test_a_callback_from_the_command_line_is_called(knobs_run):
     _, _, _, calls = knobs_run
     assert calls[-1] == {"event": "train_end", "step": 80, "batch_size": 4}
     assert [c["step"] for c in calls if c["event"] == "evaluate"] == [40, 80]  # the two epochs, at batch 4
 
 
+@pytest.mark.trains
 def test_auto_find_batch_size_lowers_the_batch_not_the_accumulation(knobs_run):
     """Batches above 4 "run out of memory": the Trainer tries 8, 7, 6, 5 and trains with 4, the first that fits."""
     _, run_dir, _, calls = knobs_run
@@ -125,6 +132,7 @@ def test_auto_find_batch_size_lowers_the_batch_not_the_accumulation(knobs_run):
     assert read_json(run_dir / "metrics.json")["test"]["accuracy"] >= 0.6  # gradient checkpointing still learns
 
 
+@pytest.mark.trains
 def test_mlflow_holds_the_run_with_its_flat_config_final_scores_and_model_card(knobs_run):
     import mlflow
 
@@ -133,7 +141,7 @@ def test_mlflow_holds_the_run_with_its_flat_config_final_scores_and_model_card(k
     [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.info.run_name == "run" and run.info.status == "FINISHED"
     params = run.data.params
-    assert params["config.task.max_length"] == "32" and params["config.peft._target_"] == "finetune.adapters.FullFineTuning"
+    assert params["config.task.max_length"] == "32" and params["config.peft._target_"] == "finetune.training.adapters.FullFineTuning"
     assert json.loads(params["config.task.label_names"]) == list(TOPICS)
     assert params["config.callbacks.record._target_"] == "tests.callbacks.RecordCalls"
     metrics = read_json(run_dir / "metrics.json")
@@ -143,12 +151,14 @@ def test_mlflow_holds_the_run_with_its_flat_config_final_scores_and_model_card(k
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"README.md", "metrics.json"}
 
 
+@pytest.mark.trains
 def test_the_listed_tensorboard_callback_serves_report_to_beside_the_trackers(knobs_run):
     _, run_dir, _, _ = knobs_run
     assert len(read_scalars(run_dir / "logs")["eval/accuracy"]) == 2
     assert not (run_dir / "checkpoints" / "runs").exists()  # no second, default TensorBoard folder
 
 
+@pytest.mark.trains
 def test_wandb_offline_keeps_the_run_with_its_files(knobs_run):
     _, run_dir, cwd, _ = knobs_run
     [offline] = (cwd / "wandb").glob("offline-run-*")
@@ -159,7 +169,7 @@ def test_wandb_offline_keeps_the_run_with_its_files(knobs_run):
 def test_flat_params_are_resolved_text_within_the_trackers_limit():
     from omegaconf import OmegaConf
 
-    from finetune.trackers import flat_params
+    from finetune.training.trackers import flat_params
 
     cfg = OmegaConf.create({"seed": 3, "task": {"label_names": [f"label_{i}" for i in range(1000)], "max_length": "${seed}", "files": {}}})
     params = flat_params(cfg, max_length=6000)
@@ -177,7 +187,7 @@ def test_flat_params_are_resolved_text_within_the_trackers_limit():
 def test_lora_defaults_of_each_architecture(model_type, targets, head, tiny_models):
     from transformers import AutoModelForSequenceClassification
 
-    from finetune.adapters import Lora, default_target_modules, head_modules, parameter_counts
+    from finetune.training.adapters import Lora, default_target_modules, head_modules, parameter_counts
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_models[model_type], num_labels=4, ignore_mismatched_sizes=True)
     assert default_target_modules(model) == targets and head_modules(model) == head
@@ -189,18 +199,13 @@ def test_lora_defaults_of_each_architecture(model_type, targets, head, tiny_mode
     assert parameter_counts(wrapped)["trainable"] == adapters + head_size
 
 
-def compose_config(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
-
-
 @pytest.mark.parametrize("overrides, message", [
     (["callbacks=early_stopping", "trainer.load_best_model_at_end=false"], "without trainer.load_best_model_at_end=true the run would keep the last"),
     (["callbacks=early_stopping", "trainer.eval_strategy=no", "trainer.load_best_model_at_end=false"], "set trainer.eval_strategy=epoch"),
     (["callbacks=early_stopping", "trainer.save_strategy=steps"], "trainer.save_strategy=steps differs from trainer.eval_strategy=epoch"),
     (["callbacks=early_stopping", "callbacks.early_stopping.early_stopping_patience=0"], "callbacks.early_stopping.early_stopping_patience=0: must be an integer >= 1"),
     (["+trainer.early_stopping_patience=3"], "Early stopping is a callback: callbacks=early_stopping"),
-    (["~callbacks.stop_on_signal"], "callbacks.stop_on_signal (finetune.callbacks.StopOnSignal) is required"),
+    (["~callbacks.stop_on_signal"], "callbacks.stop_on_signal (finetune.training.callbacks.StopOnSignal) is required"),
     (["+callbacks.mine=3"], "callbacks.mine must be a node with a _target_"),
     (["peft.r=16"], "peft.r is a LoRA setting, but this run fine-tunes every weight: add peft=lora."),
     (["peft=lora", "peft.lora_dropout=1.5"], "peft.lora_dropout=1.5: must be a number in [0, 1)"),
@@ -214,9 +219,9 @@ def test_inconsistent_settings_are_refused_before_any_work(overrides, message):
 def test_the_default_callbacks_are_listed_with_their_classes():
     cfg = compose_config("callbacks=early_stopping")
     assert {name: node._target_ for name, node in cfg.callbacks.items()} == {
-        "stop_on_signal": "finetune.callbacks.StopOnSignal",
-        "stop_on_non_finite_loss": "finetune.callbacks.StopOnNonFiniteLoss",
-        "tensorboard": "finetune.callbacks.ResumableTensorBoard",
-        "early_stopping": "finetune.callbacks.EarlyStopping",
+        "stop_on_signal": "finetune.training.callbacks.StopOnSignal",
+        "stop_on_non_finite_loss": "finetune.training.callbacks.StopOnNonFiniteLoss",
+        "tensorboard": "finetune.training.callbacks.ResumableTensorBoard",
+        "early_stopping": "finetune.training.callbacks.EarlyStopping",
     }
     validate(cfg)

@@ -1,0 +1,80 @@
+"""The resolvers the YAML files use (``${local_model:...}``, ``${glue_file:...}``, the run folder's name)."""
+
+import importlib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, List, Optional
+
+from omegaconf import OmegaConf
+
+missing_run_dirs = set()  # resume=<folder> named a folder that was not there: Hydra is about to create it
+
+def local_model_path(package: str, fallback: str) -> str:
+    """Resolver ``${local_model:package,hub_id}``: the folder a model package ships, else the hub id."""
+    if importlib.util.find_spec(package) is None:
+        return fallback
+    return str(importlib.import_module(package).get_model_path())
+
+
+def glue_file(glue_dir: Optional[str], relative: str, optional: Optional[str] = None) -> Optional[str]:
+    """Resolver ``${glue_file:${glue_dir},RTE/train.tsv[,optional]}``: that file of a local GLUE folder.
+
+    None without ``glue_dir`` (the task reads the hub), and None for an optional file that is
+    not there (GLUE's test sets are often left out).
+    """
+    if not glue_dir:
+        return None
+    path = Path(glue_dir).expanduser() / relative
+    return str(path) if path.is_file() or optional is None else None
+
+
+CONFIG_DIR_ENV = "FINETUNE_CONFIG_DIR"
+
+
+def config_dirs() -> List[str]:
+    """Resolver for ``hydra.searchpath``: the folders FINETUNE_CONFIG_DIR names (``:``-separated).
+
+    Each may hold ``task/``, ``model/``, ``experiment/``, ... YAML files of its own, composed as
+    if they were in ``conf/``; a preset of the same name in ``conf/`` wins.
+    """
+    value = os.environ.get(CONFIG_DIR_ENV, "")
+    folders = [Path(part).expanduser().absolute() for part in value.split(os.pathsep) if part.strip()]
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing:
+        raise SystemExit(f"{CONFIG_DIR_ENV}={value}: no such folder: {', '.join(missing)}.")
+    return [f"file://{f}" for f in folders]
+
+
+def resume_run_dir(resume: Any, new_run_dir: str) -> str:
+    """Resolver for ``hydra.run.dir``: the folder named by ``resume=<folder>``, else a new one."""
+    if not isinstance(resume, str):
+        return new_run_dir
+    if not Path(resume).expanduser().is_dir():  # Hydra is about to create it: remember it was not there
+        missing_run_dirs.add(Path(resume).expanduser().resolve())
+    return resume
+
+
+def hydra_output_subdir(resume: Any) -> Optional[str]:
+    """Resolver for ``hydra.output_subdir``: keep the resumed folder's own record of its config.
+
+    Only rank 0 of a torchrun launch writes the record: the ranks share one folder.
+    """
+    from finetune.distributed import rank
+
+    return None if resume or rank() != 0 else ".hydra"
+
+
+def register_resolvers() -> None:
+    from finetune.distributed import run_time
+
+    for name, resolver, use_cache in (
+        ("local_model", local_model_path, False),
+        ("glue_file", glue_file, False),
+        ("run_time", run_time, True),
+        ("resume_run_dir", resume_run_dir, False),
+        ("hydra_output_subdir", hydra_output_subdir, False),
+        ("config_dirs", config_dirs, False),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=use_cache)

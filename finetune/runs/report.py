@@ -1,0 +1,208 @@
+"""What a finished run leaves behind to explain itself: its pictures (the kind draws them), the
+environment it ran in, a model card, and the console summary."""
+
+import hashlib
+import importlib.metadata
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from omegaconf import DictConfig
+
+from finetune.files import replaced_atomically
+
+PACKAGES = ("torch", "transformers", "accelerate", "datasets", "tokenizers", "scikit-learn", "hydra-core", "omegaconf", "finetune")
+
+
+def write_figures(run_dir: Path, log_dir: Path, kind, metrics: Mapping[str, Any], truth: Mapping[str, Any], logits: Mapping[str, Any], title: str, step: int) -> None:
+    """Each scored split's picture (confusion matrix, per-label F1 or scatter plot) as ``<name>_<split>.png`` and in TensorBoard."""
+    import matplotlib.pyplot as plt
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir=str(log_dir)) as writer:
+        for split in truth:
+            report = metrics[split]
+            scores = ", ".join(f"{name} {report[name]:.4f}" for name in kind.metrics)
+            name, figure = kind.figure(report, truth[split], logits[split], f"{title}\n{split}: {report['rows']} rows, {scores}")
+            with replaced_atomically(run_dir / f"{name}_{split}.png") as tmp:
+                figure.savefig(tmp, format="png")
+            writer.add_figure(f"{name}/{split}", figure, global_step=step, close=True)
+            plt.close(figure)
+
+
+def data_fingerprint(splits, columns: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """Rows and a SHA-256 of the text and label columns of each split, as trained and evaluated on."""
+    fingerprint = {}
+    for name, split in splits.items():
+        digest = hashlib.sha256()
+        present = [c for c in columns if c in split.column_names]  # an unlabeled test split has no labels
+        for batch in split.select_columns(present).iter(batch_size=10_000):
+            for column in present:
+                digest.update("\x1f".join(map(str, batch[column])).encode("utf-8"))
+                digest.update(b"\x1e")
+        fingerprint[name] = {"rows": len(split), "sha256": digest.hexdigest()}
+    return fingerprint
+
+
+def code_version() -> Dict[str, Any]:
+    """The git commit of this code and whether tracked files differ from it (None outside a checkout)."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+def environment(hardware: Mapping[str, Any], data: Mapping[str, Any]) -> Dict[str, Any]:
+    def version(package: str) -> Optional[str]:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {package: version(package) for package in PACKAGES},
+        "hardware": dict(hardware),
+        "code": code_version(),
+        "command": " ".join(["python", Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "data": dict(data),
+    }
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> List[str]:
+    def cell(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+
+
+def _scored_splits(metrics: Mapping[str, Any]) -> List[str]:
+    """The splits with labels, in order: validation first, then the others that were scored."""
+    return [split for split, report in metrics.items() if split != "train" and report]
+
+
+def _score_rows(kind, metrics: Mapping[str, Any]) -> List[List[Any]]:
+    return [[split, *(metrics[split][m] for m in kind.metrics), metrics[split]["loss"], metrics[split]["rows"]] for split in _scored_splits(metrics)]
+
+
+def _per_class_rows(report: Mapping[str, Any]) -> Tuple[List[str], List[List[Any]]]:
+    """The per-class (per-label) table of a split, with whatever columns the kind gave it."""
+    per_class = report.get("per_class") or {}
+    columns = list(next(iter(per_class.values()), {}))
+    return columns, [[name, *(c[k] for k in columns)] for name, c in per_class.items()]
+
+
+def model_card(cfg: DictConfig, kind, metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any], run_name: str, task_name: Optional[str],
+               errors: Sequence[str] = ()) -> str:
+    """A Hugging Face model card: YAML front matter (base model, task, data set, results), then prose and tables."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    source = cfg.model.name_or_path
+    local_model = Path(source).expanduser().is_dir()
+    base_model = cfg.model.get("base_model") or (None if local_model else source)
+    dataset = cfg.task.path if not cfg.task.data_files.get("train") else None  # a hub data set; local files have no id
+    dataset_name = dataset or f"{task_name or 'task'} (local files)"
+    results = [
+        EvalResult(
+            task_type="text-classification", dataset_type=dataset or "local", dataset_name=dataset_name, dataset_split=split,
+            metric_type=metric, metric_name=metric, metric_value=round(metrics[split][metric], 4),
+        )
+        for split in _scored_splits(metrics)
+        for metric in kind.metrics
+    ]
+    data = ModelCardData(
+        base_model=base_model, datasets=[dataset] if dataset else None, library_name="transformers",
+        pipeline_tag="text-classification", metrics=list(kind.metrics), model_name=run_name, eval_results=results or None,
+        tags=["text-classification", kind.name.replace("_", "-"), "finetune"],
+    )
+    base = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"A local model folder (`{Path(source).name}`)"
+    data_text = f"[{dataset}](https://huggingface.co/datasets/{dataset})" if dataset else f"the local data files of task `{task_name or 'task'}`"
+    example = cfg.task.examples[0] if cfg.task.examples else "Some text to classify."
+    example_code = repr(example) if isinstance(example, str) else f"{{'text': {example[0]!r}, 'text_pair': {example[1]!r}}}"
+    body = [
+        f"# {run_name}",
+        "",
+        f"{base} fine-tuned for {kind.description.format(n=kind.num_labels)} on {data_text}, "
+        "with finetune (Hydra + the transformers `Trainer`).",
+        "",
+        "## Results",
+        "",
+        *_table(["split", *kind.metrics, "loss", "rows"], _score_rows(kind, metrics)),
+    ]
+    columns, rows = _per_class_rows(metrics.get("validation") or {})
+    if rows:
+        body += ["", "Per label (validation):", "", *_table(["label", *columns], rows)]
+    if errors:  # the top confusions, and the file with every mistake
+        body += ["", "## Errors", "", *errors]
+    body += [
+        "", "## Labels", "", *_table(["id", "label"], list(enumerate(kind.label_names))),
+        "", "## Usage", "", "```python", "from transformers import pipeline", "",
+        'classify = pipeline("text-classification", model="path/to/this/folder", top_k=None)',
+        f"classify({example_code})", "```", "",
+        "`finetune.Predictor.load(\"path/to/this/folder\")` gives the task's own output (for multi-label: the labels above their thresholds).",
+        "", "## Training", "", *_table(["hyperparameter", "value"], [[k, f"{v:g}" if isinstance(v, float) else v] for k, v in hyperparameters.items()]), "",
+    ]
+    return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(body)).content
+
+
+def hyperparameters(cfg: DictConfig, args, metrics: Mapping[str, Any], precision: str, method: str) -> Dict[str, Any]:
+    """What the model card lists under Training: the settings that shape the result (``method``: how it fine-tuned)."""
+    train = metrics["train"]
+    weights = train.get("class_weights")
+    parameters = train.get("parameters") or {}
+    return {
+        "fine-tuning": method,
+        "trainable parameters": f"{parameters['trainable']:,} of {parameters['total']:,}" if parameters else "n/a",
+        "learning rate": args.learning_rate,
+        "batch size (per device)": args.per_device_train_batch_size,
+        "gradient accumulation steps": args.gradient_accumulation_steps,
+        "epochs": args.num_train_epochs,
+        "scheduler": getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type),
+        "warmup": args.warmup_steps,
+        "weight decay": args.weight_decay,
+        "max length": cfg.task.max_length,
+        "precision": precision,
+        "seed": cfg.seed,
+        "training rows": train["samples"],
+        "steps": train["steps"],
+        "class weights": "none" if weights is None else f"{cfg.task.class_weights if isinstance(cfg.task.class_weights, str) else 'given'}: "
+        + ", ".join(f"{w:.3g}" for w in weights),
+    }
+
+
+def console_summary(kind, metrics: Mapping[str, Any], run_dir: Path, log_dir: Path) -> str:
+    """The end-of-run summary: scores per split, per class, training figures, and where to look."""
+    scored = _scored_splits(metrics)
+    names = [name for split in scored for name in (metrics[split].get("per_class") or {})]
+    width = max([len("validation")] + [len(s) for s in scored] + [len(n) for n in names])
+    header = ["split".ljust(width), *(f"{m:>9}" for m in kind.metrics), f"{'loss':>9}", f"{'rows':>7}"]
+    lines = ["", "Run summary", "", "  " + "  ".join(header)]
+    for split, *scores, count in _score_rows(kind, metrics):
+        lines.append("  " + "  ".join([split.ljust(width), *(f"{v:>9.4f}" for v in scores), f"{count:>7}"]))
+    for split in scored:
+        columns, rows = _per_class_rows(metrics[split])
+        if rows:
+            lines += ["", f"  {split + ', per class:'}", "  " + "  ".join(["label".ljust(width), *(f"{c:>9}" for c in columns)])]
+            for name, *values in rows:
+                lines.append("  " + "  ".join([name.ljust(width), *(f"{v:>9.4f}" if isinstance(v, float) else f"{v:>9}" for v in values)]))
+    train = metrics["train"]
+    lines += [
+        "",
+        f"  trained {train['epochs']:g} epoch{'' if train['epochs'] == 1 else 's'}, {train['steps']} steps, {train['samples']} rows in {train['runtime_s']:.1f} s "
+        f"({train['samples_per_second']:.1f} samples/s, padding efficiency {train['padding_efficiency']:.2f})",
+        f"  run folder   {run_dir}",
+        f"  tensorboard  tensorboard --logdir {log_dir}",
+    ]
+    return "\n".join(lines)

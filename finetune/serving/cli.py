@@ -1,0 +1,199 @@
+"""``python -m finetune.predict``: classify texts, or a file row by row, with a trained run.
+
+    python -m finetune.predict outputs/<run> "The new graphics card from Nvidia is a major breakthrough"
+    python -m finetune.predict outputs/<run> "A man plays guitar." --text-pair "Someone makes music."
+    python -m finetune.predict outputs/<run> --input test.csv --output predictions.csv
+
+    python -m finetune.predict outputs/<run> --backend onnx "..."   # the run's ONNX export (python -m finetune.export)
+
+A file is read, predicted and written a chunk of rows at a time (``--chunk-rows``), so its
+length does not change the memory needed; it is checked whole before the model loads.
+"""
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from finetune.errors import FinetuneError
+from finetune.files import write_json
+from finetune.serving.predictor import BACKENDS, Predictor, RunInfo, Text, locate, rounded, saved_kind
+from finetune.serving.tables import CHUNK_ROWS, output_suffix, read_chunks, table_writer
+from finetune.tasks.kind import TaskKind
+
+
+def parsed_labels(values: Sequence[Any], kind: TaskKind, first_row: int = 0) -> List[Any]:
+    """The labels of a label column as the kind reads them; an invalid value names its row."""
+    labels = []
+    for row, value in enumerate(values, start=first_row):
+        label = kind.parse(value)
+        if label is None:
+            raise FinetuneError(f"--input row {row + 1}: label {value!r} is {kind.expected()}.")
+        labels.append(label)
+    return labels
+
+
+@dataclass
+class InputFile:
+    """An --input file, checked: its rows, and whether it has the task's label column."""
+
+    path: Path
+    info: RunInfo
+    kind: TaskKind
+    rows: int
+    labeled: bool
+    chunk_rows: int = CHUNK_ROWS
+
+    def chunks(self) -> Iterator[Tuple[int, Any]]:
+        """(first row, DataFrame) for each chunk, in file order."""
+        first = 0
+        for chunk in read_chunks(self.path, self.info, self.chunk_rows):
+            yield first, chunk
+            first += len(chunk)
+
+
+def check_input(input_path: Path, path: Union[str, Path], chunk_rows: int = CHUNK_ROWS) -> InputFile:
+    """Read ``input_path`` once, a chunk at a time, before any model loads: columns, labels, rows.
+
+    A bad label on row 900,000 is reported before the prediction starts, not after.
+    """
+    info = locate(path)
+    kind = saved_kind(info)
+    rows, labeled = 0, False
+    for chunk in read_chunks(input_path, info, chunk_rows):
+        missing = [f for f in info.text_fields if f not in chunk.columns]
+        if missing:
+            raise FinetuneError(f"--input {input_path} has no column {', '.join(map(repr, missing))}; its columns are {list(chunk.columns)}.")
+        if rows == 0:
+            labeled = info.label_field in chunk.columns
+        if labeled:
+            if info.label_field not in chunk.columns:
+                raise FinetuneError(f"--input {input_path}: rows {rows + 1} to {rows + len(chunk)} have no '{info.label_field}' (the rows before them have).")
+            parsed_labels(chunk[info.label_field].tolist(), kind, first_row=rows)
+        rows += len(chunk)
+    return InputFile(input_path, info, kind, rows, labeled, chunk_rows)
+
+
+def check_output(output_path: Path, input_path: Optional[Path], overwrite: bool) -> None:
+    """Refuse an --output that would destroy a file: the input itself, or any existing file without --overwrite."""
+    output_suffix(output_path)
+    if output_path.is_dir():
+        raise FinetuneError(f"--output {output_path} is a folder; give a file name, e.g. {output_path / 'predictions.csv'}.")
+    if not output_path.exists():
+        return
+    if input_path is not None and input_path.exists() and output_path.resolve() == input_path.resolve():
+        raise FinetuneError(f"--output {output_path} is the --input file; write the predictions into another file.")
+    if not overwrite:
+        raise FinetuneError(f"--output {output_path} exists; add --overwrite to replace it, or choose another file.")
+
+
+def predict_file(predictor: Predictor, source: InputFile, output_path: Path, all_scores: bool) -> Optional[Dict[str, Any]]:
+    """Write each row of ``source`` with the kind's prediction columns, a chunk at a time; return the task's metrics if it has labels.
+
+    Rows keep their input order (within a chunk the model sees them sorted by length). Only
+    what the metrics need is kept across chunks: each row's label and logits, a few numbers.
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    kind, info = predictor.kind, source.info
+    truth, logits_seen = [], []
+    with table_writer(output_path) as write, tqdm(total=source.rows, desc="Predicting", unit=" rows") as bar:
+        for first, frame in source.chunks():
+            columns = [frame[f].astype(str).tolist() for f in info.text_fields]
+            logits = predictor.logits(columns[0] if len(columns) == 1 else list(zip(*columns)), progress=bar)
+            scores = kind.scores(logits)
+            for name, values in kind.output_columns(scores).items():
+                frame[name] = values
+            if all_scores and scores.ndim == 2:
+                for i, label in enumerate(kind.label_names):
+                    frame[f"score_{label}"] = scores[:, i]
+            write(frame)
+            if source.labeled:
+                truth.append(np.array(parsed_labels(frame[info.label_field].tolist(), kind, first_row=first)))
+                logits_seen.append(logits)
+    if not source.labeled:
+        return None
+    metrics = kind.report(np.concatenate(truth), np.concatenate(logits_seen))
+    write_json(output_path.with_name(output_path.stem + ".metrics.json"), metrics)
+    return metrics
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1, else the parser's error (usage and one line, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return value
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m finetune.predict", description="Predict with a trained run or model folder: classes, labels or scores.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument("path", help="a run folder (uses its model/ and task settings) or a model folder")
+    parser.add_argument("text", nargs="?", help="a text to classify")
+    parser.add_argument("--text-pair", help="the second text of a pair (premise TEXT, hypothesis --text-pair)")
+    parser.add_argument("--input", type=Path, help="a CSV, TSV, JSON/JSONL or Parquet file to classify, row by row")
+    parser.add_argument("--output", type=Path, help="where to write --input's rows with the predictions (label and score, labels, or score)")
+    parser.add_argument("--all-scores", action="store_true", help="with --output: a score_<label> column per class")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists (never the --input file)")
+    parser.add_argument("--chunk-rows", type=positive_int, default=CHUNK_ROWS,
+                        help=f"rows read, predicted and written at a time (default {CHUNK_ROWS}): memory does not grow with the file")
+    parser.add_argument("--top-k", type=positive_int, default=None, help="labels to print per text (default: all)")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--max-length", type=positive_int, default=None, help="tokens per text (default: the model's limit, at most 512)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                        help="auto: half precision on GPUs, bf16 on CPUs with native bf16, else fp32 (torch backend)")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="torch, or onnx: the run's export/ (python -m finetune.export), without PyTorch "
+                             "(default: onnx for an export folder, else torch)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="intra-op CPU threads (default: the CPUs this process may use for onnx, PyTorch's choice for torch)")
+    args = parser.parse_args(argv)
+    if (args.text is None) == (args.input is None):
+        parser.error("give either a TEXT or --input FILE")
+    if args.input is not None and args.output is None:
+        parser.error("--input needs --output FILE")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        source = None
+        if args.input is not None:  # every check on the files before the model loads
+            check_output(args.output, args.input, args.overwrite)
+            source = check_input(args.input, args.path, args.chunk_rows)
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # "Loading weights" bars: noise on a command line
+        predictor = Predictor.load(args.path, device=args.device, backend=args.backend, threads=args.threads,
+                                   batch_size=args.batch_size, max_length=args.max_length, precision=args.precision)
+        print(f"Model: {predictor.describe()}", file=sys.stderr)
+        if source is None:
+            text: Text = (args.text, args.text_pair) if args.text_pair is not None else args.text
+            print(rounded(predictor(text, top_k=args.top_k)))
+            return 0
+        metrics = predict_file(predictor, source, args.output, args.all_scores)
+    except FinetuneError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"Wrote {source.rows} rows to {args.output}")
+    if metrics is not None:
+        scores = "  ".join(f"{name} {metrics[name]:.4f}" for name in predictor.kind.metrics)
+        print(f"{scores}  on {metrics['rows']} labeled rows")
+        for name, row in (metrics.get("per_class") or {}).items():
+            print(f"  {name:<20} " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"n={v}" for k, v in row.items()))
+        print(f"Metrics and per-class report: {args.output.with_name(args.output.stem + '.metrics.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

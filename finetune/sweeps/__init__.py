@@ -1,0 +1,1 @@
+"""Sweeps: the leaderboard a sweep writes, its statistics by configuration, and paired comparisons of runs."""

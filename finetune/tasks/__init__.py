@@ -1,0 +1,1 @@
+"""Tasks: reading a data set, and what its labels mean (the kinds), how they are scored and drawn."""

@@ -1,0 +1,307 @@
+"""The `task` group: load a text data set (hub or local files), check it, tokenize it; its kind says what labels mean."""
+
+import csv
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from finetune.config.schemas import SPLIT_NAME, TaskFields
+from finetune.errors import FinetuneError
+from finetune.files import write_text
+from finetune.hub import hub_failure
+from finetune.tasks.kind import UNLABELED_MARKERS, TaskKind
+from finetune.tasks.kinds import KINDS
+
+log = logging.getLogger(__name__)
+
+LABEL = "label"  # the column name DataCollatorWithPadding and the models expect
+# builder and its options, by file extension. Text is never turned into NaN ("NA", "null"
+# are words); TSV is read as GLUE ships it, without quoting; a byte-order mark is dropped.
+LOCAL_FORMATS = {
+    ".csv": ("csv", {"keep_default_na": False, "encoding": "utf-8-sig"}),
+    ".tsv": ("csv", {"sep": "\t", "quoting": csv.QUOTE_NONE, "keep_default_na": False, "encoding": "utf-8-sig"}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
+
+
+def reader(file: Path, key: str, column_names: Optional[List[str]] = None, quoted: bool = False, text_fields: Sequence[str] = ()) -> Tuple[str, Dict[str, Any]]:
+    """The ``datasets`` builder and the pandas-style options that read ``file`` as the task says.
+
+    ``column_names`` name the columns of a file without a header line; a file whose first
+    line holds the text column names has a header and is read with it (GLUE's CoLA: the
+    train file has none, the test file has one).
+    """
+    suffix = file.suffix.lower()
+    if suffix not in LOCAL_FORMATS:
+        raise FinetuneError(f"{key}: cannot read '{file.suffix}' files ({file}); use one of {', '.join(LOCAL_FORMATS)}.")
+    builder, options = LOCAL_FORMATS[suffix]
+    options = dict(options)
+    if builder == "csv":
+        if quoted:
+            options.pop("quoting", None)
+        if column_names:
+            with file.open(encoding="utf-8-sig", errors="replace") as f:
+                first = [cell.strip().strip('"') for cell in f.readline().rstrip("\r\n").split(options.get("sep", ","))]
+            if not (text_fields and set(text_fields) <= set(first)):
+                options["names"] = list(column_names)
+    return builder, options
+
+
+SplitFiles = Dict[str, Tuple[Any, str]]  # split -> (dataset, where it came from, for messages)
+
+
+@dataclass
+class TextClassificationData(TaskFields):
+    """A task's splits: loaded, checked, labels in ``label`` as the task's kind reads them, validation always present.
+
+    Splits are ``train``, ``validation`` (picks the best checkpoint), ``test``, and any further
+    ``validation_*`` (scored too) and ``test_*`` (scored, or predicted when unlabeled).
+    """
+
+    @staticmethod
+    def config_errors(task: Any) -> List[str]:
+        """What is wrong with the ``task`` node (called by the config check, before anything loads)."""
+        from finetune.tasks.checks import task_errors
+
+        return task_errors(task)
+
+    @cached_property
+    def kind(self) -> TaskKind:
+        """What the labels mean: parsing, loss, predictions, metrics (finetune/tasks/kinds.py)."""
+        return KINDS[self.problem](self.label_names, self.metrics, self.class_weights, self.label_separator)
+
+    def load(self, seed: int):
+        """Load every split, check columns, text and labels, carve validation if missing, apply max_*_samples."""
+        from datasets import DatasetDict
+
+        raw = self._load_local() if self.data_files.get("train") else self._load_hub()
+        splits = DatasetDict({split: self._checked(ds, split, source) for split, (ds, source) in raw.items()})
+        if self.folds:
+            if "validation" in splits:  # the hub's own validation split (a validation file is refused by config.validate)
+                raise FinetuneError(f"task.folds={self.folds}: {self.path} has a validation split of its own; cross-validate on local files, or set task.folds=null.")
+            # the limit first: the folds then cover exactly the rows that are trained and validated on
+            splits["train"] = limited(splits["train"], self.max_train_samples)
+            splits["train"], splits["validation"] = self.fold_split(splits["train"], seed)
+            log.info("Fold %d of %d (seed %d): validating on %d train rows, training on the other %d",
+                     self.fold, self.folds, seed, len(splits["validation"]), len(splits["train"]))
+        elif "validation" not in splits:
+            splits["train"], splits["validation"] = self._carve_validation(splits["train"], seed)
+        splits = DatasetDict({name: splits[name] for name in sorted(splits, key=split_order)})
+        for split in splits:
+            if split == "train" and self.folds:
+                continue  # limited before the folds were cut
+            limit = self.max_train_samples if split == "train" else self.max_eval_samples if split.startswith("validation") else self.max_test_samples
+            splits[split] = limited(splits[split], limit)
+        return splits
+
+    def fold_split(self, train, seed: int):
+        """``(train, validation)``: fold ``task.fold`` of ``task.folds`` seeded folds of ``train`` is validation.
+
+        Stratified (each fold keeps the label mix) where labels are classes and every class has a
+        row for each fold; otherwise plain folds. The same seed cuts the same folds, so the K
+        runs of one seed validate on disjoint parts that together are all of train.
+        """
+        import numpy as np
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        labels = label_array(train)
+        if len(train) < 2 * self.folds:
+            raise FinetuneError(f"task.folds={self.folds} needs at least {2 * self.folds} train rows (two per fold), got {len(train)}: lower task.folds.")
+        counts = np.bincount(labels) if self.kind.stratify else np.array([])
+        stratify = bool(self.kind.stratify and counts[counts > 0].min() >= self.folds)
+        splitter = (StratifiedKFold if stratify else KFold)(n_splits=self.folds, shuffle=True, random_state=seed)
+        train_rows, validation_rows = list(splitter.split(np.zeros(len(train)), labels if stratify else None))[self.fold]
+        return train.select(train_rows), train.select(validation_rows)
+
+    def _carve_validation(self, train, seed: int):
+        """A seeded validation split out of train: stratified where labels are classes and every class
+        can give a row to both sides; otherwise (multi-label, regression, a class of one row) random."""
+        import math
+
+        import numpy as np
+
+        size = self.validation_size if self.validation_size < 1 else int(self.validation_size)
+        stratify = self.kind.stratify and bool(np.bincount(label_array(train)).min() >= 2)
+        rows = len(train)
+        classes = int((np.bincount(label_array(train)) > 0).sum()) if stratify else 1  # each class on both sides
+        held_out = math.ceil(size * rows) if size < 1 else size  # as train_test_split counts a fraction
+        if not classes <= held_out <= rows - classes:
+            example = min(max(classes, round(rows / 10)), rows - classes)
+            none_left = ", which leaves no training rows" if held_out >= rows else ""
+            over = f"a split stratified over {classes} classes needs" if stratify else "it must be"
+            raise FinetuneError(
+                f"task.validation_size={size} holds out {held_out} of the {rows} train rows{none_left}; {over} "
+                f"{classes} to {rows - classes}: e.g. task.validation_size={example}, or give task.data_files.validation."
+            )
+        held_out_split = train.train_test_split(test_size=size, stratify_by_column=LABEL if stratify else None, seed=seed)
+        return held_out_split["train"], held_out_split["test"]
+
+    def _load_hub(self) -> SplitFiles:
+        from datasets import load_dataset
+
+        try:
+            loaded = load_dataset(self.path, self.name)
+        except Exception as error:  # datasets raises many kinds; every one means "not fetched"
+            raise FinetuneError(hub_failure("data set", "/".join(filter(None, [self.path, self.name])), error)) from error
+        renamed = {self.split_names.get(split, split): split for split in loaded}
+        return {ours: (loaded[hub], f"{self.path} [{hub}]") for ours, hub in renamed.items() if SPLIT_NAME.match(ours)}
+
+    def _load_local(self) -> SplitFiles:
+        from datasets import load_dataset
+
+        loaded = {}
+        for split, path in self.data_files.items():
+            if not path:
+                continue
+            key = f"task.data_files.{split}"
+            file = Path(path).expanduser()
+            if not file.is_file():
+                raise FinetuneError(f"{key}: no such file: {path}")
+            builder, options = reader(file, key, self.column_names, self.quoted, self.text_fields)
+            try:
+                with quieted("datasets"):  # the error is reported once, below
+                    loaded[split] = (load_dataset(builder, data_files={split: str(file)}, split=split, **options), path)
+            except Exception as error:
+                raise _read_error(error, key, path, file) from error
+        return loaded
+
+    def _checked(self, ds, split: str, source: str):
+        """Check text columns and labels row by row; return the split with the parsed labels in ``label``."""
+        renames = {old: new for old, new in self.rename_columns.items() if old in ds.column_names and new not in ds.column_names}
+        if renames:  # the same preset reads the hub's columns and the original files' (GLUE's "#1 String", "Quality")
+            ds = ds.rename_columns(renames)
+        missing = [f for f in self.text_fields if f not in ds.column_names]
+        if missing:
+            hint = " (a file without a header line needs task.column_names)" if not self.column_names else ""
+            raise FinetuneError(
+                f"{source}: no column {', '.join(map(repr, missing))} (task.text_fields). "
+                f"Its columns are {ds.column_names}; set task.text_fields to the text column(s){hint}."
+            )
+        if len(ds) == 0:
+            raise FinetuneError(f"{source}: the {split} split has no rows.")
+        if self.label_field not in ds.column_names:
+            if not split.startswith("test"):
+                raise FinetuneError(
+                    f"{source}: no label column '{self.label_field}'. Its columns are {ds.column_names}; set task.label_field."
+                )
+            labeled = False  # an unlabeled test file: predict it
+        else:
+            labeled = not (split.startswith("test") and all(v in UNLABELED_MARKERS for v in ds[self.label_field]))
+        kind = self.kind
+
+        def check(batch: Dict[str, List], rows: List[int]) -> Dict[str, List]:
+            for field in self.text_fields:
+                for row, text in zip(rows, batch[field]):
+                    if not isinstance(text, str) or not text.strip():
+                        raise FinetuneError(f"{source}: row {row + 1} has no text in column '{field}' ({text!r}); fill or remove that row.")
+            if not labeled:
+                return {}
+            labels = []
+            for row, value in zip(rows, batch[self.label_field]):
+                label = kind.parse(value)
+                if label is None:
+                    raise FinetuneError(f"{source}: row {row + 1} has label {value!r}, which is {kind.expected()}. Fix that row, or task.label_names.")
+                labels.append(label)
+            return {LABEL: labels}
+
+        other = [c for c in ds.column_names if c not in self.text_fields]  # only text and label go on
+        # Cached like every map: the tokenized splits derive from this one, and only data on disk
+        # lets datasets cache them, so a second run on the same data skips tokenization.
+        checked = ds.map(check, batched=True, with_indices=True, remove_columns=other, desc=f"Checking {split}")
+        return checked.cast_column(LABEL, kind.label_feature()) if labeled else checked
+
+    def is_labeled(self, ds) -> bool:
+        return LABEL in ds.column_names
+
+    def summary(self, splits) -> str:
+        """Rows, columns and labels of each split, one line each."""
+        lines = ["Dataset summary:"]
+        for split, ds in splits.items():
+            label_text = self.kind.describe(label_array(ds)) if self.is_labeled(ds) else "unlabeled"
+            lines.append(f"  {split:<10} {len(ds):>7} rows  columns: {', '.join(ds.column_names)}  labels: {label_text}")
+        return "\n".join(lines)
+
+    def check_max_length(self, tokenizer, model_name: str) -> None:
+        limit = tokenizer.model_max_length
+        if limit and limit < 1_000_000 and self.max_length > limit:  # XLNet and others report ~1e30: no limit
+            raise FinetuneError(
+                f"task.max_length={self.max_length} is more than {model_name} accepts ({limit} tokens); set task.max_length={limit} or less."
+            )
+
+    def tokenize(self, splits, tokenizer, num_proc: Optional[int]):
+        """Token ids per row, unpadded: the collator pads each batch only to its longest row."""
+
+        def encode(batch: Dict[str, List]) -> Dict[str, List]:
+            return tokenizer(*(batch[f] for f in self.text_fields), truncation=True, max_length=self.max_length)
+
+        from datasets import DatasetDict
+
+        return DatasetDict(
+            {
+                name: split.map(
+                    encode,
+                    batched=True,
+                    num_proc=num_proc,
+                    remove_columns=[c for c in split.column_names if c != LABEL],
+                    desc=f"Tokenizing {name}",
+                )
+                for name, split in splits.items()
+            }
+        )
+
+    def predictions_path(self, run_dir: Path, split: str) -> Path:
+        return run_dir / self.predictions_files.get(split, f"{split}_predictions.tsv")
+
+    def write_predictions(self, path: Path, predictions) -> None:
+        """A GLUE-style submission file: ``index`` and ``prediction`` (label name or id, or score)."""
+        as_ids = self.predictions_as == "id"
+        rows = "".join(f"{i}\t{self.kind.prediction_cell(p, as_ids)}\n" for i, p in enumerate(predictions))
+        write_text(path, "index\tprediction\n" + rows)
+
+
+def limited(split, limit: Optional[int]):
+    """The first ``limit`` rows of a split (all of them for None)."""
+    return split if limit is None else split.select(range(min(limit, len(split))))
+
+
+def split_order(name: str) -> Tuple[int, str]:
+    """train, validation, validation_*, test, test_*: the order splits are shown and scored in."""
+    return (0 if name == "train" else 1 if name.startswith("validation") else 2, name)
+
+
+@contextmanager
+def quieted(logger_name: Optional[str], level: int = logging.CRITICAL) -> Iterator[None]:
+    """A library's logger (the root logger for None) shows only ``level`` and above inside the block."""
+    logger = logging.getLogger(logger_name)
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def _read_error(error: Exception, key: str, path: str, file: Path) -> FinetuneError:
+    """One message for a data file that could not be read: what is wrong and what to do."""
+    cause = error.__cause__ or error
+    kind = file.suffix[1:].upper()
+    if file.stat().st_size == 0 or "corresponds to no data" in str(cause):
+        return FinetuneError(f"{key}: {path} has no rows.")
+    if isinstance(cause, UnicodeDecodeError):
+        return FinetuneError(
+            f"{key}: {path} is not valid UTF-8 (byte {cause.object[cause.start:cause.start + 1]!r}: {cause.reason}); save it as UTF-8, "
+            f"e.g. iconv -f latin1 -t utf-8 {file.name} > {file.stem}.utf8{file.suffix}"
+        )
+    if kind in ("CSV", "TSV"):
+        return FinetuneError(f"{key}: {path} is not valid {kind}: {str(cause).strip().split('. ', 1)[-1]}. Fix that line (quote fields that hold the separator).")
+    return FinetuneError(f"{key}: could not read {path} as {kind}: {cause}")
+
+
+def label_array(ds):
+    """The label ids of a split as one numpy array, without reading the text columns."""
+    return ds.select_columns([LABEL]).with_format("numpy")[:][LABEL]

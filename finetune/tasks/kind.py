@@ -1,0 +1,197 @@
+"""Task kinds: everything that depends on what a task's labels mean, in one place.
+
+``task.problem`` picks one of ``KINDS`` (finetune/tasks/kinds.py). A kind reads and checks label cells, sets up the
+model's head (``num_labels``, ``problem_type``), computes the loss (with class weights),
+turns logits into scores and predictions, computes the task's metrics and the per-split
+report, draws that report, and shapes what the ``Predictor`` returns. The rest of the code
+asks the kind and never branches on it: a new kind is one new class, in a file of its own.
+"""
+
+import logging
+import math
+from abc import ABC, abstractmethod
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from finetune.tasks.metrics import compute
+
+log = logging.getLogger(__name__)
+UNLABELED_MARKERS = (-1, "-1", None)  # the hub's marker for a test split without labels (GLUE)
+
+
+def label_index(value: Any, ids: Dict[str, int]) -> Optional[int]:
+    """A label given as a name, an int, or an int written as text; None if it is none of those."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        if value in ids:
+            return ids[value]
+        stripped = value.strip()
+        if stripped.lstrip("-").isdigit():
+            return int(stripped)
+        return ids.get(stripped)
+    return None
+
+
+class TaskKind(ABC):
+    """The interface every kind implements; shared plumbing lives here."""
+
+    name = ""
+    description = ""  # for the model card: "text classification ({n} classes)"
+    problem_type = ""  # transformers' config.problem_type: what pipeline() and the model's own loss follow
+    default_metrics: Tuple[str, ...] = ()
+    stratify = False  # carve validation keeping the label mix (only where labels are classes)
+
+    def __init__(self, label_names: Sequence[str], metrics: Sequence[str] = (), class_weights: Any = None, label_separator: str = ","):
+        self.label_names = list(label_names)
+        self.metrics = list(metrics) or list(self.default_metrics)
+        self.class_weights_setting = class_weights
+        self.separator = label_separator
+        self.ids = {name: i for i, name in enumerate(self.label_names)}
+        self.weights: Optional[List[float]] = None  # the loss weights in use, after fit()
+
+    # --- labels -----------------------------------------------------------------------
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @abstractmethod
+    def parse(self, value: Any):
+        """A label cell as the model trains on it, or None if the cell is not a valid label."""
+
+    @abstractmethod
+    def expected(self) -> str:
+        """What a valid label cell looks like, for error messages."""
+
+    @abstractmethod
+    def label_feature(self):
+        """The datasets feature the parsed labels are stored as."""
+
+    @abstractmethod
+    def describe(self, labels) -> str:
+        """The labels of one split, in a few words, for the data summary."""
+
+    def config_errors(self) -> List[str]:
+        """Settings that cannot work for this kind (checked before any data is read)."""
+        errors = []
+        if self.num_labels < 2:
+            errors.append(f"task.label_names lists {self.num_labels} name(s): a {self.name} task needs its class names, in label-id order.")
+        weights = self.class_weights_setting
+        if weights is not None and weights != "balanced":
+            if not isinstance(weights, (list, tuple)) or len(weights) != self.num_labels:
+                errors.append(f"task.class_weights must be null, 'balanced' or a list of {self.num_labels} positive numbers (one per label), got {weights!r}.")
+            elif not all(isinstance(w, (int, float)) and math.isfinite(w) and w > 0 for w in weights):
+                errors.append(f"task.class_weights must be positive numbers, got {list(weights)}.")
+        return errors
+
+    # --- model and loss -----------------------------------------------------------------
+    def model_config(self) -> Dict[str, Any]:
+        """The keyword arguments that give a pretrained encoder this task's head."""
+        return {
+            "num_labels": self.num_labels,
+            "problem_type": self.problem_type,
+            "id2label": dict(enumerate(self.label_names)),
+            "label2id": dict(self.ids),
+        }
+
+    def fit(self, train_labels) -> Optional[List[float]]:
+        """Set the loss weights from ``task.class_weights`` (``balanced``: from the training labels)."""
+        setting = self.class_weights_setting
+        if setting is None:
+            self.weights = None
+        elif setting == "balanced":
+            self.weights = self._balanced_weights(train_labels)
+        else:
+            self.weights = [float(w) for w in setting]
+        if self.weights is not None:
+            log.info("Loss weights (task.class_weights=%s): %s", setting if setting == "balanced" else "list",
+                     ", ".join(f"{n}: {w:.3g}" for n, w in zip(self.label_names, self.weights)))
+        return self.weights
+
+    @abstractmethod
+    def _balanced_weights(self, train_labels) -> List[float]:
+        """Loss weights from the training labels, for task.class_weights=balanced."""
+
+    def _weight_tensor(self, like):
+        import torch
+
+        return None if self.weights is None else torch.tensor(self.weights, dtype=torch.float32, device=like.device)
+
+    @abstractmethod
+    def loss(self, logits, labels):
+        """The training and evaluation loss: a mean over the batch."""
+
+    # --- predictions and metrics ----------------------------------------------------------
+    @abstractmethod
+    def scores(self, logits):
+        """Probabilities (classes) or values (regression) from a numpy array of logits."""
+
+    @abstractmethod
+    def predict(self, scores):
+        """What the model predicts: class ids, a 0/1 matrix, or values."""
+
+    def evaluate(self, truth, logits) -> Dict[str, float]:
+        """The task's metrics (``task.metrics``) on one split."""
+        return compute(self.metrics, truth, self.predict(self.scores(logits)))
+
+    def report(self, truth, logits) -> Dict[str, Any]:
+        """What metrics.json holds for a scored split: rows and metrics, plus the kind's details."""
+        return {"rows": int(len(truth)), **self.evaluate(truth, logits)}
+
+    agreement_rule = "the same prediction"
+
+    def agreement(self, reference_logits, other_logits) -> float:
+        """The share of rows on which two models predict the same (``agreement_rule``): an export against its source."""
+        first, second = (self.predict(self.scores(logits)) for logits in (reference_logits, other_logits))
+        same = (first == second).reshape(len(first), -1).all(axis=1)
+        return float(same.mean()) if len(same) else 1.0
+
+    def calibrate(self, truth, logits) -> None:
+        """Fit what predictions depend on besides the weights, on the validation split (nothing for most kinds)."""
+
+    def model_files(self) -> Dict[str, Any]:
+        """JSON files saved beside the model that later predictions need (name -> content)."""
+        return {}
+
+    def prepare_model(self, model) -> None:
+        """Adjust a freshly loaded model's head to the training labels (nothing for most kinds)."""
+
+    @abstractmethod
+    def figure(self, report: Dict[str, Any], truth, logits, title: str):
+        """``(name, figure)``: the picture of a scored split, saved as ``<name>_<split>.png``."""
+
+    @abstractmethod
+    def output(self, row_scores, top_k: Optional[int] = None) -> Any:
+        """What the ``Predictor`` returns for one text, given its scores."""
+
+    @abstractmethod
+    def prediction_cell(self, prediction, as_ids: bool = False) -> str:
+        """One cell of a submission file (``index<TAB>prediction``)."""
+
+    @abstractmethod
+    def output_columns(self, scores) -> Dict[str, List[Any]]:
+        """The columns ``finetune.predict --output`` adds to a file."""
+
+    # --- per-example predictions and errors (predictions_<split>.parquet, misclassified_<split>.csv) ---
+    @abstractmethod
+    def example_columns(self, truth, scores) -> Dict[str, List[Any]]:
+        """One value per row: ``gold`` and ``predicted`` (as label cells read them back), how right
+        and how sure the model was, and the scores behind the prediction."""
+
+    def gold_and_predicted(self, table) -> Tuple[Any, Any]:
+        """The gold labels and predictions of a saved ``example_columns`` table, as the metrics take them."""
+        import numpy as np
+
+        return tuple(np.asarray([self.parse(cell) for cell in table[column]]) for column in ("gold", "predicted"))
+
+    def mistakes(self, table):
+        """The rows the model got wrong, most confident first: the errors most worth reading."""
+        return table[~table["correct"]].sort_values("confidence", ascending=False, kind="stable")
+
+    def confusions(self, mistakes, top: int = 5) -> List[Tuple[str, str, int]]:
+        """The most frequent ``(gold, predicted, rows)`` among the mistakes."""
+        counts = mistakes.groupby(["gold", "predicted"], sort=False).size().sort_values(ascending=False, kind="stable")
+        return [(str(gold), str(predicted), int(n)) for (gold, predicted), n in counts.head(top).items()]

@@ -1,0 +1,101 @@
+"""Single-label classification: one class per text, softmax and cross-entropy."""
+
+import logging
+from typing import Any, Dict, List, Optional
+
+from finetune.errors import FinetuneError
+from finetune.tasks.kind import TaskKind, label_index
+
+log = logging.getLogger(__name__)
+
+class SingleLabel(TaskKind):
+    """One class per row out of ``label_names``; softmax and (weighted) cross-entropy."""
+
+    name = "single_label"
+    description = "text classification ({n} classes)"
+    problem_type = "single_label_classification"
+    default_metrics = ("accuracy", "f1_macro")
+    stratify = True
+    agreement_rule = "the same predicted class"
+
+    def parse(self, value: Any) -> Optional[int]:
+        label_id = label_index(value, self.ids)
+        return label_id if label_id is not None and 0 <= label_id < self.num_labels else None
+
+    def expected(self) -> str:
+        return f"neither one of task.label_names {self.label_names} nor an id 0-{self.num_labels - 1}"
+
+    def label_feature(self):
+        from datasets import ClassLabel
+
+        return ClassLabel(names=self.label_names)
+
+    def describe(self, labels) -> str:
+        import numpy as np
+
+        counts = np.bincount(np.asarray(labels, dtype=int), minlength=self.num_labels)
+        return ", ".join(f"{name}: {count}" for name, count in zip(self.label_names, counts))
+
+    def _balanced_weights(self, train_labels) -> List[float]:
+        import numpy as np
+
+        counts = np.bincount(np.asarray(train_labels, dtype=int), minlength=self.num_labels)
+        if (counts == 0).any():
+            missing = [n for n, c in zip(self.label_names, counts) if c == 0]
+            raise FinetuneError(f"task.class_weights=balanced: no training row has the label(s) {missing}; give the weights as a list instead.")
+        return (counts.sum() / (self.num_labels * counts)).tolist()  # scikit-learn's "balanced"
+
+    def loss(self, logits, labels):
+        import torch.nn.functional as F
+
+        return F.cross_entropy(logits.float().view(-1, self.num_labels), labels.view(-1), weight=self._weight_tensor(logits))
+
+    def scores(self, logits):
+        import scipy.special
+
+        return scipy.special.softmax(logits.astype("float64"), axis=-1)
+
+    def predict(self, scores):
+        return scores.argmax(axis=-1)
+
+    def report(self, truth, logits) -> Dict[str, Any]:
+        from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+        predicted = self.predict(self.scores(logits))
+        indices = list(range(self.num_labels))
+        precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=indices, zero_division=0)
+        return {
+            **super().report(truth, logits),
+            "per_class": {
+                name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+                for i, name in enumerate(self.label_names)
+            },
+            "confusion_matrix": {"labels": self.label_names, "rows_true_columns_predicted": confusion_matrix(truth, predicted, labels=indices).tolist()},
+        }
+
+    def figure(self, report, truth, logits, title):
+        from finetune.tasks.figures import confusion_figure
+
+        return "confusion", confusion_figure(report["confusion_matrix"]["rows_true_columns_predicted"], self.label_names, title)
+
+    def output(self, row_scores, top_k=None):
+        ranked = sorted(zip(self.label_names, row_scores.tolist()), key=lambda pair: -pair[1])
+        return [{"label": label, "score": score} for label, score in ranked[:top_k]]
+
+    def prediction_cell(self, prediction, as_ids=False):
+        return str(int(prediction)) if as_ids else self.label_names[int(prediction)]
+
+    def output_columns(self, scores):
+        predicted = self.predict(scores)
+        return {"predicted_label": [self.label_names[i] for i in predicted], "score": scores.max(axis=1).tolist()}
+
+    def example_columns(self, truth, scores):
+        predicted = self.predict(scores)
+        truth = [int(t) for t in truth]
+        return {
+            "gold": [self.label_names[t] for t in truth],
+            "predicted": [self.label_names[p] for p in predicted],
+            "correct": (predicted == truth).tolist(),
+            "confidence": scores.max(axis=1).tolist(),  # the probability of the predicted class
+            **{f"p_{name}": scores[:, i].tolist() for i, name in enumerate(self.label_names)},
+        }

@@ -1,0 +1,94 @@
+"""The `hardware` group: pick the device and number format, and turn them into TrainingArguments."""
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from finetune.config.schemas import HardwareFields
+from finetune.devices import cpu_has_native_bf16, resolve_precision
+from finetune.distributed import world_size
+from finetune.errors import FinetuneError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Hardware(HardwareFields):
+    def resolve(self) -> Dict[str, Any]:
+        """The TrainingArguments this hardware setting implies (trainer.* settings win over them)."""
+        import torch
+
+        if self.distributed and world_size() <= 1:
+            raise FinetuneError(
+                "hardware=ddp runs one process per device and needs a launcher: "
+                "torchrun --nproc_per_node=N run.py hardware=ddp ... (or accelerate launch --multi_gpu --num_processes N run.py hardware=ddp ...)"
+            )
+        cuda = torch.cuda.is_available()
+        if self.device == "cuda" and not cuda:
+            raise FinetuneError("hardware.device=cuda but PyTorch sees no CUDA GPU. Use hardware=auto or hardware=cpu.")
+        on_gpu = cuda and self.device != "cpu"
+        precision = resolve_precision(self.precision, on_gpu, "hardware.precision")
+        args: Dict[str, Any] = {
+            "use_cpu": not on_gpu,
+            "bf16": precision == "bf16",
+            "fp16": precision == "fp16",
+            "dataloader_num_workers": self.dataloader_num_workers,
+            "dataloader_pin_memory": on_gpu and self.pin_memory is not False,
+            "torch_compile": self.torch_compile,
+        }
+        if on_gpu and self.tf32 and torch.cuda.get_device_capability()[0] >= 8:
+            args["tf32"] = True
+        # Set either way: the library's default optimizer depends on its version and torch's.
+        args["optim"] = "adamw_torch_fused" if self.fused_optimizer else "adamw_torch"
+        if world_size() > 1:
+            args["ddp_find_unused_parameters"] = False  # classifiers use every parameter: skip the search
+        self.precision_used = precision
+        self.on_gpu = on_gpu
+        self.padding_multiple = self.pad_to_multiple_of or (8 if on_gpu or self.torch_compile else 1)
+        self.integer_dropout = self.fast_dropout if self.fast_dropout is not None else not on_gpu
+        self.resolved = args
+        return args
+
+    def summary(self) -> Dict[str, Any]:
+        """Device, precision and processes, as recorded in environment.json."""
+        import torch
+
+        if self.on_gpu:
+            device = {
+                "device": "CUDA", "gpu": torch.cuda.get_device_name(torch.cuda.current_device()), "tf32": bool(self.resolved.get("tf32")),
+                "pin_memory": self.resolved["dataloader_pin_memory"],
+            }
+        else:
+            device = {"device": "CPU", "threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_native_bf16()}
+        return {
+            **device, "precision": self.precision_used, "fused_adamw": self.resolved.get("optim") == "adamw_torch_fused",
+            "pad_to_multiple_of": self.padding_multiple, "fast_dropout": self.integer_dropout, "torch_compile": self.torch_compile,
+            "processes": world_size(),
+        }
+
+    def describe(self) -> str:
+        info = self.summary()
+        on = lambda flag: "on" if flag else "off"  # noqa: E731
+        device = f"Using device: CUDA\nGPU: {info['gpu']}" if self.on_gpu else f"Using device: CPU ({info['threads']} threads)"
+        if self.on_gpu:
+            device += f"\nTF32: {on(info['tf32'])}, pinned memory: {on(info['pin_memory'])}"
+        padding = f"multiples of {self.padding_multiple} tokens" if self.padding_multiple > 1 else "to the longest row"
+        processes = f"\nProcesses: {info['processes']} (data parallel)" if info["processes"] > 1 else ""
+        return (
+            f"{device}\nPrecision: {self.precision_used}, fused AdamW: {on(info['fused_adamw'])}, batch padding: {padding}, "
+            f"fast dropout: {on(self.integer_dropout)}, torch.compile: {on(self.torch_compile)}{processes}"
+        )
+
+    def prepare_model(self, model) -> None:
+        """What this hardware changes in the model before training: dropout's masks (``fast_dropout``)."""
+        if self.integer_dropout:
+            from finetune.training.dropout import use_integer_mask_dropout
+
+            log.debug("Dropout layers with integer masks: %d", use_integer_mask_dropout(model))
+
+    def tokenizer_processes(self, rows: int) -> Optional[int]:
+        """Processes for tokenization: worth it only on data large enough to amortise the start-up."""
+        if self.num_proc is not None:
+            return self.num_proc if self.num_proc > 1 else None
+        return min(os.cpu_count() or 1, 8) if rows >= 50_000 else None
