@@ -21,6 +21,15 @@ def _no_files() -> Dict[str, Optional[str]]:
 
 
 @dataclass
+class LongTextFields:  # task.long_text: how texts longer than max_length are read (finetune/tasks/windows.py)
+    strategy: str = "truncate"  # truncate | head_tail | chunks
+    head_tokens: Optional[int] = None  # head_tail: tokens kept from the start; null: a quarter of max_length
+    stride: Optional[int] = None  # chunks: tokens two neighbouring windows share; null: half the window
+    aggregation: str = "mean"  # chunks: mean | max | vote over a document's windows
+    max_train_windows: Optional[int] = 8  # chunks: windows per training document at most, evenly spread; null: all
+
+
+@dataclass
 class TaskFields:
     problem: str = "single_label"  # single_label | multi_label | regression: see finetune/kinds.py
     path: Optional[str] = None  # hub dataset id, used when data_files.train is not set
@@ -37,6 +46,7 @@ class TaskFields:
     label_separator: str = ","  # multi_label: a cell such as "3,17" or "joy,surprise"
     class_weights: Any = None  # null | balanced | [w0, w1, ...]: weighs the loss per class
     max_length: int = 128
+    long_text: LongTextFields = field(default_factory=LongTextFields)
     validation_size: float = 0.1  # carved from train when there is no validation split: fraction, or rows if >= 1
     folds: Optional[int] = None  # k-fold cross-validation: split train into this many folds (seeded) ...
     fold: int = 0  # ... and validate on this one, 0 to folds - 1, training on the others

@@ -146,6 +146,7 @@ def model_card(cfg: DictConfig, kind, metrics: Mapping[str, Any], hyperparameter
         body += ["", "Per label (validation):", "", *_table(["label", *columns], rows)]
     if errors:  # the top confusions, and the file with every mistake
         body += ["", "## Errors", "", *errors]
+    body += _long_text_lines(metrics["train"], cfg.task.max_length)
     body += [
         "", "## Labels", "", *_table(["id", "label"], list(enumerate(kind.label_names))),
         "", "## Usage", "", "```python", "from transformers import pipeline", "",
@@ -155,6 +156,25 @@ def model_card(cfg: DictConfig, kind, metrics: Mapping[str, Any], hyperparameter
         "", "## Training", "", *_table(["hyperparameter", "value"], [[k, f"{v:g}" if isinstance(v, float) else v] for k, v in hyperparameters.items()]), "",
     ]
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(body)).content
+
+
+def _long_text_lines(train: Mapping[str, Any], max_length: int) -> List[str]:
+    """The model card's "Long texts": how many rows were longer than the window, and how the model read them."""
+    lengths = train.get("token_lengths") or {}
+    if not lengths:
+        return []
+    reading = train.get("long_text") or {"strategy": "truncate"}
+    how = {
+        "truncate": f"cut after their first {max_length} tokens",
+        "head_tail": f"read as their first and last tokens ({max_length} in all; `task.long_text.head_tokens` from the start)",
+        "chunks": f"read as windows of {max_length} tokens whose scores are aggregated per text ({reading.get('aggregation')})",
+    }[reading["strategy"]]
+    rows = [[split, f"{s['median_tokens']:.0f}", f"{s['p90_tokens']:.0f}", f"{100 * s['share_over_max_length']:.1f}%"] for split, s in lengths.items()]
+    return [
+        "", "## Long texts", "", f"Texts longer than {max_length} tokens were {how} (`task.long_text.strategy={reading['strategy']}`). "
+        "`finetune.Predictor` and `finetune.predict` read them the same way; a plain `pipeline` on this folder truncates them.", "",
+        *_table(["split", "median tokens", "90th percentile", f"longer than {max_length}"], rows),
+    ]
 
 
 def hyperparameters(cfg: DictConfig, args, metrics: Mapping[str, Any], precision: str, method: str) -> Dict[str, Any]:

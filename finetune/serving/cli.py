@@ -21,6 +21,7 @@ from finetune.files import write_json
 from finetune.serving.predictor import BACKENDS, Predictor, RunInfo, Text, locate, rounded, saved_kind
 from finetune.serving.tables import CHUNK_ROWS, output_suffix, read_chunks, table_writer
 from finetune.tasks.kind import TaskKind
+from finetune.tasks.windows import STRATEGIES
 
 
 def parsed_labels(values: Sequence[Any], kind: TaskKind, first_row: int = 0) -> List[Any]:
@@ -116,6 +117,8 @@ def predict_file(predictor: Predictor, source: InputFile, output_path: Path, all
     if not source.labeled:
         return None
     metrics = kind.report(np.concatenate(truth), np.concatenate(logits_seen))
+    metrics["long_text"] = {**predictor.long_text.as_dict(), "tokens": predictor.tokens_scored, "windows_per_document":
+                            (predictor.windows_scored or source.rows) / max(source.rows, 1)}
     write_json(output_path.with_name(output_path.stem + ".metrics.json"), metrics)
     return metrics
 
@@ -148,6 +151,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--top-k", type=positive_int, default=None, help="labels to print per text (default: all)")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--max-length", type=positive_int, default=None, help="tokens per text (default: the model's limit, at most 512)")
+    parser.add_argument("--long-text", choices=STRATEGIES, default=None,
+                        help="how to read texts longer than --max-length: truncate, head_tail or chunks (default: as the run was trained)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                         help="auto: half precision on GPUs, bf16 on CPUs with native bf16, else fp32 (torch backend)")
@@ -175,8 +180,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         transformers_logging.disable_progress_bar()  # "Loading weights" bars: noise on a command line
         predictor = Predictor.load(args.path, device=args.device, backend=args.backend, threads=args.threads,
-                                   batch_size=args.batch_size, max_length=args.max_length, precision=args.precision)
-        print(f"Model: {predictor.describe()}", file=sys.stderr)
+                                   batch_size=args.batch_size, max_length=args.max_length, precision=args.precision,
+                                   long_text=args.long_text)
+        print(f"Model: {predictor.describe()}; long texts: {predictor.long_text.describe()}", file=sys.stderr)
         if source is None:
             text: Text = (args.text, args.text_pair) if args.text_pair is not None else args.text
             print(rounded(predictor(text, top_k=args.top_k)))

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from finetune.errors import FinetuneError
 from finetune.tasks.kind import TaskKind
 from finetune.tasks.kinds import kind_for_model
+from finetune.tasks.windows import STRATEGIES, LongText, Windowing, encode_windows
 
 Text = Union[str, Tuple[str, str]]  # a text, or a (first, second) pair
 Output = Any  # what the task's kind returns for one text: ranked labels, labels above thresholds, or {"score": x}
@@ -36,6 +37,7 @@ class RunInfo:
     column_names: Optional[List[str]] = None  # how the task's files were read
     quoted: bool = False
     rename_columns: Dict[str, str] = field(default_factory=dict)
+    long_text: Dict[str, Any] = field(default_factory=dict)  # task.long_text: how the run read long texts; empty: truncate
     export_dir: Optional[Path] = None  # the ONNX export: the folder itself, or the run's export/
 
     def task_settings(self) -> Dict[str, Any]:
@@ -64,6 +66,7 @@ def locate(path: Union[str, Path]) -> RunInfo:
         info.metrics, info.label_separator = list(task.get("metrics") or []), task.get("label_separator", ",")
         info.column_names, info.quoted = task.get("column_names"), task.get("quoted", False)
         info.rename_columns = dict(task.get("rename_columns") or {})
+        info.long_text = LongText.of(task.get("long_text")).as_dict()
     if (path / EXPORT_DIR / EXPORT_INFO).is_file():
         info.export_dir = path / EXPORT_DIR
     return info
@@ -161,13 +164,16 @@ class Predictor:
     the labels above their thresholds (multi-label), or ``{"score": x}`` (regression).
     """
 
-    def __init__(self, model, tokenizer, kind: Optional[TaskKind] = None, batch_size: int = 64, max_length: Optional[int] = None, precision: str = "auto"):
-        """``model``: a PyTorch model, or an ``OnnxModel`` (whose precision was fixed when it was exported)."""
+    def __init__(self, model, tokenizer, kind: Optional[TaskKind] = None, batch_size: int = 64, max_length: Optional[int] = None, precision: str = "auto",
+                 long_text: Any = None):
+        """``model``: a PyTorch model, or an ``OnnxModel`` (whose precision was fixed when it was exported).
+        ``long_text``: how texts longer than ``max_length`` are read (``task.long_text``; default: truncated)."""
         self.runner = model if isinstance(model, OnnxModel) else TorchModel(model, precision)
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.kind = kind or kind_for_model(self.runner.config, self.runner.folder)
         self.max_length = max_length or min(tokenizer.model_max_length, 512)
         self.labels = self.kind.label_names
+        self.long_text = LongText.of(long_text)
         self.precision, self.threads, self.backend = self.runner.precision, self.runner.threads, self.runner.backend
 
     def describe(self) -> str:
@@ -189,6 +195,7 @@ class Predictor:
             raise FinetuneError(f"backend={backend!r}: choose one of {', '.join(BACKENDS)}.")
         kind = saved_kind(info)
         options["max_length"] = options.get("max_length") or info.max_length
+        options["long_text"] = long_text_for(info, options.get("long_text"))
         if backend == "onnx":
             predictor = cls(*_load_export(info, path, device, threads, options), kind=kind, **options)
         else:
@@ -222,9 +229,16 @@ class Predictor:
         if pairs and len(pairs) != len(texts):
             raise FinetuneError("Mix of single texts and pairs in one call: classify them separately.")
         columns = list(zip(*texts)) if pairs else [list(texts)]
-        encoded = self.tokenizer(*columns, truncation=True, max_length=self.max_length, return_token_type_ids=self.runner.token_type_ids)
+        documents = None
+        if self.long_text.windowed:  # rows are windows from here on, aggregated per text at the end
+            windowing = Windowing(self.long_text, self.max_length)
+            encoded, documents = encode_windows(self.tokenizer, columns, windowing, return_token_type_ids=self.runner.token_type_ids)
+            self.windows_scored += len(documents)
+        else:
+            encoded = self.tokenizer(*columns, truncation=True, max_length=self.max_length, return_token_type_ids=self.runner.token_type_ids)
+        self.tokens_scored += sum(len(ids) for ids in encoded["input_ids"])
         order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
-        result = np.empty((len(texts), width), dtype=np.float32)
+        result = np.empty((len(order), width), dtype=np.float32)
         starts = range(0, len(order), self.batch_size)
         outer = None if isinstance(progress, bool) else progress
         for start in tqdm(starts, desc="Predicting", unit="batch", disable=progress is not True):
@@ -233,9 +247,27 @@ class Predictor:
             # shape, and one per exact length made memory creep up over a long file.
             batch = self.tokenizer.pad([{k: encoded[k][i] for k in encoded} for i in rows], return_tensors=self.runner.tensors, pad_to_multiple_of=8)
             result[rows] = self.runner(batch)
-            if outer is not None:
+            if outer is not None and documents is None:
                 outer.update(len(rows))
-        return result
+        if documents is None:
+            return result
+        if outer is not None:  # the bar counts texts, not windows
+            outer.update(len(texts))
+        return self.kind.aggregate(result, documents, self.long_text.aggregation)
+
+    windows_scored = tokens_scored = 0  # what the calls so far computed: windows (long_text head_tail or chunks) and tokens
+
+
+def long_text_for(info: RunInfo, override: Any = None) -> LongText:
+    """How a run read long texts (its saved ``task.long_text``), or ``override``: settings, or a strategy's name
+    (the run's other settings kept)."""
+    if override is None:
+        return LongText.of(info.long_text or None)
+    if isinstance(override, str):
+        if override not in STRATEGIES:
+            raise FinetuneError(f"--long-text {override!r}: choose one of {', '.join(STRATEGIES)}.")
+        return LongText.of({**(info.long_text or {}), "strategy": override})
+    return LongText.of(override)
 
 
 def _load_torch(info: RunInfo, path: Union[str, Path], device: Optional[str], threads: Optional[int]):

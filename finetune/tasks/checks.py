@@ -5,6 +5,7 @@ from typing import Any, List
 from finetune.config.checks import closest
 from finetune.config.schemas import CHOICES, SPLIT_NAME
 from finetune.tasks.kinds import kind_errors
+from finetune.tasks.windows import long_text_errors
 
 
 def task_errors(task: Any) -> List[str]:
@@ -17,6 +18,7 @@ def task_errors(task: Any) -> List[str]:
                 "Valid keys: train, validation, test, or further validation_<name> / test_<name> splits."
             )
     errors.extend(fold_errors(task))
+    errors.extend(long_text_errors(task))
     if len(task.text_fields) not in (1, 2):
         errors.append(f"task.text_fields must name one text column or two (a pair), got {list(task.text_fields)}.")
     if not task.data_files.get("train") and not task.path:

@@ -14,10 +14,13 @@ from finetune.files import write_text
 from finetune.hub import hub_failure
 from finetune.tasks.kind import UNLABELED_MARKERS, TaskKind
 from finetune.tasks.kinds import KINDS
+from finetune.tasks.windows import LongText, Windowing, cut_warning, encode_windows, length_summary
 
 log = logging.getLogger(__name__)
 
 LABEL = "label"  # the column name DataCollatorWithPadding and the models expect
+DOCUMENT = "document"  # windowed splits: the row of the split each window comes from (the Trainer drops it)
+LENGTH_SAMPLE = 2000  # rows per split whose token lengths are measured
 # builder and its options, by file extension. Text is never turned into NaN ("NA", "null"
 # are words); TSV is read as GLUE ships it, without quoting; a byte-order mark is dropped.
 LOCAL_FORMATS = {
@@ -233,26 +236,57 @@ class TextClassificationData(TaskFields):
                 f"task.max_length={self.max_length} is more than {model_name} accepts ({limit} tokens); set task.max_length={limit} or less."
             )
 
+    @cached_property
+    def reading(self) -> LongText:
+        """How texts longer than ``max_length`` are read (``task.long_text``)."""
+        return LongText.of(getattr(self, "long_text", None))
+
+    def lengths(self, splits, tokenizer) -> Dict[str, Dict[str, Any]]:
+        """Per split, the token lengths of up to ``LENGTH_SAMPLE`` rows spread over it; logged, with a warning when many are cut."""
+        report = {}
+        for name, split in splits.items():
+            step = max(1, len(split) // LENGTH_SAMPLE)
+            sample = split.select(range(0, len(split), step)).select_columns(list(self.text_fields))[:]
+            report[name] = length_summary(tokenizer, [sample[f] for f in self.text_fields], self.max_length)
+            summary = report[name]
+            log.info("  %-10s tokens per row: median %.0f, 90th percentile %.0f; %.1f%% longer than task.max_length=%d (%d rows measured)",
+                     name, summary["median_tokens"], summary["p90_tokens"], 100 * summary["share_over_max_length"], self.max_length, summary["rows_measured"])
+            warning = cut_warning(name, summary, self.reading)
+            if warning:
+                log.warning(warning)
+        return report
+
     def tokenize(self, splits, tokenizer, num_proc: Optional[int]):
-        """Token ids per row, unpadded: the collator pads each batch only to its longest row."""
+        """Token ids per row, unpadded: the collator pads each batch only to its longest row.
+
+        With ``task.long_text.strategy`` head_tail or chunks, rows are windows, each with the
+        ``document`` (row of the split) it comes from; train keeps ``max_train_windows`` per document.
+        """
 
         def encode(batch: Dict[str, List]) -> Dict[str, List]:
             return tokenizer(*(batch[f] for f in self.text_fields), truncation=True, max_length=self.max_length)
 
+        windowing = Windowing(self.reading, self.max_length)
+        if self.reading.windowed:  # settings that leave no room fail here, before any row is read
+            windowing.check(tokenizer.num_special_tokens_to_add(pair=len(self.text_fields) == 2))
+
+        def encode_long(batch: Dict[str, List], rows: List[int], cap: Optional[int]) -> Dict[str, List]:
+            features, documents = encode_windows(tokenizer, [batch[f] for f in self.text_fields], windowing, cap)
+            if LABEL in batch:
+                features[LABEL] = [batch[LABEL][d] for d in documents]
+            return {**features, DOCUMENT: [rows[d] for d in documents]}
+
         from datasets import DatasetDict
 
-        return DatasetDict(
-            {
-                name: split.map(
-                    encode,
-                    batched=True,
-                    num_proc=num_proc,
-                    remove_columns=[c for c in split.column_names if c != LABEL],
-                    desc=f"Tokenizing {name}",
-                )
-                for name, split in splits.items()
-            }
-        )
+        def mapped(name: str, split):
+            if not self.reading.windowed:
+                return split.map(encode, batched=True, num_proc=num_proc, remove_columns=[c for c in split.column_names if c != LABEL],
+                                 desc=f"Tokenizing {name}")
+            cap = self.reading.max_train_windows if name == "train" else None
+            return split.map(encode_long, batched=True, with_indices=True, num_proc=num_proc, fn_kwargs={"cap": cap},
+                             remove_columns=split.column_names, desc=f"Tokenizing {name} into windows")
+
+        return DatasetDict({name: mapped(name, split) for name, split in splits.items()})
 
     def predictions_path(self, run_dir: Path, split: str) -> Path:
         return run_dir / self.predictions_files.get(split, f"{split}_predictions.tsv")

@@ -149,6 +149,39 @@ class TaskKind(ABC):
         same = (first == second).reshape(len(first), -1).all(axis=1)
         return float(same.mean()) if len(same) else 1.0
 
+    # --- long texts: a document's windows, aggregated (finetune/tasks/windows.py) -------------
+    def aggregate(self, logits, documents, how: str = "mean"):
+        """One row of logits per document, in document order, from the rows of its windows.
+
+        ``mean`` or ``max`` of the windows' scores, or ``vote``: the share of windows predicting each
+        class or label; the result is given back as logits (``from_scores``). Documents of one window
+        each keep their logits unchanged, so short texts score exactly as without windows.
+        """
+        import numpy as np
+
+        documents = np.asarray(documents)
+        ids, first, inverse = np.unique(documents, return_index=True, return_inverse=True)
+        if len(ids) == len(documents):
+            return logits[first]
+        scores = self.votes(self.scores(logits)) if how == "vote" else self.scores(logits)
+        scores = scores.reshape(len(documents), -1)
+        if how == "max":
+            pooled = np.full((len(ids), scores.shape[1]), -np.inf)
+            np.maximum.at(pooled, inverse, scores)
+        else:
+            pooled = np.zeros((len(ids), scores.shape[1]))
+            np.add.at(pooled, inverse, scores)
+            pooled /= np.bincount(inverse)[:, None]
+        return self.from_scores(pooled).astype(logits.dtype).reshape(len(ids), *logits.shape[1:])
+
+    def votes(self, scores):
+        """Each window's prediction as scores to average (one-hot for classes)."""
+        return self.predict(scores).astype(float)
+
+    def from_scores(self, scores):
+        """Logits whose scores are ``scores`` (the inverse of ``scores``); regression: the scores themselves."""
+        return scores
+
     def calibrate(self, truth, logits) -> None:
         """Fit what predictions depend on besides the weights, on the validation split (nothing for most kinds)."""
 

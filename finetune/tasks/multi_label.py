@@ -101,6 +101,14 @@ class MultiLabel(TaskKind):
 
         return scipy.special.expit(logits.astype("float64"))
 
+    def votes(self, scores):
+        return (scores >= 0.5).astype(float)  # a window's vote at 0.5: thresholds are tuned on the documents' scores
+
+    def from_scores(self, scores):
+        import scipy.special
+
+        return scipy.special.logit(scores.clip(1e-12, 1 - 1e-12))
+
     def threshold_array(self):
         import numpy as np
 

@@ -58,6 +58,17 @@ class SingleLabel(TaskKind):
     def predict(self, scores):
         return scores.argmax(axis=-1)
 
+    def votes(self, scores):
+        import numpy as np
+
+        return np.eye(scores.shape[1])[self.predict(scores)]
+
+    def from_scores(self, scores):
+        import numpy as np
+
+        # max pools each class on its own: normalised again, so they are probabilities
+        return np.log(np.clip(scores / scores.sum(axis=1, keepdims=True), 1e-12, None))
+
     def report(self, truth, logits) -> Dict[str, Any]:
         from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 

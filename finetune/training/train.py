@@ -22,7 +22,7 @@ from finetune.errors import FinetuneError, StoppedBySignal, setup_stage
 from finetune.files import replaced_atomically, write_json
 from finetune.hub import go_offline_if_unreachable
 from finetune.runs.folders import latest_checkpoint
-from finetune.tasks.data import LABEL, label_array
+from finetune.tasks.data import DOCUMENT, LABEL, label_array
 from finetune.tasks.kinds import best_metric
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class PreparedRun:
     trainer: Any  # finetune.training.trainer.TaskTrainer
     checkpoint: Optional[str]  # resumed from
     parameters: Dict[str, Any]
+    lengths: Dict[str, Any]  # per split: token lengths, and the share longer than task.max_length
 
     @property
     def kind(self):
@@ -109,6 +110,8 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
     with setup_stage("Loading the tokenizer", ("model",), "model.name_or_path"):
         tokenizer = source.load_tokenizer()
     task.check_max_length(tokenizer, source.name_or_path)
+    log.info("Token lengths (the model's tokenizer; long texts read by %s):", task.reading.describe())
+    lengths = task.lengths(splits, tokenizer)
     started = time.perf_counter()
     with args.main_process_first(desc="tokenization"), setup_stage("Tokenizing", ("task", "hardware"), "task.max_length, task.text_fields, hardware.num_proc"):
         encoded = task.tokenize(splits, tokenizer, hardware.tokenizer_processes(len(splits["train"])))
@@ -122,9 +125,11 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
         model = adapter.wrap(model)  # LoRA: adapters on the encoder, the head trained in full
     hardware.prepare_model(model)  # after wrap: LoRA's dropouts too
     with setup_stage("Building the Trainer", ("trainer", "hardware"), "trainer.*, hardware.*"):
-        trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"], task.kind, callbacks, hardware.padding_multiple)
+        documents = encoded["validation"][DOCUMENT] if task.reading.windowed else None  # metrics per document
+        trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"], task.kind, callbacks, hardware.padding_multiple,
+                                documents, task.reading.aggregation)
     use_run_trackers(trainer, cfg)
-    return PreparedRun(cfg, run_dir, task, hardware, adapter, splits, encoded, tokenizer, trainer, checkpoint, parameter_counts(model))
+    return PreparedRun(cfg, run_dir, task, hardware, adapter, splits, encoded, tokenizer, trainer, checkpoint, parameter_counts(model), lengths)
 
 
 def train(prepared: PreparedRun):
@@ -150,6 +155,7 @@ def train(prepared: PreparedRun):
 def score(prepared: PreparedRun, result) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """The best model on every labeled split after train: the outputs by split, and metrics.json's content."""
     from finetune.training.callbacks import early_stopping_report
+    from finetune.training.documents import scored_documents
     from finetune.training.trainer import logits_of, mean_training_loss
 
     trainer, kind, encoded = prepared.trainer, prepared.kind, prepared.encoded
@@ -158,11 +164,14 @@ def score(prepared: PreparedRun, result) -> Tuple[Dict[str, Any], Dict[str, Any]
     # Row i of each output is row i of the split (TaskTrainer.predict restores the order): saved per example.
     labeled = [split for split in encoded if split != "train" and prepared.task.is_labeled(encoded[split])]
     outputs = {split: trainer.predict(encoded[split], metric_key_prefix=split) for split in labeled}
+    reading, costs = prepared.task.reading, {}
+    if reading.windowed:  # one row per document from here on
+        outputs, costs = scored_documents(outputs, encoded, kind, reading.aggregation, DOCUMENT)
     logits = {split: logits_of(output.predictions) for split, output in outputs.items()}
     kind.calibrate(outputs["validation"].label_ids, logits["validation"])
     metrics: Dict[str, Any] = {"validation": None, "test": None, **{split: None for split in encoded if split != "train"}}
     for split, output in outputs.items():
-        metrics[split] = {"loss": output.metrics[f"{split}_loss"], **kind.report(output.label_ids, logits[split])}
+        metrics[split] = {"loss": output.metrics[f"{split}_loss"], **kind.report(output.label_ids, logits[split]), **costs.get(split, {})}
         if split != "validation":  # into TensorBoard (validation was logged at each evaluation)
             trainer.log({f"{split.replace('validation', 'eval', 1)}_{k}": v for k, v in metrics[split].items() if isinstance(v, float)})
     metrics["train"] = {
@@ -180,6 +189,9 @@ def score(prepared: PreparedRun, result) -> Tuple[Dict[str, Any], Dict[str, Any]
         "parameters": prepared.parameters,
         "batch_size": trainer.state.train_batch_size,  # per step and process: trainer.auto_find_batch_size may lower it
         "early_stopping": early_stopping_report(trainer),
+        "long_text": reading.as_dict(),
+        "token_lengths": prepared.lengths,
+        **({"documents": len(prepared.splits["train"]), "windows": len(encoded["train"])} if reading.windowed else {}),
     }
     return {"outputs": outputs, "logits": logits}, metrics
 
@@ -211,7 +223,8 @@ def predict_unlabeled(prepared: PreparedRun) -> None:
     from finetune.serving.predictor import Predictor
 
     task, kind = prepared.task, prepared.kind
-    predictor = Predictor(prepared.trainer.model, prepared.tokenizer, kind=kind, max_length=task.max_length, precision=prepared.hardware.precision_used)
+    predictor = Predictor(prepared.trainer.model, prepared.tokenizer, kind=kind, max_length=task.max_length, precision=prepared.hardware.precision_used,
+                          long_text=task.reading)
     for split in (s for s in prepared.encoded if s.startswith("test") and not task.is_labeled(prepared.encoded[s])):
         columns = prepared.splits[split].select_columns(list(task.text_fields))[:]
         texts = [columns[f] for f in task.text_fields]
@@ -226,7 +239,7 @@ def show_examples(prepared: PreparedRun) -> None:
     from finetune.serving.predictor import Predictor, rounded
 
     task = prepared.task
-    saved = Predictor.load(prepared.run_dir / "model", device=str(prepared.trainer.args.device), max_length=task.max_length)
+    saved = Predictor.load(prepared.run_dir / "model", device=str(prepared.trainer.args.device), max_length=task.max_length, long_text=task.reading)
     log.info("Examples:")
     for example, output in zip(task.examples, saved([e if isinstance(e, str) else tuple(e) for e in task.examples])):
         log.info("  %s\n    %s", example, rounded(output))

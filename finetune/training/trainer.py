@@ -20,14 +20,10 @@ from transformers.trainer_utils import PredictionOutput
 from finetune.errors import FinetuneError, one_line, settings_named_in, setup_stage
 from finetune.tasks.kind import TaskKind
 from finetune.training.callbacks import StopOnSignal, add_callbacks
+from finetune.training.documents import DocumentMetrics, logits_of
 
 log = logging.getLogger(__name__)
 TOKEN_COUNTS = "TokenCounts"
-
-
-def logits_of(predictions):
-    """The logits among the Trainer's predictions (a tuple whose first item is the logits for some models)."""
-    return predictions[0] if isinstance(predictions, tuple) else predictions
 
 
 def metrics_function(kind: TaskKind) -> Callable:
@@ -167,10 +163,13 @@ class TaskTrainer(Trainer):
 
 
 def build_trainer(
-    args, model, tokenizer, train_dataset, eval_dataset, kind: TaskKind, callbacks: Sequence[TrainerCallback], pad_to_multiple_of: Optional[int] = None
+    args, model, tokenizer, train_dataset, eval_dataset, kind: TaskKind, callbacks: Sequence[TrainerCallback], pad_to_multiple_of: Optional[int] = None,
+    documents: Optional[Sequence[int]] = None, aggregation: str = "mean",
 ) -> TaskTrainer:
     """A Trainer with dynamic padding (to a multiple of ``pad_to_multiple_of`` tokens), the kind's loss and metrics,
-    and ``callbacks``; ``trainer.stop`` tells of a signal."""
+    and ``callbacks``; ``trainer.stop`` tells of a signal. ``documents``: the document of each ``eval_dataset``
+    row when rows are windows of documents, whose metrics are then computed per document."""
+    compute_metrics = metrics_function(kind) if documents is None else DocumentMetrics(kind, documents, aggregation)
     trainer = TaskTrainer(
         model=model,
         args=args,
@@ -178,9 +177,11 @@ def build_trainer(
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of),  # each batch to its own longest row
-        compute_metrics=metrics_function(kind),
+        compute_metrics=compute_metrics,
         kind=kind,
     )
+    if documents is not None:
+        compute_metrics.trainer = trainer  # the order evaluation runs in
     add_callbacks(trainer, list(callbacks))
     trainer.stop = next(c for c in callbacks if isinstance(c, StopOnSignal))  # required: config.callbacks_errors
     return trainer
