@@ -192,7 +192,7 @@ def test_a_chunks_run_scores_documents_and_says_what_the_windows_cost(chunks_run
     test, train = metrics["test"], metrics["train"]
     assert test["rows"] == test["documents"] == 24 and test["windows_per_document"] > 1.5 and test["tokens"] > 24 * 24
     assert train["documents"] == 90 and train["windows"] > 90 and train["long_text"]["strategy"] == "chunks"
-    assert train["token_lengths"]["train"]["share_over_max_length"] == 1.0 and train["token_lengths"]["test"]["rows_measured"] == 24
+    assert train["token_lengths"]["train"]["share_over_max_length"] > 0.5 and train["token_lengths"]["test"]["rows_measured"] == 24
     card = (chunks_run / "model" / "README.md").read_text(encoding="utf-8")
     assert "## Long texts" in card and "task.long_text.strategy=chunks" in card and "a plain `pipeline` on this folder truncates" in card
 

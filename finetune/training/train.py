@@ -110,12 +110,7 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
     with setup_stage("Loading the tokenizer", ("model",), "model.name_or_path"):
         tokenizer = source.load_tokenizer()
     task.check_max_length(tokenizer, source.name_or_path)
-    log.info("Token lengths (the model's tokenizer; long texts read by %s):", task.reading.describe())
-    lengths = task.lengths(splits, tokenizer)
-    started = time.perf_counter()
-    with args.main_process_first(desc="tokenization"), setup_stage("Tokenizing", ("task", "hardware"), "task.max_length, task.text_fields, hardware.num_proc"):
-        encoded = task.tokenize(splits, tokenizer, hardware.tokenizer_processes(len(splits["train"])))
-    log.info("Tokenized in %.1f s (cached by datasets: a rerun on the same data and tokenizer skips it)", time.perf_counter() - started)
+    lengths, encoded = tokenized(task, splits, tokenizer, args, hardware)
 
     set_seed(cfg.seed)  # before the classification head is initialised
     with setup_stage("Loading the model", ("model",), "model.name_or_path, model.attn_implementation"):
@@ -130,6 +125,17 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
                                 documents, task.reading.aggregation)
     use_run_trackers(trainer, cfg)
     return PreparedRun(cfg, run_dir, task, hardware, adapter, splits, encoded, tokenizer, trainer, checkpoint, parameter_counts(model), lengths)
+
+
+def tokenized(task, splits, tokenizer, args, hardware) -> Tuple[Dict[str, Any], Any]:
+    """The token lengths of each split (logged, with a warning when many rows are cut), and the splits tokenized."""
+    log.info("Token lengths (the model's tokenizer; long texts read by %s):", task.reading.describe())
+    lengths = task.lengths(splits, tokenizer)
+    started = time.perf_counter()
+    with args.main_process_first(desc="tokenization"), setup_stage("Tokenizing", ("task", "hardware"), "task.max_length, task.long_text.*, task.text_fields, hardware.num_proc"):
+        encoded = task.tokenize(splits, tokenizer, hardware.tokenizer_processes(len(splits["train"])))
+    log.info("Tokenized in %.1f s (cached by datasets: a rerun on the same data and tokenizer skips it)", time.perf_counter() - started)
+    return lengths, encoded
 
 
 def train(prepared: PreparedRun):
