@@ -9,7 +9,7 @@ import pytest
 
 from finetune.errors import FinetuneError
 from finetune.tasks.windows import LongText, Windowing, encode_windows, head_tail_spans, window_positions, window_spans
-from tests.helpers import TINY_TRAINING, TOPICS, cli, compose_config, read_json, run_py, save_tokenizer, topic_rows, write_csv
+from tests.helpers import SHARED_DATA, TINY_TRAINING, TOPICS, cli, compose_config, read_json, run_py, save_tokenizer, topic_rows, write_csv
 
 
 # --- windows on token ids, against hand-made cases ------------------------------------------
@@ -172,7 +172,7 @@ def test_every_window_of_a_document_stays_on_its_side_of_the_validation_carve(lo
 
 
 # --- the whole way through: a run, the predict CLI, the ONNX backend --------------------------
-LONG_RUN = [*TINY_TRAINING, "task.max_length=24", "hardware=cpu", "task.examples=[]", "task=ag_news", "task.validation_size=0.25"]
+LONG_RUN = [*TINY_TRAINING, "trainer.num_train_epochs=1", "task.max_length=24", "hardware=cpu", "task.examples=[]", "task=ag_news", "task.validation_size=0.25"]
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def chunks_run(tmp_path_factory, long_files, tiny_models) -> Path:
     run_dir = tmp_path_factory.mktemp("long_runs") / "chunks"
     result = run_py(*LONG_RUN, f"model.name_or_path={tiny_models['bert']}", f"task.data_files.train={long_files['train']}",
                     f"task.data_files.test={long_files['test']}", "task.long_text.strategy=chunks", "task.long_text.stride=4",
-                    f"hydra.run.dir={run_dir}")
+                    f"hydra.run.dir={run_dir}", timeout=900)
     assert result.returncode == 0, result.output[-4000:]
     assert "longer than task.max_length=24" in result.output
     return run_dir
@@ -236,9 +236,21 @@ def test_short_texts_score_exactly_the_same_with_chunks_as_with_truncate(topic_f
         runs[strategy] = tmp_path / strategy
         result = run_py(*TINY_TRAINING, "hardware=cpu", "task.examples=[]", f"model.name_or_path={tiny_models['bert']}",
                         f"task.data_files.train={topic_files['train']}", f"task.data_files.test={topic_files['test']}",
-                        "task.validation_size=0.2", f"task.long_text.strategy={strategy}", f"hydra.run.dir={runs[strategy]}")
+                        "task.validation_size=0.2", f"task.long_text.strategy={strategy}", f"hydra.run.dir={runs[strategy]}",
+                        timeout=900)
         assert result.returncode == 0, result.output[-3000:]
     truncate, chunks = (read_json(runs[s] / "metrics.json") for s in ("truncate", "chunks"))
     assert chunks["test"]["windows_per_document"] == 1.0
     for split in ("validation", "test"):
         assert {k: v for k, v in chunks[split].items() if k not in ("documents", "windows", "windows_per_document", "tokens")} == truncate[split]
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "imdb" / "train.csv").is_file(), reason="needs the shared IMDB files")
+def test_the_imdb_preset_reads_the_shared_files_as_they_lie():
+    from hydra.utils import instantiate
+
+    task = instantiate(compose_config("task=imdb", f"task.data_files.train={SHARED_DATA / 'imdb' / 'train.csv'}",
+                                      f"task.data_files.test={SHARED_DATA / 'imdb' / 'test.csv'}", "task.max_train_samples=100").task, _convert_="object")
+    splits = task.load(seed=1)
+    assert (len(splits["train"]), len(splits["validation"]), len(splits["test"])) == (100, 1000, 2000)
+    assert sorted(set(splits["test"]["label"])) == [0, 1] and task.kind.label_names == ["negative", "positive"]

@@ -4,7 +4,6 @@ checkpoint follow the documents, not the windows, and every scored split is one 
 from typing import Any, Dict, Sequence
 
 import numpy as np
-from transformers.trainer_utils import PredictionOutput
 
 from finetune.tasks.kind import TaskKind
 
@@ -38,7 +37,7 @@ class DocumentMetrics:
         return self.kind.evaluate(first_per_document(eval_pred.label_ids, documents), logits)
 
 
-def per_document(output: PredictionOutput, documents: Sequence[int], kind: TaskKind, aggregation: str) -> PredictionOutput:
+def per_document(output: Any, documents: Sequence[int], kind: TaskKind, aggregation: str) -> Any:
     """``output`` (one row per window, in the split's order) as one row per document: aggregated logits, the document's label."""
     logits = kind.aggregate(logits_of(output.predictions), documents, aggregation)
     labels = None if output.label_ids is None else first_per_document(output.label_ids, documents)
@@ -51,7 +50,7 @@ def window_counts(documents: Sequence[int], tokens: int) -> Dict[str, Any]:
     return {"documents": count, "windows": windows, "windows_per_document": windows / max(count, 1), "tokens": int(tokens)}
 
 
-def scored_documents(outputs: Dict[str, PredictionOutput], encoded: Dict[str, Any], kind: TaskKind, aggregation: str, document_column: str):
+def scored_documents(outputs: Dict[str, Any], encoded: Dict[str, Any], kind: TaskKind, aggregation: str, document_column: str):
     """Each split's window outputs as document outputs, and what its windows cost (``window_counts``)."""
     documents, costs = {}, {}
     for split, output in outputs.items():
