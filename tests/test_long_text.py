@@ -234,7 +234,7 @@ def test_short_texts_score_exactly_the_same_with_chunks_as_with_truncate(topic_f
     runs = {}
     for strategy in ("truncate", "chunks"):
         runs[strategy] = tmp_path / strategy
-        result = run_py(*TINY_TRAINING, "hardware=cpu", "task.examples=[]", f"model.name_or_path={tiny_models['bert']}",
+        result = run_py(*TINY_TRAINING, "trainer.num_train_epochs=1", "hardware=cpu", "task.examples=[]", f"model.name_or_path={tiny_models['bert']}",
                         f"task.data_files.train={topic_files['train']}", f"task.data_files.test={topic_files['test']}",
                         "task.validation_size=0.2", f"task.long_text.strategy={strategy}", f"hydra.run.dir={runs[strategy]}",
                         timeout=900)
