@@ -219,7 +219,7 @@ def test_the_predict_cli_and_the_onnx_backend_score_documents_as_the_run_did(chu
     truncated = tmp_path / "truncated.csv"
     assert cli("predict", str(chunks_run), "--input", str(long_files["test"]), "--output", str(truncated), "--all-scores", "--long-text", "truncate",
                "--precision", "fp32").returncode == 0
-    assert np.abs(_scores(truncated) - expected).max() > 1e-3  # the override reads the texts otherwise
+    assert np.abs(_scores(truncated) - expected).max() > 1e-4  # the override reads the texts otherwise (the same reading agrees to 1e-7)
 
 
 def _scores(path: Path) -> np.ndarray:
