@@ -22,6 +22,7 @@ Output = Any  # what the task's kind returns for one text: ranked labels, labels
 EXPORT_INFO = "export.json"  # marks an export folder (python -m finetune.export): what it holds and how it was checked
 EXPORT_DIR = "export"  # a run's default export folder
 BACKENDS = ("torch", "onnx")
+WINDOWED_TEXTS = 500  # texts read as windows (head_tail, chunks) are scored this many at a time
 
 
 @dataclass
@@ -228,6 +229,8 @@ class Predictor:
         pairs = [t for t in texts if not isinstance(t, str)]
         if pairs and len(pairs) != len(texts):
             raise FinetuneError("Mix of single texts and pairs in one call: classify them separately.")
+        if self.long_text.windowed and len(texts) > WINDOWED_TEXTS:  # a group at a time: the progress bar moves
+            return np.concatenate([self.logits(texts[i : i + WINDOWED_TEXTS], progress) for i in range(0, len(texts), WINDOWED_TEXTS)])
         columns = list(zip(*texts)) if pairs else [list(texts)]
         documents = None
         if self.long_text.windowed:  # rows are windows from here on, aggregated per text at the end
