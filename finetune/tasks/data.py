@@ -73,7 +73,7 @@ class TextClassificationData(TaskFields):
     @cached_property
     def kind(self) -> TaskKind:
         """What the labels mean: parsing, loss, predictions, metrics (finetune/tasks/kinds.py)."""
-        return KINDS[self.problem](self.label_names, self.metrics, self.class_weights, self.label_separator)
+        return KINDS[self.problem](self.label_names, self.metrics, self.class_weights, self.label_separator, self.calibration)
 
     def load(self, seed: int):
         """Load every split, check columns, text and labels, carve validation if missing, apply max_*_samples."""

@@ -158,13 +158,20 @@ def score(prepared: PreparedRun, result) -> Tuple[Dict[str, Any], Dict[str, Any]
     # Row i of each output is row i of the split (TaskTrainer.predict restores the order): saved per example.
     labeled = [split for split in encoded if split != "train" and prepared.task.is_labeled(encoded[split])]
     outputs = {split: trainer.predict(encoded[split], metric_key_prefix=split) for split in labeled}
-    logits = {split: logits_of(output.predictions) for split, output in outputs.items()}
-    kind.calibrate(outputs["validation"].label_ids, logits["validation"])
+    raw = {split: logits_of(output.predictions) for split, output in outputs.items()}
+    calibration = kind.calibrate(outputs["validation"].label_ids, raw["validation"])
+    logits = {split: calibrated_logits(kind, split, raw[split]) for split in raw}
     metrics: Dict[str, Any] = {"validation": None, "test": None, **{split: None for split in encoded if split != "train"}}
     for split, output in outputs.items():
-        metrics[split] = {"loss": output.metrics[f"{split}_loss"], **kind.report(output.label_ids, logits[split])}
-        if split != "validation":  # into TensorBoard (validation was logged at each evaluation)
-            trainer.log({f"{split.replace('validation', 'eval', 1)}_{k}": v for k, v in metrics[split].items() if isinstance(v, float)})
+        truth = output.label_ids
+        metrics[split] = {"loss": output.metrics[f"{split}_loss"], **kind.report(truth, logits[split])}
+        for key, value in (("calibration", kind.calibration_report(truth, raw[split])), ("risk_coverage", kind.risk_coverage(truth, logits[split]))):
+            if value is not None:
+                metrics[split][key] = value
+        if split == "validation" and "calibration" in metrics[split]:
+            metrics[split]["calibration"]["fitted"] = calibration  # fitted on these rows: its "after" flatters
+        trainer.log(tensorboard_scalars(split, metrics[split]))
+    kind.fold_temperatures(trainer.model)  # from here on the model itself gives calibrated probabilities
     metrics["train"] = {
         "runtime_s": result.metrics["train_runtime"],
         "samples_per_second": result.metrics["train_samples_per_second"],
@@ -181,7 +188,25 @@ def score(prepared: PreparedRun, result) -> Tuple[Dict[str, Any], Dict[str, Any]
         "batch_size": trainer.state.train_batch_size,  # per step and process: trainer.auto_find_batch_size may lower it
         "early_stopping": early_stopping_report(trainer),
     }
-    return {"outputs": outputs, "logits": logits}, metrics
+    return {"outputs": outputs, "logits": logits, "raw_logits": raw}, metrics
+
+
+def calibrated_logits(kind, split: str, raw):
+    """The split's logits through the fitted temperatures; a temperature never moves a prediction, and this checks it."""
+    calibrated = kind.calibrated(raw)
+    if not kind.same_decisions(raw, calibrated):
+        raise FinetuneError(f"Calibration moved a prediction on the {split} split; temperatures {kind.temperatures} must be positive.")
+    return calibrated
+
+
+def tensorboard_scalars(split: str, report: Dict[str, Any]) -> Dict[str, float]:
+    """A scored split's numbers for TensorBoard (validation's scores were logged at each evaluation; its calibration is new)."""
+    prefix = split.replace("validation", "eval", 1)
+    scalars = {} if split == "validation" else {f"{prefix}_{k}": v for k, v in report.items() if isinstance(v, float)}
+    for when in ("before", "after"):
+        values = (report.get("calibration") or {}).get(when) or {}
+        scalars.update({f"{prefix}_{name}_{when}_calibration": v for name, v in values.items()})
+    return scalars
 
 
 def write_outputs(prepared: PreparedRun, scored: Dict[str, Any], metrics: Dict[str, Any]) -> None:
@@ -196,7 +221,7 @@ def write_outputs(prepared: PreparedRun, scored: Dict[str, Any], metrics: Dict[s
     names = _choices()
     title = f"{names.get('model', Path(cfg.model.name_or_path).name)} on {names.get('task', cfg.task.path or 'local data')}"
     truth = {split: output.label_ids for split, output in scored["outputs"].items()}
-    write_figures(run_dir, run_dir / "logs", kind, metrics, truth, scored["logits"], title, trainer.state.global_step)
+    write_figures(run_dir, run_dir / "logs", kind, metrics, truth, scored["logits"], title, trainer.state.global_step, scored["raw_logits"])
     mistakes = write_examples(run_dir, kind, prepared.splits, truth, scored["logits"], prepared.task.text_fields)
     settings = hyperparameters(cfg, trainer.args, metrics, prepared.hardware.precision_used, prepared.adapter.describe())
     card = model_card(cfg, kind, metrics, settings, run_dir.name, names.get("task"), confusion_lines(kind, mistakes))
