@@ -211,7 +211,7 @@ def tensorboard_scalars(split: str, report: Dict[str, Any]) -> Dict[str, float]:
 
 def write_outputs(prepared: PreparedRun, scored: Dict[str, Any], metrics: Dict[str, Any]) -> None:
     """Submission files, pictures, per-example results, model/ with its card, metrics.json, the trackers' records."""
-    from finetune.runs.examples import confusion_lines, write_examples
+    from finetune.runs.examples import confusion_lines, write_examples, write_out_of_fold
     from finetune.runs.report import hyperparameters, model_card, write_figures
     from finetune.training.trackers import finish_trackers
     from finetune.training.trainer import log_hparams
@@ -223,6 +223,8 @@ def write_outputs(prepared: PreparedRun, scored: Dict[str, Any], metrics: Dict[s
     truth = {split: output.label_ids for split, output in scored["outputs"].items()}
     write_figures(run_dir, run_dir / "logs", kind, metrics, truth, scored["logits"], title, trainer.state.global_step, scored["raw_logits"])
     mistakes = write_examples(run_dir, kind, prepared.splits, truth, scored["logits"], prepared.task.text_fields)
+    if prepared.task.fold_rows is not None:  # k-fold: this fold's out-of-fold predictions, for the sweep's label audit
+        write_out_of_fold(run_dir, prepared.splits["validation"], prepared.task.fold_rows, prepared.task.text_fields)
     settings = hyperparameters(cfg, trainer.args, metrics, prepared.hardware.precision_used, prepared.adapter.describe())
     card = model_card(cfg, kind, metrics, settings, run_dir.name, names.get("task"), confusion_lines(kind, mistakes))
     save_model(trainer, run_dir / "model", card, kind.model_files())
