@@ -43,7 +43,9 @@ def sigmoid_nll(logits, truth, temperature: float = 1.0) -> float:
 
 
 def fit_temperature(nll, logits, truth) -> float:
-    """The T that minimises ``nll(logits, truth, T)``; 1.0 where no T does better than 1 (then nothing changes)."""
+    """The T that minimises ``nll(logits, truth, T)``; 1.0 (nothing changes) where no T does better than 1, or where
+    the minimum runs to the edge of the range: a validation split the model gets all right is fitted best by T -> 0
+    (every probability 1), which would make every later score 0 or 1."""
     import math
 
     from scipy.optimize import minimize_scalar
@@ -52,7 +54,10 @@ def fit_temperature(nll, logits, truth) -> float:
         return 1.0
     found = minimize_scalar(lambda log_t: nll(logits, truth, math.exp(log_t)), bounds=LOG_T_RANGE, method="bounded")
     temperature = math.exp(found.x)
-    return temperature if nll(logits, truth, temperature) < nll(logits, truth, 1.0) else 1.0
+    best = nll(logits, truth, temperature)
+    # no minimum inside the range: an edge does as well (within rounding) as the point found
+    at_edge = any(nll(logits, truth, math.exp(bound)) <= best + 1e-9 * (1 + abs(best)) for bound in LOG_T_RANGE)
+    return temperature if not at_edge and best < nll(logits, truth, 1.0) else 1.0
 
 
 def reliability(probability, outcome, bins: int = BINS):

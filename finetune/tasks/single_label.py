@@ -68,7 +68,7 @@ class SingleLabel(TaskKind):
         self.temperatures = [temperature] * self.num_labels
         fitted = {"method": "temperature", "fitted_on": "validation", "temperature": temperature}
         if temperature == 1.0:
-            fitted["note"] = "no temperature lowered the validation NLL: T kept at 1"
+            fitted["note"] = "no temperature lowered the validation NLL, or the fit ran to the edge of its range (a validation split the model gets all right): T kept at 1"
         return fitted
 
     def calibration_scores(self, truth, logits) -> Dict[str, float]:

@@ -170,7 +170,9 @@ def score(prepared: PreparedRun, result) -> Tuple[Dict[str, Any], Dict[str, Any]
                 metrics[split][key] = value
         if split == "validation" and "calibration" in metrics[split]:
             metrics[split]["calibration"]["fitted"] = calibration  # fitted on these rows: its "after" flatters
-        trainer.log(tensorboard_scalars(split, metrics[split]))
+        scalars = tensorboard_scalars(split, metrics[split])
+        if scalars:
+            trainer.log(scalars)
     kind.fold_temperatures(trainer.model)  # from here on the model itself gives calibrated probabilities
     metrics["train"] = {
         "runtime_s": result.metrics["train_runtime"],
