@@ -165,8 +165,10 @@ class MultiLabel(TaskKind):
         shared = fit_temperature(sigmoid_nll, logits, truth)
         self.temperatures = [fit_temperature(sigmoid_nll, logits[:, j], truth[:, j]) if truth[:, j].sum() >= self.MIN_POSITIVES else shared
                              for j in range(self.num_labels)]
+        # T = 1 where no temperature lowered the label's validation NLL (or every decision was right: see fit_temperature)
         return {"method": "temperature", "fitted_on": "validation", "shared_temperature": shared,
-                "temperatures": dict(zip(self.label_names, self.temperatures))}
+                "temperatures": dict(zip(self.label_names, self.temperatures)),
+                "kept_at_1": [name for name, t in zip(self.label_names, self.temperatures) if t == 1.0]}
 
     def same_decisions(self, raw_logits, calibrated_logits) -> bool:
         import numpy as np
