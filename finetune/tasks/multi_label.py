@@ -90,7 +90,7 @@ class MultiLabel(TaskKind):
         import torch
 
         rates = np.clip(self.label_rates, 1e-4, 1 - 1e-4)
-        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == self.num_labels][-1]
+        head = self.head(model)
         with torch.no_grad():
             head.bias.copy_(torch.as_tensor(np.log(rates / (1 - rates)), dtype=head.bias.dtype))
 
