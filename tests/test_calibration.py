@@ -111,3 +111,12 @@ def test_abstention_counts_rows_below_the_cut_off_and_reports_the_answered_rows(
         check_min_confidence(kind, 1.5)
     with pytest.raises(FinetuneError, match="a regression model gives no probabilities"):
         check_min_confidence(Regression(), 0.8)
+
+
+def test_task_calibration_takes_temperature_or_none():
+    from finetune.config.checks import validate
+    from tests.helpers import compose_config
+
+    validate(compose_config("task.calibration=none"))
+    with pytest.raises(FinetuneError, match="task.calibration='platt' is not one of temperature, none"):
+        validate(compose_config("task.calibration=platt"))
