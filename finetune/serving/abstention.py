@@ -47,7 +47,10 @@ def abstaining_columns(kind, scores, min_confidence: Optional[float]) -> Dict[st
     answered = answered_mask(kind, scores, min_confidence)
     prediction = next(iter(columns))  # predicted_label / predicted_labels
     columns[prediction] = [value if keep else ABSTAINED for value, keep in zip(columns[prediction], answered)]
-    return {**columns, "confidence": kind.confidence(scores).tolist(), "abstained": (~answered).tolist()}
+    confidence = kind.confidence(scores).tolist()
+    if columns.get("score") != confidence:  # single-label: the score column is the confidence already
+        columns["confidence"] = confidence
+    return {**columns, "abstained": (~answered).tolist()}
 
 
 def abstention_report(kind, truth, logits, min_confidence: float) -> Dict[str, Any]:
