@@ -45,6 +45,7 @@ class TaskFields:
     label_names: List[str] = field(default_factory=list)
     label_separator: str = ","  # multi_label: a cell such as "3,17" or "joy,surprise"
     class_weights: Any = None  # null | balanced | [w0, w1, ...]: weighs the loss per class
+    calibration: str = "temperature"  # temperature | none: fitted on validation after training, folded into the head
     max_length: int = 128
     long_text: LongTextFields = field(default_factory=LongTextFields)
     validation_size: float = 0.1  # carved from train when there is no validation split: fraction, or rows if >= 1
@@ -122,6 +123,7 @@ GROUP_SCHEMAS = {"task": TaskConfig, "model": ModelConfig, "hardware": HardwareC
 CHOICES = {
     "task.problem": ("single_label", "multi_label", "regression"),
     "task.predictions_as": ("name", "id"),
+    "task.calibration": ("temperature", "none"),
     "hardware.device": ("auto", "cpu", "cuda"),
     "hardware.precision": ("auto", "bf16", "fp16", "fp32"),
 }

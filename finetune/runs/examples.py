@@ -11,6 +11,8 @@ from typing import Any, Dict, List, Mapping, Sequence
 from finetune.files import replaced_atomically
 
 ROW = "row"  # the row's position in its split, as loaded (after carving validation and max_*_samples)
+TRAIN_ROW = "train_row"  # k-fold: the row's position in train (after task.max_train_samples, before the folds were cut)
+OUT_OF_FOLD = "out_of_fold.parquet"
 
 
 def predictions_file(run_dir: Path, split: str) -> Path:
@@ -38,6 +40,19 @@ def write_examples(run_dir: Path, kind, splits: Mapping[str, Any], truth: Mappin
             wrong.to_csv(tmp, index=False)
         mistakes[split] = wrong
     return mistakes
+
+
+def write_out_of_fold(run_dir: Path, validation, fold_rows: Sequence[int], text_fields: Sequence[str]) -> Path:
+    """A k-fold job's out-of-fold predictions: each validation row's position in train (``train_row``), its text and
+    what ``predictions_validation.parquet`` holds for it; a sweep's label audit joins the folds' files."""
+    import pandas as pd
+
+    table = read_predictions(run_dir, "validation")
+    texts = validation.select_columns(list(text_fields)).to_pandas()
+    table = pd.concat([pd.DataFrame({TRAIN_ROW: list(fold_rows)}), texts, table], axis=1)
+    with replaced_atomically(Path(run_dir) / OUT_OF_FOLD) as tmp:
+        table.to_parquet(tmp, index=False)
+    return Path(run_dir) / OUT_OF_FOLD
 
 
 def read_predictions(run_dir: Path, split: str):

@@ -16,8 +16,10 @@ from finetune.files import replaced_atomically
 PACKAGES = ("torch", "transformers", "accelerate", "datasets", "tokenizers", "scikit-learn", "hydra-core", "omegaconf", "finetune")
 
 
-def write_figures(run_dir: Path, log_dir: Path, kind, metrics: Mapping[str, Any], truth: Mapping[str, Any], logits: Mapping[str, Any], title: str, step: int) -> None:
-    """Each scored split's picture (confusion matrix, per-label F1 or scatter plot) as ``<name>_<split>.png`` and in TensorBoard."""
+def write_figures(run_dir: Path, log_dir: Path, kind, metrics: Mapping[str, Any], truth: Mapping[str, Any], logits: Mapping[str, Any], title: str, step: int,
+                  raw_logits: Optional[Mapping[str, Any]] = None) -> None:
+    """Each scored split's pictures as ``<name>_<split>.png`` and in TensorBoard: confusion matrix, per-label F1 or
+    scatter plot; with probabilities, the reliability diagram (``raw_logits``: before calibration) and the risk-coverage curve."""
     import matplotlib.pyplot as plt
     from torch.utils.tensorboard import SummaryWriter
 
@@ -25,11 +27,14 @@ def write_figures(run_dir: Path, log_dir: Path, kind, metrics: Mapping[str, Any]
         for split in truth:
             report = metrics[split]
             scores = ", ".join(f"{name} {report[name]:.4f}" for name in kind.metrics)
-            name, figure = kind.figure(report, truth[split], logits[split], f"{title}\n{split}: {report['rows']} rows, {scores}")
-            with replaced_atomically(run_dir / f"{name}_{split}.png") as tmp:
-                figure.savefig(tmp, format="png")
-            writer.add_figure(f"{name}/{split}", figure, global_step=step, close=True)
-            plt.close(figure)
+            heading = f"{title}\n{split}: {report['rows']} rows, {scores}"
+            figures = [kind.figure(report, truth[split], logits[split], heading)]
+            figures += kind.calibration_figures(truth[split], (raw_logits or logits)[split], logits[split], heading)
+            for name, figure in figures:
+                with replaced_atomically(run_dir / f"{name}_{split}.png") as tmp:
+                    figure.savefig(tmp, format="png")
+                writer.add_figure(f"{name}/{split}", figure, global_step=step, close=True)
+                plt.close(figure)
 
 
 def data_fingerprint(splits, columns: Sequence[str]) -> Dict[str, Dict[str, Any]]:
@@ -104,6 +109,30 @@ def _per_class_rows(report: Mapping[str, Any]) -> Tuple[List[str], List[List[Any
     return columns, [[name, *(c[k] for k in columns)] for name, c in per_class.items()]
 
 
+def calibration_lines(metrics: Mapping[str, Any]) -> List[str]:
+    """The calibration table (ECE, NLL, Brier before -> after) and each split's risk-coverage, as markdown lines."""
+    fitted = ((metrics.get("validation") or {}).get("calibration") or {}).get("fitted") or {}
+    scored = [split for split in _scored_splits(metrics) if metrics[split].get("calibration")]
+    if not scored:
+        return []
+    if "temperature" in fitted:
+        how = f"one temperature T = {fitted['temperature']:.3f}" + (f" ({fitted['note']})" if fitted.get("note") else "")
+    elif "shared_temperature" in fitted:
+        how = f"a temperature per label (shared T = {fitted['shared_temperature']:.3f} for labels with few validation positives)"
+    else:
+        how = "none (task.calibration=none)"
+    binning = metrics[scored[0]]["calibration"]["binning"]
+    rows = [[split, *(f"{metrics[split]['calibration']['before'][m]:.4f} -> {metrics[split]['calibration']['after'][m]:.4f}" for m in ("ece", "nll", "brier"))]
+            for split in scored]
+    lines = [f"Calibration fitted on validation: {how}, folded into the last layer. ECE over {binning}.", "",
+             *_table(["split", "ECE", "NLL", "Brier"], rows)]
+    for split in (s for s in scored if metrics[s].get("risk_coverage")):
+        table = metrics[split]["risk_coverage"]
+        lines += ["", f"Risk-coverage ({split}): accuracy on the rows answered, surest first.", "",
+                  *_table(["coverage", "rows", "accuracy", "min confidence"], [[f"{r['coverage']:.0%}", r["rows"], r["accuracy"], r["min_confidence"]] for r in table])]
+    return lines
+
+
 def model_card(cfg: DictConfig, kind, metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any], run_name: str, task_name: Optional[str],
                errors: Sequence[str] = ()) -> str:
     """A Hugging Face model card: YAML front matter (base model, task, data set, results), then prose and tables."""
@@ -144,6 +173,9 @@ def model_card(cfg: DictConfig, kind, metrics: Mapping[str, Any], hyperparameter
     columns, rows = _per_class_rows(metrics.get("validation") or {})
     if rows:
         body += ["", "Per label (validation):", "", *_table(["label", *columns], rows)]
+    calibration = calibration_lines(metrics)
+    if calibration:
+        body += ["", "## Calibration", "", *calibration]
     if errors:  # the top confusions, and the file with every mistake
         body += ["", "## Errors", "", *errors]
     body += _long_text_lines(metrics["train"], cfg.task.max_length)
@@ -217,6 +249,9 @@ def console_summary(kind, metrics: Mapping[str, Any], run_dir: Path, log_dir: Pa
             lines += ["", f"  {split + ', per class:'}", "  " + "  ".join(["label".ljust(width), *(f"{c:>9}" for c in columns)])]
             for name, *values in rows:
                 lines.append("  " + "  ".join([name.ljust(width), *(f"{v:>9.4f}" if isinstance(v, float) else f"{v:>9}" for v in values)]))
+    calibration = calibration_lines(metrics)
+    if calibration:
+        lines += ["", *("  " + line for line in calibration if line)]
     train = metrics["train"]
     lines += [
         "",

@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from finetune.errors import FinetuneError
 from finetune.files import write_json
+from finetune.serving.abstention import abstaining_columns, abstention_report, answered_mask
 from finetune.serving.predictor import BACKENDS, Predictor, RunInfo, Text, locate, rounded, saved_kind
 from finetune.serving.tables import CHUNK_ROWS, output_suffix, read_chunks, table_writer
 from finetune.tasks.kind import TaskKind
@@ -89,8 +90,9 @@ def check_output(output_path: Path, input_path: Optional[Path], overwrite: bool)
         raise FinetuneError(f"--output {output_path} exists; add --overwrite to replace it, or choose another file.")
 
 
-def predict_file(predictor: Predictor, source: InputFile, output_path: Path, all_scores: bool) -> Optional[Dict[str, Any]]:
-    """Write each row of ``source`` with the kind's prediction columns, a chunk at a time; return the task's metrics if it has labels.
+def predict_file(predictor: Predictor, source: InputFile, output_path: Path, all_scores: bool) -> Tuple[Optional[Dict[str, Any]], int]:
+    """Write each row of ``source`` with the kind's prediction columns, a chunk at a time; return the task's metrics
+    if it has labels (with ``abstention``: the answered rows' metrics and the coverage), and the rows abstained on.
 
     Rows keep their input order (within a chunk the model sees them sorted by length). Only
     what the metrics need is kept across chunks: each row's label and logits, a few numbers.
@@ -99,14 +101,15 @@ def predict_file(predictor: Predictor, source: InputFile, output_path: Path, all
     from tqdm.auto import tqdm
 
     kind, info = predictor.kind, source.info
-    truth, logits_seen = [], []
+    truth, logits_seen, abstained = [], [], 0
     with table_writer(output_path) as write, tqdm(total=source.rows, desc="Predicting", unit=" rows") as bar:
         for first, frame in source.chunks():
             columns = [frame[f].astype(str).tolist() for f in info.text_fields]
             logits = predictor.logits(columns[0] if len(columns) == 1 else list(zip(*columns)), progress=bar)
             scores = kind.scores(logits)
-            for name, values in kind.output_columns(scores).items():
+            for name, values in abstaining_columns(kind, scores, predictor.min_confidence).items():
                 frame[name] = values
+            abstained += int((~answered_mask(kind, scores, predictor.min_confidence)).sum())
             if all_scores and scores.ndim == 2:
                 for i, label in enumerate(kind.label_names):
                     frame[f"score_{label}"] = scores[:, i]
@@ -115,12 +118,14 @@ def predict_file(predictor: Predictor, source: InputFile, output_path: Path, all
                 truth.append(np.array(parsed_labels(frame[info.label_field].tolist(), kind, first_row=first)))
                 logits_seen.append(logits)
     if not source.labeled:
-        return None
+        return None, abstained
     metrics = kind.report(np.concatenate(truth), np.concatenate(logits_seen))
     metrics["long_text"] = {**predictor.long_text.as_dict(), "tokens": predictor.tokens_scored, "windows_per_document":
                             (predictor.windows_scored or source.rows) / max(source.rows, 1)}
+    if predictor.min_confidence is not None:
+        metrics["abstention"] = abstention_report(kind, np.concatenate(truth), np.concatenate(logits_seen), predictor.min_confidence)
     write_json(output_path.with_name(output_path.stem + ".metrics.json"), metrics)
-    return metrics
+    return metrics, abstained
 
 
 def positive_int(text: str) -> int:
@@ -148,6 +153,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists (never the --input file)")
     parser.add_argument("--chunk-rows", type=positive_int, default=CHUNK_ROWS,
                         help=f"rows read, predicted and written at a time (default {CHUNK_ROWS}): memory does not grow with the file")
+    parser.add_argument("--min-confidence", type=float, default=None,
+                        help="abstain below this confidence (0-1): the prediction reads '(abstained)'; labeled input reports the answered rows' metrics and the coverage")
     parser.add_argument("--top-k", type=positive_int, default=None, help="labels to print per text (default: all)")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--max-length", type=positive_int, default=None, help="tokens per text (default: the model's limit, at most 512)")
@@ -181,20 +188,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         transformers_logging.disable_progress_bar()  # "Loading weights" bars: noise on a command line
         predictor = Predictor.load(args.path, device=args.device, backend=args.backend, threads=args.threads,
                                    batch_size=args.batch_size, max_length=args.max_length, precision=args.precision,
-                                   long_text=args.long_text)
+                                   long_text=args.long_text, min_confidence=args.min_confidence)
         print(f"Model: {predictor.describe()}; long texts: {predictor.long_text.describe()}", file=sys.stderr)
         if source is None:
             text: Text = (args.text, args.text_pair) if args.text_pair is not None else args.text
             print(rounded(predictor(text, top_k=args.top_k)))
             return 0
-        metrics = predict_file(predictor, source, args.output, args.all_scores)
+        metrics, abstained = predict_file(predictor, source, args.output, args.all_scores)
     except FinetuneError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"Wrote {source.rows} rows to {args.output}")
+    if args.min_confidence is not None:
+        print(f"Abstained on {abstained} of {source.rows} rows (confidence below {args.min_confidence:g}): coverage {1 - abstained / max(source.rows, 1):.4f}")
     if metrics is not None:
         scores = "  ".join(f"{name} {metrics[name]:.4f}" for name in predictor.kind.metrics)
         print(f"{scores}  on {metrics['rows']} labeled rows")
+        answered = (metrics.get("abstention") or {}).get("on_answered")
+        if answered:
+            print("  ".join(f"{name} {answered[name]:.4f}" for name in predictor.kind.metrics) + f"  on the {metrics['abstention']['answered']} answered rows")
         for name, row in (metrics.get("per_class") or {}).items():
             print(f"  {name:<20} " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"n={v}" for k, v in row.items()))
         print(f"Metrics and per-class report: {args.output.with_name(args.output.stem + '.metrics.json')}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from finetune.errors import FinetuneError
+from finetune.serving.abstention import abstaining_output, check_min_confidence
 from finetune.tasks.kind import TaskKind
 from finetune.tasks.kinds import kind_for_model
 from finetune.tasks.windows import STRATEGIES, LongText, Windowing, encode_windows
@@ -166,15 +167,18 @@ class Predictor:
     """
 
     def __init__(self, model, tokenizer, kind: Optional[TaskKind] = None, batch_size: int = 64, max_length: Optional[int] = None, precision: str = "auto",
-                 long_text: Any = None):
+                 long_text: Any = None, min_confidence: Optional[float] = None):
         """``model``: a PyTorch model, or an ``OnnxModel`` (whose precision was fixed when it was exported).
-        ``long_text``: how texts longer than ``max_length`` are read (``task.long_text``; default: truncated)."""
+        ``long_text``: how texts longer than ``max_length`` are read (``task.long_text``; default: truncated).
+        ``min_confidence``: texts the model is less sure of are answered ``{"label": "(abstained)", ...}``."""
         self.runner = model if isinstance(model, OnnxModel) else TorchModel(model, precision)
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.kind = kind or kind_for_model(self.runner.config, self.runner.folder)
         self.max_length = max_length or min(tokenizer.model_max_length, 512)
         self.labels = self.kind.label_names
         self.long_text = LongText.of(long_text)
+        check_min_confidence(self.kind, min_confidence)
+        self.min_confidence = min_confidence
         self.precision, self.threads, self.backend = self.runner.precision, self.runner.threads, self.runner.backend
 
     def describe(self) -> str:
@@ -208,7 +212,7 @@ class Predictor:
         """The kind's output for one input, or a list of them for a list of inputs."""
         single = isinstance(texts, (str, tuple))
         scores = self.scores([texts] if single else list(texts))
-        results = [self.kind.output(row, top_k) for row in scores]
+        results = [abstaining_output(self.kind, row, self.min_confidence, top_k) for row in scores]
         return results[0] if single else results
 
     def scores(self, texts: Sequence[Text], progress: bool = False):

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from finetune.files import replaced_atomically, write_text
 from finetune.runs.folders import FAILED_FILE
 from finetune.sweeps.aggregate import write_by_configuration
+from finetune.sweeps.audit import write_label_audit
 from finetune.sweeps.tables import columns_of, markdown_table
 from finetune.tasks.kinds import best_metric
 from finetune.tasks.metrics import greater_is_better
@@ -129,6 +130,9 @@ class Leaderboard(Callback):
         if not sweep_dir.is_dir():
             return
         rows = write_leaderboard(sweep_dir, self.glue)
+        audit = write_label_audit(sweep_dir, rows)  # None unless every fold of a k-fold sweep finished
+        if audit:
+            write_text(sweep_dir / "summary.md", (sweep_dir / "summary.md").read_text(encoding="utf-8") + f"\n{audit}\n")
         failed = sum(r["status"] != "completed" for r in rows)
         log.info(
             "Leaderboard (%d jobs, %d failed), also in %s and summary.csv:\n%s",

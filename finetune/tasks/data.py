@@ -66,6 +66,8 @@ class TextClassificationData(TaskFields):
     ``validation_*`` (scored too) and ``test_*`` (scored, or predicted when unlabeled).
     """
 
+    fold_rows = None  # with task.folds, after load(): the positions in train of the rows the fold validates on
+
     @staticmethod
     def config_errors(task: Any) -> List[str]:
         """What is wrong with the ``task`` node (called by the config check, before anything loads)."""
@@ -76,7 +78,7 @@ class TextClassificationData(TaskFields):
     @cached_property
     def kind(self) -> TaskKind:
         """What the labels mean: parsing, loss, predictions, metrics (finetune/tasks/kinds.py)."""
-        return KINDS[self.problem](self.label_names, self.metrics, self.class_weights, self.label_separator)
+        return KINDS[self.problem](self.label_names, self.metrics, self.class_weights, self.label_separator, self.calibration)
 
     def load(self, seed: int):
         """Load every split, check columns, text and labels, carve validation if missing, apply max_*_samples."""
@@ -119,6 +121,7 @@ class TextClassificationData(TaskFields):
         stratify = bool(self.kind.stratify and counts[counts > 0].min() >= self.folds)
         splitter = (StratifiedKFold if stratify else KFold)(n_splits=self.folds, shuffle=True, random_state=seed)
         train_rows, validation_rows = list(splitter.split(np.zeros(len(train)), labels if stratify else None))[self.fold]
+        self.fold_rows = validation_rows.tolist()  # the train rows this fold validates on: its out-of-fold predictions
         return train.select(train_rows), train.select(validation_rows)
 
     def _carve_validation(self, train, seed: int):

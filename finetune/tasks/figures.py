@@ -61,3 +61,41 @@ def scatter_figure(truth, predicted, title: str):
     axes.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def reliability_figure(curves: Mapping[str, tuple], axis: str, title: str):
+    """Reliability diagram: per bin, the observed frequency against the mean probability, before and after calibration."""
+    from finetune.tasks.calibration import BINNING, BINS, expected_calibration_error, reliability
+
+    fig, axes = figure((6, 6))
+    axes.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--", label="calibrated")
+    for (when, (probability, outcome)), color in zip(curves.items(), ("tab:orange", "tab:blue")):
+        mean_p, frequency, _ = reliability(probability, outcome)
+        ece = expected_calibration_error(probability, outcome)
+        axes.plot(mean_p, frequency, marker="o", color=color, label=f"{when} calibration (ECE {ece:.3f})")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel(f"Mean {axis} ({BINS} {BINNING} bins)")
+    axes.set_ylabel("Observed frequency (right / label present)")
+    axes.legend(loc="upper left", fontsize=8)
+    axes.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def risk_coverage_figure(confidence, correct, title: str):
+    """Accuracy on the answered rows against the share answered, surest first."""
+    import numpy as np
+
+    order = np.argsort(-np.asarray(confidence, dtype=float), kind="stable")
+    right = np.asarray(correct, dtype=float)[order]
+    answered = np.arange(1, len(right) + 1)
+    fig, axes = figure((6.5, 4.5))
+    axes.plot(answered / max(len(right), 1), np.cumsum(right) / answered, color="tab:blue")
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("Coverage (share of rows answered, most confident first)")
+    axes.set_ylabel("Accuracy on the answered rows")
+    axes.grid(alpha=0.3)
+    axes.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from finetune.tasks.metrics import compute
 
 log = logging.getLogger(__name__)
+CALIBRATION_FILE = "calibration.json"  # in the model folder: the temperatures folded into its last layer
 UNLABELED_MARKERS = (-1, "-1", None)  # the hub's marker for a test split without labels (GLUE)
 
 
@@ -45,8 +46,11 @@ class TaskKind(ABC):
     default_metrics: Tuple[str, ...] = ()
     stratify = False  # carve validation keeping the label mix (only where labels are classes)
 
-    def __init__(self, label_names: Sequence[str], metrics: Sequence[str] = (), class_weights: Any = None, label_separator: str = ","):
+    def __init__(self, label_names: Sequence[str], metrics: Sequence[str] = (), class_weights: Any = None, label_separator: str = ",",
+                 calibration: str = "temperature"):
         self.label_names = list(label_names)
+        self.calibration = calibration  # task.calibration: temperature | none
+        self.temperatures: Optional[List[float]] = None  # one per output, after calibrate(); None: logits as they are
         self.metrics = list(metrics) or list(self.default_metrics)
         self.class_weights_setting = class_weights
         self.separator = label_separator
@@ -182,12 +186,106 @@ class TaskKind(ABC):
         """Logits whose scores are ``scores`` (the inverse of ``scores``); regression: the scores themselves."""
         return scores
 
-    def calibrate(self, truth, logits) -> None:
-        """Fit what predictions depend on besides the weights, on the validation split (nothing for most kinds)."""
+    # --- calibration (fitted on validation after training; finetune/tasks/calibration.py) ---------
+    def calibrate(self, truth, logits) -> Dict[str, Any]:
+        """Fit on the validation split what predictions depend on besides the weights (temperatures,
+        thresholds); what was fitted, for metrics.json. Nothing for a kind without probabilities."""
+        return {"method": "none"}
+
+    def calibrated(self, logits):
+        """The logits divided by the fitted temperatures: what the model outputs once they are folded into its head."""
+        import numpy as np
+
+        if self.temperatures is None:
+            return logits
+        return np.asarray(logits, dtype="float64") / np.asarray(self.temperatures)
+
+    def same_decisions(self, raw_logits, calibrated_logits) -> bool:
+        """Whether the temperatures left every decision as it was (the most probable class)."""
+        import numpy as np
+
+        return bool(np.array_equal(np.argmax(raw_logits, axis=-1), np.argmax(calibrated_logits, axis=-1)))
+
+    def calibration_scores(self, truth, logits) -> Optional[Dict[str, float]]:
+        """ECE, NLL and Brier score of one split's logits; None where the outputs are no probabilities."""
+        return None
+
+    def calibration_report(self, truth, raw_logits) -> Optional[Dict[str, Any]]:
+        """The calibration measures before and after the temperatures, for metrics.json."""
+        from finetune.tasks.calibration import BINNING, BINS
+
+        before = self.calibration_scores(truth, raw_logits)
+        if before is None:
+            return None
+        return {"binning": f"{BINS} {BINNING} bins", "before": before, "after": self.calibration_scores(truth, self.calibrated(raw_logits))}
+
+    def confidence(self, scores):
+        """How sure the model is of each row's prediction (abstention, risk-coverage); None for a kind without probabilities."""
+        return None
+
+    def confidence_and_right(self, truth, logits):
+        """Per row: how sure the model is, and whether it is right (as accuracy counts); None without probabilities."""
+        import numpy as np
+
+        scores = self.scores(logits)
+        confidence = self.confidence(scores)
+        if confidence is None:
+            return None
+        return confidence, (np.asarray(self.predict(scores)) == np.asarray(truth).astype(int)).reshape(len(scores), -1).all(axis=1)
+
+    def risk_coverage(self, truth, logits) -> Optional[List[Dict[str, Any]]]:
+        """Accuracy on the rows answered when only the surest 100/90/80/70/50% are (finetune/tasks/calibration.py)."""
+        from finetune.tasks.calibration import risk_coverage
+
+        answered = self.confidence_and_right(truth, logits)
+        return None if answered is None else risk_coverage(*answered)
+
+    def calibration_figures(self, truth, raw_logits, logits, title: str) -> List[Tuple[str, Any]]:
+        """``(name, figure)`` pairs: the reliability diagram (before and after the temperatures) and the risk-coverage curve."""
+        from finetune.tasks.figures import reliability_figure, risk_coverage_figure
+
+        answered = self.confidence_and_right(truth, logits)
+        if answered is None:
+            return []
+        curves = {when: self.reliability_points(truth, self.scores(z)) for when, z in (("before", raw_logits), ("after", logits))}
+        return [("reliability", reliability_figure(curves, self.reliability_axis, title)), ("risk_coverage", risk_coverage_figure(*answered, title))]
+
+    reliability_axis = "probability"
+
+    def reliability_points(self, truth, scores):
+        """``(probability, outcome)`` pairs that calibration is measured on (calibration_scores' ECE)."""
+        raise NotImplementedError(f"a {self.name} task has no probabilities")
+
+    def head(self, model):
+        """The model's last layer: the last linear layer with one output per label."""
+        import torch
+
+        return [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == self.num_labels][-1]
+
+    def fold_temperatures(self, model) -> None:
+        """Divide the last layer's weights and bias by the temperatures, so that the model itself (and every
+        consumer: Predictor, pipeline(), ONNX) gives calibrated probabilities. calibration.json keeps T:
+        multiplying back recovers the layer as trained."""
+        import torch
+
+        if self.temperatures is None or all(t == 1.0 for t in self.temperatures):
+            return
+        layer = self.head(model)
+        with torch.no_grad():
+            divisor = torch.as_tensor(self.temperatures, dtype=layer.weight.dtype, device=layer.weight.device)
+            layer.weight.div_(divisor[:, None])
+            if layer.bias is not None:
+                layer.bias.div_(divisor)
 
     def model_files(self) -> Dict[str, Any]:
         """JSON files saved beside the model that later predictions need (name -> content)."""
-        return {}
+        if self.temperatures is None:
+            return {}
+        return {CALIBRATION_FILE: {
+            "method": "temperature", "fitted_on": "validation", "folded_into_last_layer": True,
+            "temperatures": dict(zip(self.label_names, self.temperatures)),
+            "uncalibrated_layer": "multiply row j of the last layer's weight and bias element j by temperatures[j]",
+        }}
 
     def prepare_model(self, model) -> None:
         """Adjust a freshly loaded model's head to the training labels (nothing for most kinds)."""

@@ -20,11 +20,14 @@ class MultiLabel(TaskKind):
     problem_type = "multi_label_classification"
     default_metrics = ("f1_micro", "f1_macro", "f1_samples", "accuracy")
     DEFAULT_THRESHOLD = 0.5
+    MIN_POSITIVES = 30  # validation positives a label needs for a threshold (and temperature) of its own
+    SHARED_GRID = (0.05, 0.951, 0.01)  # the cut-offs the shared threshold is chosen from
     agreement_rule = "the same set of labels above their thresholds"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.thresholds: Optional[List[float]] = None  # None: 0.5 everywhere, until tuned
+        self.shared: Optional[float] = None  # the threshold of the labels with too few validation positives
 
     def parse(self, value: Any) -> Optional[List[float]]:
         if isinstance(value, str):
@@ -87,7 +90,7 @@ class MultiLabel(TaskKind):
         import torch
 
         rates = np.clip(self.label_rates, 1e-4, 1 - 1e-4)
-        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == self.num_labels][-1]
+        head = self.head(model)
         with torch.no_grad():
             head.bias.copy_(torch.as_tensor(np.log(rates / (1 - rates)), dtype=head.bias.dtype))
 
@@ -118,39 +121,102 @@ class MultiLabel(TaskKind):
         return (scores >= self.threshold_array()).astype(int)
 
     def tune_thresholds(self, truth, logits) -> List[float]:
-        """Per label, the cut-off that maximises that label's F1 on ``truth`` (0.5 where it has no positives)."""
+        """Thresholds that hold on new rows: a label with at least ``MIN_POSITIVES`` positives in ``truth``
+        gets the cut-off with its best F1; every other label shares the one cut-off (0.05 to 0.95) with the
+        best micro-F1 over all labels, instead of chasing its handful of positives."""
         import numpy as np
 
         scores, truth = self.scores(logits), np.asarray(truth).astype(int)
-        thresholds = []
-        for j in range(self.num_labels):
-            positives = truth[:, j].sum()
-            if positives == 0:
-                thresholds.append(self.DEFAULT_THRESHOLD)
-                continue
-            order = np.argsort(-scores[:, j], kind="stable")
-            hits = np.cumsum(truth[order, j])  # true positives when the top k rows are predicted
-            k = np.arange(1, len(order) + 1)
-            f1 = 2 * hits / (k + positives)
-            best = int(np.argmax(f1))
-            above, below = scores[order[best], j], scores[order[best + 1], j] if best + 1 < len(order) else 0.0
-            thresholds.append(float((above + below) / 2))  # midway: the same decisions, and less brittle
-        self.thresholds = thresholds
-        return thresholds
+        positives = truth.sum(axis=0)
+        shared = self.shared_threshold(scores, truth)
+        self.thresholds = [self.own_threshold(scores[:, j], truth[:, j]) if positives[j] >= self.MIN_POSITIVES else shared
+                           for j in range(self.num_labels)]
+        self.shared = shared
+        return self.thresholds
 
-    def calibrate(self, truth, logits) -> None:
-        self.tune_thresholds(truth, logits)
+    @staticmethod
+    def own_threshold(scores, truth) -> float:
+        """The cut-off with the best F1 for one label: midway between the last row predicted and the next."""
+        import numpy as np
+
+        order = np.argsort(-scores, kind="stable")
+        hits = np.cumsum(truth[order])  # true positives when the top k rows are predicted
+        f1 = 2 * hits / (np.arange(1, len(order) + 1) + truth.sum())
+        best = int(np.argmax(f1))
+        above, below = scores[order[best]], scores[order[best + 1]] if best + 1 < len(order) else 0.0
+        return float((above + below) / 2)  # midway: the same decisions, and less brittle
+
+    @classmethod
+    def shared_threshold(cls, scores, truth) -> float:
+        """The one cut-off of ``SHARED_GRID`` with the best micro-F1 over every label (0.5 without positives)."""
+        import numpy as np
+
+        if truth.sum() == 0:
+            return cls.DEFAULT_THRESHOLD
+        grid = np.round(np.arange(*cls.SHARED_GRID), 2)
+        f1 = [2 * (truth & (scores >= t)).sum() / ((scores >= t).sum() + truth.sum()) for t in grid]
+        return float(grid[int(np.argmax(f1))])
+
+    def calibrate(self, truth, logits) -> Dict[str, Any]:
+        """Temperatures (one per label with ``MIN_POSITIVES`` validation positives, one shared by the others), then thresholds on the calibrated scores."""
+        fitted = self.fit_temperatures(truth, logits) if self.calibration == "temperature" else {"method": "none"}
+        self.tune_thresholds(truth, self.calibrated(logits))
+        return {**fitted, "thresholds": {"min_positives_for_own": self.MIN_POSITIVES, "shared": self.shared,
+                                         "own": int(sum(t != self.shared for t in self.thresholds))}}
+
+    def fit_temperatures(self, truth, logits) -> Dict[str, Any]:
+        import numpy as np
+
+        from finetune.tasks.calibration import fit_temperature, sigmoid_nll
+
+        truth, logits = np.asarray(truth).astype(int), np.asarray(logits, dtype="float64")
+        shared = fit_temperature(sigmoid_nll, logits, truth)
+        self.temperatures = [fit_temperature(sigmoid_nll, logits[:, j], truth[:, j]) if truth[:, j].sum() >= self.MIN_POSITIVES else shared
+                             for j in range(self.num_labels)]
+        # T = 1 where no temperature lowered the label's validation NLL (or every decision was right: see fit_temperature)
+        return {"method": "temperature", "fitted_on": "validation", "shared_temperature": shared,
+                "temperatures": dict(zip(self.label_names, self.temperatures)),
+                "kept_at_1": [name for name, t in zip(self.label_names, self.temperatures) if t == 1.0]}
+
+    def same_decisions(self, raw_logits, calibrated_logits) -> bool:
+        import numpy as np
+
+        return bool(np.array_equal(np.asarray(raw_logits) >= 0, np.asarray(calibrated_logits) >= 0))  # each label at 0.5
+
+    def calibration_scores(self, truth, logits) -> Dict[str, float]:
+        import numpy as np
+
+        from finetune.tasks.calibration import scores_of, sigmoid_nll
+
+        truth = np.asarray(truth).astype(int)
+        scores = self.scores(np.asarray(logits))
+        return scores_of(sigmoid_nll(logits, truth), float(((scores - truth) ** 2).mean()), *self.reliability_points(truth, scores))
+
+    reliability_axis = "score of each label, every row"
+
+    def reliability_points(self, truth, scores):
+        import numpy as np
+
+        return scores, np.asarray(truth).astype(int)
+
+    def confidence(self, scores):
+        import numpy as np
+
+        # each label's decision: the score for a label given, 1 - score for one left out; a row is as sure as its least sure decision
+        return np.where(self.predict(scores) == 1, scores, 1 - scores).min(axis=1)
 
     def model_files(self) -> Dict[str, Any]:
         thresholds = self.threshold_array().tolist()
-        return {THRESHOLDS_FILE: {"thresholds": dict(zip(self.label_names, thresholds)), "tuned_on": "validation",
-                                  "rule": "per label, the cut-off with the best F1 on the validation split; 0.5 where it has no positives"}}
+        rule = (f"per label with at least {self.MIN_POSITIVES} positives in validation, the cut-off with its best F1; "
+                "every other label, the one cut-off with the best micro-F1 over all labels")
+        return {**super().model_files(),
+                THRESHOLDS_FILE: {"thresholds": dict(zip(self.label_names, thresholds)), "tuned_on": "validation", "rule": rule}}
 
     def evaluate(self, truth, logits):
         # During training the Trainer evaluates checkpoints on validation: score each with
         # thresholds tuned on that evaluation, as the final model will be.
         if self.thresholds is None:
-            tuned = MultiLabel(self.label_names, self.metrics)
+            tuned = MultiLabel(self.label_names, self.metrics, calibration="none")
             tuned.tune_thresholds(truth, logits)
             return tuned.evaluate(truth, logits)
         return super().evaluate(truth, logits)

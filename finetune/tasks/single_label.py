@@ -69,6 +69,40 @@ class SingleLabel(TaskKind):
         # max pools each class on its own: normalised again, so they are probabilities
         return np.log(np.clip(scores / scores.sum(axis=1, keepdims=True), 1e-12, None))
 
+    def calibrate(self, truth, logits) -> Dict[str, Any]:
+        """One temperature for all classes, minimising the validation NLL (kept at 1 where no other does better)."""
+        from finetune.tasks.calibration import fit_temperature, softmax_nll
+
+        if self.calibration == "none":
+            return {"method": "none"}
+        temperature = fit_temperature(softmax_nll, logits, truth)
+        self.temperatures = [temperature] * self.num_labels
+        fitted = {"method": "temperature", "fitted_on": "validation", "temperature": temperature}
+        if temperature == 1.0:
+            fitted["note"] = "no temperature lowered the validation NLL, or the fit ran to the edge of its range (a validation split the model gets all right): T kept at 1"
+        return fitted
+
+    def calibration_scores(self, truth, logits) -> Dict[str, float]:
+        import numpy as np
+
+        from finetune.tasks.calibration import scores_of, softmax_nll
+
+        truth = np.asarray(truth, dtype=int)
+        scores = self.scores(np.asarray(logits))
+        one_hot = np.eye(self.num_labels)[truth]
+        brier = float(((scores - one_hot) ** 2).sum(axis=1).mean()) if len(truth) else float("nan")
+        return scores_of(softmax_nll(logits, truth), brier, *self.reliability_points(truth, scores))
+
+    reliability_axis = "probability of the predicted class"
+
+    def reliability_points(self, truth, scores):
+        import numpy as np
+
+        return scores.max(axis=1), scores.argmax(axis=1) == np.asarray(truth, dtype=int)
+
+    def confidence(self, scores):
+        return scores.max(axis=1)  # the probability of the predicted class
+
     def report(self, truth, logits) -> Dict[str, Any]:
         from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 

@@ -173,13 +173,22 @@ def score(prepared: PreparedRun, result) -> Tuple[Dict[str, Any], Dict[str, Any]
     reading, costs = prepared.task.reading, {}
     if reading.windowed:  # one row per document from here on
         outputs, costs = scored_documents(outputs, encoded, kind, reading.aggregation, DOCUMENT)
-    logits = {split: logits_of(output.predictions) for split, output in outputs.items()}
-    kind.calibrate(outputs["validation"].label_ids, logits["validation"])
+    raw = {split: logits_of(output.predictions) for split, output in outputs.items()}
+    calibration = kind.calibrate(outputs["validation"].label_ids, raw["validation"])
+    logits = {split: calibrated_logits(kind, split, raw[split]) for split in raw}
     metrics: Dict[str, Any] = {"validation": None, "test": None, **{split: None for split in encoded if split != "train"}}
     for split, output in outputs.items():
-        metrics[split] = {"loss": output.metrics[f"{split}_loss"], **kind.report(output.label_ids, logits[split]), **costs.get(split, {})}
-        if split != "validation":  # into TensorBoard (validation was logged at each evaluation)
-            trainer.log({f"{split.replace('validation', 'eval', 1)}_{k}": v for k, v in metrics[split].items() if isinstance(v, float)})
+        truth = output.label_ids
+        metrics[split] = {"loss": output.metrics[f"{split}_loss"], **kind.report(truth, logits[split]), **costs.get(split, {})}
+        for key, value in (("calibration", kind.calibration_report(truth, raw[split])), ("risk_coverage", kind.risk_coverage(truth, logits[split]))):
+            if value is not None:
+                metrics[split][key] = value
+        if split == "validation" and "calibration" in metrics[split]:
+            metrics[split]["calibration"]["fitted"] = calibration  # fitted on these rows: its "after" flatters
+        scalars = tensorboard_scalars(split, metrics[split])
+        if scalars:
+            trainer.log(scalars)
+    kind.fold_temperatures(trainer.model)  # from here on the model itself gives calibrated probabilities
     metrics["train"] = {
         "runtime_s": result.metrics["train_runtime"],
         "samples_per_second": result.metrics["train_samples_per_second"],
@@ -199,12 +208,30 @@ def score(prepared: PreparedRun, result) -> Tuple[Dict[str, Any], Dict[str, Any]
         "token_lengths": prepared.lengths,
         **({"documents": len(prepared.splits["train"]), "windows": len(encoded["train"])} if reading.windowed else {}),
     }
-    return {"outputs": outputs, "logits": logits}, metrics
+    return {"outputs": outputs, "logits": logits, "raw_logits": raw}, metrics
+
+
+def calibrated_logits(kind, split: str, raw):
+    """The split's logits through the fitted temperatures; a temperature never moves a prediction, and this checks it."""
+    calibrated = kind.calibrated(raw)
+    if not kind.same_decisions(raw, calibrated):
+        raise FinetuneError(f"Calibration moved a prediction on the {split} split; temperatures {kind.temperatures} must be positive.")
+    return calibrated
+
+
+def tensorboard_scalars(split: str, report: Dict[str, Any]) -> Dict[str, float]:
+    """A scored split's numbers for TensorBoard (validation's scores were logged at each evaluation; its calibration is new)."""
+    prefix = split.replace("validation", "eval", 1)
+    scalars = {} if split == "validation" else {f"{prefix}_{k}": v for k, v in report.items() if isinstance(v, float)}
+    for when in ("before", "after"):
+        values = (report.get("calibration") or {}).get(when) or {}
+        scalars.update({f"{prefix}_{name}_{when}_calibration": v for name, v in values.items()})
+    return scalars
 
 
 def write_outputs(prepared: PreparedRun, scored: Dict[str, Any], metrics: Dict[str, Any]) -> None:
     """Submission files, pictures, per-example results, model/ with its card, metrics.json, the trackers' records."""
-    from finetune.runs.examples import confusion_lines, write_examples
+    from finetune.runs.examples import confusion_lines, write_examples, write_out_of_fold
     from finetune.runs.report import hyperparameters, model_card, write_figures
     from finetune.training.trackers import finish_trackers
     from finetune.training.trainer import log_hparams
@@ -214,8 +241,10 @@ def write_outputs(prepared: PreparedRun, scored: Dict[str, Any], metrics: Dict[s
     names = _choices()
     title = f"{names.get('model', Path(cfg.model.name_or_path).name)} on {names.get('task', cfg.task.path or 'local data')}"
     truth = {split: output.label_ids for split, output in scored["outputs"].items()}
-    write_figures(run_dir, run_dir / "logs", kind, metrics, truth, scored["logits"], title, trainer.state.global_step)
+    write_figures(run_dir, run_dir / "logs", kind, metrics, truth, scored["logits"], title, trainer.state.global_step, scored["raw_logits"])
     mistakes = write_examples(run_dir, kind, prepared.splits, truth, scored["logits"], prepared.task.text_fields)
+    if prepared.task.fold_rows is not None:  # k-fold: this fold's out-of-fold predictions, for the sweep's label audit
+        write_out_of_fold(run_dir, prepared.splits["validation"], prepared.task.fold_rows, prepared.task.text_fields)
     settings = hyperparameters(cfg, trainer.args, metrics, prepared.hardware.precision_used, prepared.adapter.describe())
     card = model_card(cfg, kind, metrics, settings, run_dir.name, names.get("task"), confusion_lines(kind, mistakes))
     save_model(trainer, run_dir / "model", card, kind.model_files())
