@@ -10,8 +10,8 @@ import sys
 from typing import Optional, Sequence
 
 from finetune.errors import FinetuneError
-from finetune.serving.cli import positive_int
-from finetune.serving.predictor import BACKENDS, default_threads
+from finetune.serving.cli import add_model_options, positive_int
+from finetune.serving.predictor import default_threads
 from finetune.serving.requests import MAX_CHARS, MAX_TEXTS
 from finetune.serving.server import Settings, Service, serve
 
@@ -24,12 +24,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("path", help="a run folder (its model/, or its export/ with --backend onnx), a model folder, or an export folder")
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--backend", choices=BACKENDS, default=None, help="torch, or onnx (default: onnx for an export folder, else torch)")
-    parser.add_argument("--device", default=None, help="torch backend: cpu, cuda, cuda:1, ... (default: CUDA when present)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                        help="torch backend: auto is half precision on GPUs, bf16 on CPUs with native bf16, else fp32")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="intra-op CPU threads per worker (default: the CPUs this process may use, divided among --workers)")
+    add_model_options(parser, "intra-op CPU threads per worker (default: the CPUs this process may use, divided among --workers)")
     parser.add_argument("--workers", type=positive_int, default=1, help="server processes sharing the port, each with the model (workers x threads <= cores)")
     parser.add_argument("--max-batch", type=positive_int, default=64, help="texts in one forward pass, gathered across requests (default 64)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests once several arrive together (default 5)")
