@@ -185,15 +185,19 @@ def assert_same_as_cli(kind: str, answers, rows) -> None:
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory, request):
-    """An fp32 ONNX export of each kind's run, outside the run's folder (the session's runs stay as they are)."""
+def exports(tmp_path_factory):
+    """An fp32 ONNX export of a run, made once per module outside the run's folder (the session's runs stay as they are)."""
     from finetune.serving.export import main as export_main
 
     folders = {}
-    for kind, run in KIND_RUNS.items():
-        folders[kind] = tmp_path_factory.mktemp("serve_exports") / kind
-        assert export_main([str(request.getfixturevalue(run)), "--output", str(folders[kind]), "--threads", "1"]) == 0
-    return folders
+
+    def export(run_dir: Path) -> Path:
+        if run_dir not in folders:
+            folders[run_dir] = tmp_path_factory.mktemp("serve_exports") / run_dir.name
+            assert export_main([str(run_dir), "--output", str(folders[run_dir]), "--threads", "1"]) == 0
+        return folders[run_dir]
+
+    return export
 
 
 @pytest.mark.trains
@@ -201,9 +205,9 @@ def exports(tmp_path_factory, request):
 @pytest.mark.parametrize("kind", list(KIND_RUNS))
 def test_the_server_answers_as_the_cli_for_each_kind_and_backend(kind, backend, request, exports, tmp_path):
     run_dir = request.getfixturevalue(KIND_RUNS[kind])
-    path, settings = (run_dir, {"precision": "fp32"}) if backend == "torch" else (exports[kind], {"threads": 1})
+    path, settings = (run_dir, {"precision": "fp32"}) if backend == "torch" else (exports(run_dir), {"threads": 1})
     probes = PROBES[kind]
-    rows = cli_rows(run_dir if backend == "torch" else exports[kind], probes, tmp_path, backend)
+    rows = cli_rows(path, probes, tmp_path, backend)
     as_lists = [list(t) if isinstance(t, tuple) else t for t in probes]
     with served(path, **settings) as url:
         status, answers = call(url, "/predict", {"texts": as_lists})

@@ -11,6 +11,7 @@ requests are batched across callers by ``Batcher`` (finetune/serving/batching.py
 """
 
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -206,6 +207,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     if workers > 1:  # uvicorn's own worker processes, each loading the run; the port is shared
+        if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+            options["timeout_worker_healthcheck"] = 120  # a worker imports the ML stack before it answers; 5 s restarted slow ones
         os.environ[SETTINGS_VARIABLE] = json.dumps(asdict(settings))
         uvicorn.run("finetune.serving.server:app_from_environment", factory=True, workers=workers, **options)
         return 0
