@@ -6,7 +6,7 @@ The run is the one bench/predict_speed.py uses (docs/inference.md). For each bac
 with its default precision, and the int8 ONNX export), in one process:
 
 1. offline: the ``Predictor`` classifies the first ROWS texts of DATA in one call (what
-   ``finetune.predict`` does with a file), and one text at a time (the median of 200 calls);
+   ``finetune.predict`` does with a file), and one text at a time (the median of --single-calls calls, 200 by default);
 2. served: ``python -m finetune.serve`` on a free loopback port; for each number of clients,
    that many client threads send the ROWS texts, one text per request, each client waiting
    for its answer before sending the next (keep-alive connections). Each level sends exactly
@@ -40,7 +40,7 @@ from finetune.serving.predictor import Predictor  # noqa: E402
 TIMEOUT_S = 60  # one request; a level or start-up that takes longer than a few minutes fails the benchmark
 
 
-def offline(path: Path, backend: str, texts: List[str]) -> Dict[str, float]:
+def offline(path: Path, backend: str, texts: List[str], single_calls: int) -> Dict[str, float]:
     """Texts per second of one Predictor call on all texts, and the median ms of a call on one text."""
     predictor = Predictor.load(path, backend=backend)
     predictor.scores(texts[:64])  # warm-up
@@ -48,7 +48,7 @@ def offline(path: Path, backend: str, texts: List[str]) -> Dict[str, float]:
     predictor.scores(texts)
     throughput = len(texts) / (time.perf_counter() - started)
     single = []
-    for text in texts[:200]:
+    for text in texts[:single_calls]:
         started = time.perf_counter()
         predictor(text)
         single.append(time.perf_counter() - started)
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--int8", type=Path, default=None, help="the int8 export folder (default RUN/export_int8)")
     parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--single-calls", type=int, default=200, help="Predictor calls on one text, for the median one-text latency")
     parser.add_argument("--backends", default="torch,onnx_int8")
     args = parser.parse_args()
     texts = pd.read_csv(args.data, keep_default_na=False)["text"].head(args.rows).tolist()
@@ -132,7 +133,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.backends.split(","):
         path, backend = paths[name]
-        reference = offline(path, backend, texts)
+        reference = offline(path, backend, texts, args.single_calls)
         print(f"| {name} offline ({reference['how']}) | - | {reference['throughput']:.1f} | {reference['one_text_ms']:.2f} (one text) | | | 1.00x | |")
         server, port = start_server(path, backend)
         try:
