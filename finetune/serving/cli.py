@@ -139,6 +139,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_model_options(parser: argparse.ArgumentParser, threads_help: str) -> None:
+    """--device, --precision, --backend and --threads: how the model runs, for predict and serve alike."""
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                        help="auto: half precision on GPUs, bf16 on CPUs with native bf16, else fp32 (torch backend)")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="torch, or onnx: the run's export/ (python -m finetune.export), without PyTorch "
+                             "(default: onnx for an export folder, else torch)")
+    parser.add_argument("--threads", type=positive_int, default=None, help=threads_help)
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m finetune.predict", description="Predict with a trained run or model folder: classes, labels or scores.",
@@ -160,14 +171,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--max-length", type=positive_int, default=None, help="tokens per text (default: the model's limit, at most 512)")
     parser.add_argument("--long-text", choices=STRATEGIES, default=None,
                         help="how to read texts longer than --max-length: truncate, head_tail or chunks (default: as the run was trained)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                        help="auto: half precision on GPUs, bf16 on CPUs with native bf16, else fp32 (torch backend)")
-    parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="torch, or onnx: the run's export/ (python -m finetune.export), without PyTorch "
-                             "(default: onnx for an export folder, else torch)")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="intra-op CPU threads (default: the CPUs this process may use for onnx, PyTorch's choice for torch)")
+    add_model_options(parser, "intra-op CPU threads (default: the CPUs this process may use for onnx, PyTorch's choice for torch)")
     args = parser.parse_args(argv)
     if (args.text is None) == (args.input is None):
         parser.error("give either a TEXT or --input FILE")

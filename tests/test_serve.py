@@ -1,0 +1,305 @@
+"""The HTTP server (python -m finetune.serve): request checks, the CLI's answers for each kind and backend,
+batching across requests, and a clean SIGTERM, on the session's tiny runs served on a free loopback port."""
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from finetune.serving.requests import Limits, RequestError, parse
+from finetune.serving.server_cli import main as serve_main
+from tests.helpers import REPO, read_json, write_csv
+
+pytestmark = pytest.mark.uses_trained_runs
+
+KIND_RUNS = {"single_label": "topic_run", "pairs": "pair_run", "multi_label": "multi_label_run", "regression": "regression_run"}
+PROBES = {  # what each run reads, of varied lengths so that sorting and padding matter
+    "single_label": ["coach league goal the season match", "shares profit market", "treaty minister", "robot " * 20 + "chip"],
+    "pairs": [("dog cat car house tree", "river city yes"), ("man", "woman child no"), ("tree " * 10, "dog yes")],
+    "multi_label": ["coach league goal treaty minister border", "software chip robot", "the a on"],
+    "regression": [("dog cat car house", "tree river yes yes yes"), ("dog cat", "tree river city"), ("man woman", "yes")],
+}
+
+
+def body(value) -> bytes:
+    return json.dumps(value).encode()
+
+
+@pytest.mark.parametrize("request_body, pairs, expected", [
+    ({"text": "a"}, False, (["a"], True)),
+    ({"text": "a", "text_pair": "b"}, True, ([("a", "b")], True)),
+    ({"texts": ["a", "b", "c"]}, False, (["a", "b", "c"], False)),
+    ({"texts": [["a", "b"], ["c", "d"]]}, True, ([("a", "b"), ("c", "d")], False)),
+    ({"inputs": "a"}, False, (["a"], True)),
+    ({"inputs": ["a", "b"]}, False, (["a", "b"], False)),  # a run of single texts: a list of two texts
+    ({"inputs": ["a", "b"]}, True, ([("a", "b")], True)),  # a run of pairs: TEI's pair
+    ({"inputs": [["a", "b"]], "truncate": True}, True, ([("a", "b")], False)),
+])
+def test_each_request_shape_reads_as_the_texts_it_holds(request_body, pairs, expected):
+    parsed = parse(body(request_body), Limits(pairs=pairs))
+    assert (parsed.texts, parsed.single) == expected
+
+
+@pytest.mark.parametrize("raw, limits, status, message", [
+    (b"", Limits(), 400, "empty body"),
+    (b"{not json", Limits(), 400, "the body is not JSON"),
+    (body(["a"]), Limits(), 422, "the body must be a JSON object such as"),
+    (body({"txt": "a"}), Limits(), 422, "unknown field 'txt'"),
+    (body({}), Limits(), 422, "give exactly one of text, texts or inputs (got none)"),
+    (body({"text": "a", "texts": ["b"]}), Limits(), 422, "give exactly one of text, texts or inputs (got text and texts)"),
+    (body({"text": 5}), Limits(), 422, "text must be a string, got a number (5)"),
+    (body({"texts": "a"}), Limits(), 422, "texts must be a list of texts or of [first, second] pairs, got a string"),
+    (body({"texts": ["a", None]}), Limits(), 422, "texts[1] must be a text or a [first, second] pair, got null"),
+    (body({"texts": [["a", 1]]}), Limits(), 422, "texts[0][1] must be a string, got a number (1)"),
+    (body({"texts": []}), Limits(), 422, "the list of texts is empty"),
+    (body({"texts": ["a", ["b", "c"]]}), Limits(), 422, "a mix of single texts and pairs"),
+    (body({"text": "a", "text_pair": "b"}), Limits(pairs=False), 422, "this run classifies one text at a time, not pairs"),
+    (body({"inputs": [["a", "b"]]}), Limits(pairs=False), 422, "this run classifies one text at a time, not pairs"),
+    (body({"text": "a"}), Limits(pairs=True), 422, "this run classifies pairs"),
+    (body({"texts": ["a"] * 4}), Limits(max_texts=3), 413, "4 texts in one request; this server takes at most 3 (--max-texts)"),
+    (body({"texts": ["a", "b" * 11]}), Limits(max_chars=10), 413, "text 1 has 11 characters; this server takes at most 10 (--max-chars)"),
+    (body({"text": "a", "top_k": 0}), Limits(), 422, "top_k must be a whole number >= 1, got 0"),
+    (body({"inputs": "a", "raw_scores": True}), Limits(), 422, "raw_scores is not served"),
+    (body({"texts": ["a"], "text_pair": "b"}), Limits(), 422, "text_pair goes with text"),
+])
+def test_a_bad_request_gets_its_status_and_one_line_naming_the_problem(raw, limits, status, message):
+    with pytest.raises(RequestError) as caught:
+        parse(raw, limits)
+    assert caught.value.status == status and message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_folder_without_a_model_stops_before_the_port_opens(tmp_path, capsys):
+    assert serve_main([str(tmp_path / "missing")]) == 1
+    assert capsys.readouterr().err.strip() == f"error: No such folder: {tmp_path / 'missing'}"
+    assert serve_main([str(tmp_path), "--backend", "onnx"]) == 1
+    assert "holds no model" in capsys.readouterr().err
+
+
+# --- servers on a free loopback port ------------------------------------------------------------
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def call(url: str, path: str, payload=None, timeout: float = 60):
+    """(status, JSON answer) of a GET, or of a POST of ``payload`` (bytes sent as they are)."""
+    import httpx
+
+    if payload is None:
+        response = httpx.get(url + path, timeout=timeout)
+    else:
+        response = httpx.post(url + path, content=payload if isinstance(payload, bytes) else body(payload), timeout=timeout)
+    return response.status_code, response.json()
+
+
+def wait_ready(url: str, timeout: float = 180):
+    """Poll /health until ready: every answer before is 503 "loading"."""
+    import httpx
+
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        try:
+            status, answer = call(url, "/health", timeout=5)
+        except httpx.TransportError:
+            time.sleep(0.1)
+            continue
+        if status == 200:
+            assert answer == {"status": "ready"} and all(s == (503, "loading") for s in seen), seen
+            return seen
+        seen.append((status, answer.get("status")))
+        time.sleep(0.1)
+    raise AssertionError(f"the server was not ready within {timeout} s")
+
+
+@contextmanager
+def served(path: Path, **settings):
+    """The server of ``path``, in this process (uvicorn in a thread), on a free port: its URL."""
+    import uvicorn
+
+    from finetune.serving.server import Settings, create_app
+
+    sock = free_socket()
+    server = uvicorn.Server(uvicorn.Config(create_app(Settings(str(path), **settings)), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        wait_ready(url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        sock.close()
+
+
+def cli_rows(run_dir: Path, texts, tmp_path: Path, backend: str):
+    """``python -m finetune.predict --input --output --all-scores`` on ``texts``: the rows it wrote."""
+    from finetune.serving.cli import main as predict_main
+    from finetune.serving.predictor import locate
+
+    fields = locate(run_dir).text_fields
+    rows = [dict(zip(fields, t if isinstance(t, tuple) else (t,))) for t in texts]
+    source, output = write_csv(tmp_path / f"in_{backend}.csv", rows), tmp_path / f"out_{backend}.jsonl"
+    options = ["--precision", "fp32"] if backend == "torch" else ["--backend", "onnx"]
+    assert predict_main([str(run_dir), "--input", str(source), "--output", str(output), "--all-scores", *options]) == 0
+    return [json.loads(line) for line in output.read_text().splitlines()]
+
+
+def same_answers(first, second, tol: float = 1e-6) -> bool:
+    """Two answers of the server: the same labels in the same order, scores within ``tol`` (a batch's
+    company changes the padding and the order of the sums, so fp32 scores move in the ninth decimal)."""
+    if isinstance(first, dict):
+        return first.keys() == second.keys() and all(same_answers(first[k], second[k], tol) for k in first)
+    if isinstance(first, list):
+        return len(first) == len(second) and all(same_answers(a, b, tol) for a, b in zip(first, second))
+    return abs(first - second) <= tol if isinstance(first, float) else first == second
+
+
+def assert_same_as_cli(kind: str, answers, rows) -> None:
+    """The server's answers against the CLI's rows: labels identical, scores within 1e-6."""
+    assert len(answers) == len(rows)
+    for answer, row in zip(answers, rows):
+        if kind == "regression":
+            assert answer["score"] == pytest.approx(row["predicted_score"], abs=1e-6)
+            continue
+        for item in answer:
+            assert item["score"] == pytest.approx(row[f"score_{item['label']}"], abs=1e-6)
+        if kind == "multi_label":
+            assert sorted(item["label"] for item in answer) == sorted(filter(None, row["predicted_labels"].split(",")))
+        else:
+            assert answer[0]["label"] == row["predicted_label"] and len(answer) == len([k for k in row if k.startswith("score_")])
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """An fp32 ONNX export of a run, made once per module outside the run's folder (the session's runs stay as they are)."""
+    from finetune.serving.export import main as export_main
+
+    folders = {}
+
+    def export(run_dir: Path) -> Path:
+        if run_dir not in folders:
+            folders[run_dir] = tmp_path_factory.mktemp("serve_exports") / run_dir.name
+            assert export_main([str(run_dir), "--output", str(folders[run_dir]), "--threads", "1"]) == 0
+        return folders[run_dir]
+
+    return export
+
+
+@pytest.mark.trains
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+@pytest.mark.parametrize("kind", list(KIND_RUNS))
+def test_the_server_answers_as_the_cli_for_each_kind_and_backend(kind, backend, request, exports, tmp_path):
+    run_dir = request.getfixturevalue(KIND_RUNS[kind])
+    path, settings = (run_dir, {"precision": "fp32"}) if backend == "torch" else (exports(run_dir), {"threads": 1})
+    probes = PROBES[kind]
+    rows = cli_rows(path, probes, tmp_path, backend)
+    as_lists = [list(t) if isinstance(t, tuple) else t for t in probes]
+    with served(path, **settings) as url:
+        status, answers = call(url, "/predict", {"texts": as_lists})
+        assert status == 200
+        assert_same_as_cli(kind, answers, rows)
+        one = {"text": probes[0][0], "text_pair": probes[0][1]} if kind in ("pairs", "regression") else {"text": probes[0]}
+        for payload, expected in ((one, answers[0]),  # one input: its output, not a list
+                                  ({"inputs": as_lists[0]}, answers[0]),  # TEI: a text, or a pair
+                                  ({"inputs": as_lists[::-1]}, answers[::-1])):  # TEI: a list, in its own order
+            status, answer = call(url, "/predict", payload)
+            assert status == 200 and same_answers(answer, expected), (payload, answer)
+        status, info = call(url, "/info")
+    expected_kind = "single_label" if kind == "pairs" else kind
+    assert status == 200 and info["kind"] == expected_kind and info["backend"] == backend and info["precision"] == "fp32"
+    assert info["inputs"] == ("pairs: [first, second]" if kind in ("pairs", "regression") else "single texts")
+    assert (info["thresholds"] is not None) == (kind == "multi_label") and info["versions"]["fastapi"]
+    if kind == "multi_label":
+        saved = read_json(run_dir / "model" / "thresholds.json")["thresholds"]
+        assert info["thresholds"] == pytest.approx(saved, abs=0) and info["saved_with_model"]["thresholds.json"]["thresholds"] == saved
+    id2label = read_json(run_dir / "model" / "config.json")["id2label"]
+    assert info["labels"] == [id2label[str(i)] for i in range(len(id2label))]
+
+
+@pytest.mark.trains
+def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_answers(topic_run):
+    probes = PROBES["single_label"]
+    requests = [[probes[i % 4], probes[(i + 1) % 4]][: 1 + i % 2] for i in range(24)]
+    with served(topic_run, precision="fp32", max_wait_ms=200) as url:
+        alone = [call(url, "/predict", {"texts": texts})[1] for texts in requests]  # one at a time: a pass each
+        _, before = call(url, "/stats")
+        with ThreadPoolExecutor(len(requests)) as pool:
+            together = list(pool.map(lambda texts: call(url, "/predict", {"texts": texts}), requests))
+        _, after = call(url, "/stats")
+        bad = call(url, "/predict", {"texts": ["fine", 7]})  # a bad request between good ones changes nothing
+        again = call(url, "/predict", {"texts": requests[0]})
+    assert before["forward_passes"] == before["batches"] == len(requests) and before["texts"] == sum(map(len, requests))
+    assert all(status == 200 for status, _ in together)  # each caller gets its own texts' answers, whatever it was batched with
+    assert all(same_answers(answer, expected) for (_, answer), expected in zip(together, alone))
+    passes = after["forward_passes"] - before["forward_passes"]
+    assert after["requests"] - before["requests"] == len(requests) and passes < len(requests) / 2, after
+    assert bad == (422, {"error": "texts[1] must be a text or a [first, second] pair, got a number (7)"})
+    assert again[0] == 200 and same_answers(again[1], alone[0])
+
+
+@pytest.mark.trains
+def test_requests_queued_together_go_through_the_model_in_one_pass_in_their_own_order(topic_run):
+    from finetune.serving.batching import Batcher
+    from finetune.serving.predictor import Predictor
+
+    predictor = Predictor.load(topic_run, precision="fp32")
+    texts = PROBES["single_label"]
+    expected = predictor.scores(texts)
+    requests = [texts[i:] for i in range(4)] + [texts[::-1]]
+
+    async def together():
+        batcher = Batcher(predictor, max_batch=64, max_wait_ms=0)
+        worker = asyncio.create_task(batcher.run())
+        answers = await asyncio.gather(*(batcher.scores(r) for r in requests))
+        worker.cancel()
+        return answers, batcher.stats()
+
+    answers, stats = asyncio.run(together())
+    assert stats == {"requests": 5, "texts": 14, "batches": 1, "forward_passes": 1, "rows": 14}
+    for request_texts, answer in zip(requests, answers):
+        np.testing.assert_allclose(answer, expected[[texts.index(t) for t in request_texts]], atol=1e-6)
+
+
+@pytest.mark.trains
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(topic_run):
+    import httpx
+
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    command = [sys.executable, "-m", "finetune.serve", str(topic_run), "--port", str(port), "--max-wait-ms", "0", "--threads", "1"]
+    server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url)
+        texts = [PROBES["single_label"][3] * 3] * 1024
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(call, url, "/predict", {"texts": texts}, 300)
+            while call(url, "/stats")[1]["requests"] == 0:  # the big request has reached the batcher
+                time.sleep(0.01)
+            server.send_signal(signal.SIGTERM)
+            status, answers = pending.result()
+        assert server.wait(60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+    output = server.stdout.read()
+    assert status == 200 and len(answers) == 1024 and answers[0] == answers[-1]
+    assert "Shutting down" in output and "Finished server process" in output and "Traceback" not in output
+    with pytest.raises(httpx.TransportError):
+        call(url, "/health", timeout=2)
