@@ -101,6 +101,8 @@ class PeftFields:  # LoRA's settings (peft=lora); null under peft=none, where ev
     lora_dropout: Optional[float] = None
     target_modules: Optional[List[str]] = None  # Linear layers to adapt; null: the architecture's (finetune/training/adapters.py)
     modules_to_save: Optional[List[str]] = None  # trained in full and saved; null: the classification head
+    # The learning rate this method brings: trainer.learning_rate's default (${peft_learning_rate:...}); null: the trainer's.
+    learning_rate: Optional[float] = None
 
 
 @dataclass

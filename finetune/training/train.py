@@ -74,6 +74,9 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
     with setup_stage("Reading the config", ("task", "model", "hardware"), "task.*, model.*, hardware.*"):
         task, source, hardware, adapter = (instantiate(cfg[group], _convert_="object") for group in ("task", "model", "hardware", "peft"))
     source.check_folder()
+    limit, said_by = source.length_limit()  # the model's small files judge these before the data is read
+    task.check_max_length(limit, source.name_or_path, said_by)
+    adapter.check_model(source)  # LoRA: target modules the architecture lacks
     if (task.path and not task.data_files.get("train")) or not source.is_local:
         go_offline_if_unreachable()
 
@@ -88,7 +91,7 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
 
     from finetune.runs.report import data_fingerprint, environment
     from finetune.tasks.metrics import greater_is_better
-    from finetune.training.adapters import parameter_counts
+    from finetune.training.adapters import learning_rate_note, parameter_counts
     from finetune.training.callbacks import instantiate_callbacks
     from finetune.training.trackers import use_run_trackers
     from finetune.training.trainer import build_trainer, training_arguments
@@ -105,10 +108,11 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
     defaults = {**hardware_args, "metric_for_best_model": best, "greater_is_better": greater_is_better(best), "run_name": run_dir.name}
     with setup_stage("Building the TrainingArguments", ("trainer",), "trainer.*"):
         args = training_arguments(cfg.trainer, defaults, run_dir)
+    log.info(learning_rate_note(cfg.trainer, adapter))
     callbacks = instantiate_callbacks(cfg.callbacks)  # after training_arguments: the TensorBoard one reads where to write
     with setup_stage("Loading the tokenizer", ("model",), "model.name_or_path"):
         tokenizer = source.load_tokenizer()
-    task.check_max_length(tokenizer, source.name_or_path)
+    task.check_max_length(tokenizer.model_max_length, source.name_or_path)
     started = time.perf_counter()
     with args.main_process_first(desc="tokenization"), setup_stage("Tokenizing", ("task", "hardware"), "task.max_length, task.text_fields, hardware.num_proc"):
         encoded = task.tokenize(splits, tokenizer, hardware.tokenizer_processes(len(splits["train"])))
