@@ -71,7 +71,7 @@ class ModelConfig(ModelFields):
 
 @dataclass
 class HardwareFields:
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto (CUDA, else Apple silicon's MPS, else the CPU) | cpu | cuda | mps
     precision: str = "auto"  # auto | bf16 | fp16 | fp32
     tf32: bool = False
     num_proc: Optional[int] = None  # tokenization processes; None: more than one only for large data
@@ -114,7 +114,7 @@ GROUP_SCHEMAS = {"task": TaskConfig, "model": ModelConfig, "hardware": HardwareC
 CHOICES = {
     "task.problem": ("single_label", "multi_label", "regression"),
     "task.predictions_as": ("name", "id"),
-    "hardware.device": ("auto", "cpu", "cuda"),
+    "hardware.device": ("auto", "cpu", "cuda", "mps"),
     "hardware.precision": ("auto", "bf16", "fp16", "fp32"),
 }
 # Set by the run itself, so a value in trainer.* would be silently replaced.

@@ -148,7 +148,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--top-k", type=positive_int, default=None, help="labels to print per text (default: all)")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--max-length", type=positive_int, default=None, help="tokens per text (default: the model's limit, at most 512)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, ... (default: CUDA, else Apple silicon's MPS, else the CPU)")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                         help="auto: half precision on GPUs, bf16 on CPUs with native bf16, else fp32 (torch backend)")
     parser.add_argument("--backend", choices=BACKENDS, default=None,

@@ -73,10 +73,7 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
     checkpoint = latest_checkpoint(run_dir, remove_incomplete=rank() == 0) if cfg.get("resume") else None
     with setup_stage("Reading the config", ("task", "model", "hardware"), "task.*, model.*, hardware.*"):
         task, source, hardware, adapter = (instantiate(cfg[group], _convert_="object") for group in ("task", "model", "hardware", "peft"))
-    source.check_folder()
-    limit, said_by = source.length_limit()  # the model's small files judge these before the data is read
-    task.check_max_length(limit, source.name_or_path, said_by)
-    adapter.check_model(source)  # LoRA: target modules the architecture lacks
+    refuse_early(cfg, task, source, adapter)
     if (task.path and not task.data_files.get("train")) or not source.is_local:
         go_offline_if_unreachable()
 
@@ -129,6 +126,20 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
         trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"], task.kind, callbacks, hardware.padding_multiple)
     use_run_trackers(trainer, cfg)
     return PreparedRun(cfg, run_dir, task, hardware, adapter, splits, encoded, tokenizer, trainer, checkpoint, parameter_counts(model))
+
+
+def refuse_early(cfg: DictConfig, task, source, adapter) -> None:
+    """What the model's small files and the trackers' settings can judge, before the data is read: one line each."""
+    source.check_folder()
+    limit, said_by = source.length_limit()
+    task.check_max_length(limit, source.name_or_path, said_by)
+    adapter.check_model(source)  # LoRA: target modules the architecture lacks
+    report_to = cfg.trainer.get("report_to") or []
+    report_to = [report_to] if isinstance(report_to, str) else list(report_to)
+    if set(report_to) - {"tensorboard", "none"}:  # the check imports transformers: only when a tracker is named
+        from finetune.training.trackers import check_trackers
+
+        check_trackers(report_to)
 
 
 def train(prepared: PreparedRun):
