@@ -21,7 +21,7 @@ def cpu_has_native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
-ACCELERATORS = {"cuda": "a CUDA GPU", "mps": "Apple silicon's GPU (MPS)"}  # in the order hardware=auto prefers them
+ACCELERATORS = {"cuda": "CUDA GPU", "mps": "Apple silicon GPU (MPS)"}  # in the order hardware=auto prefers them
 
 
 def available(device: str) -> bool:
@@ -43,7 +43,7 @@ def choose_device(wanted: str = "auto", setting: str = "hardware.device") -> str
         return next((device for device in ACCELERATORS if available(device)), "cpu")
     kind = wanted.split(":", 1)[0]
     if kind in ACCELERATORS and not available(kind):
-        raise FinetuneError(f"{setting}={wanted} but PyTorch sees no {ACCELERATORS[kind]} here. Use auto (the best there is) or cpu.")
+        raise FinetuneError(f"{setting}={wanted}, but PyTorch sees no {ACCELERATORS[kind]} on this machine: use auto (the best there is) or cpu.")
     return wanted
 
 
