@@ -95,7 +95,7 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
 
     with setup_stage("Choosing the hardware", ("hardware",), "hardware.*"):
         hardware_args = hardware.resolve()
-    log.info(hardware.describe())
+    log.info("%s\n%s", hardware.describe(), learning_rate_note(cfg.trainer, adapter))
     if rank() == 0:  # written now, so that a run that fails later still tells what it ran on
         env = environment(hardware.summary(), data_fingerprint(splits, [*task.text_fields, LABEL]))
         write_json(run_dir / "environment.json", {**env, "resumed_from": Path(checkpoint).name} if checkpoint else env)
@@ -105,7 +105,6 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
     defaults = {**hardware_args, "metric_for_best_model": best, "greater_is_better": greater_is_better(best), "run_name": run_dir.name}
     with setup_stage("Building the TrainingArguments", ("trainer",), "trainer.*"):
         args = training_arguments(cfg.trainer, defaults, run_dir)
-    log.info(learning_rate_note(cfg.trainer, adapter))
     callbacks = instantiate_callbacks(cfg.callbacks)  # after training_arguments: the TensorBoard one reads where to write
     with setup_stage("Loading the tokenizer", ("model",), "model.name_or_path"):
         tokenizer = source.load_tokenizer()
