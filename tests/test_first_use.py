@@ -158,7 +158,7 @@ def test_the_corrected_command_may_use_the_folder_of_a_refused_one(tmp_path, tin
     corrected = run_py(*args, "trainer.learning_rate=1e-3", cwd=tmp_path)
     assert corrected.returncode == 0, corrected.output[-3000:]
     assert f"{folder} held a run that stopped before any work (it had only .hydra, run.log): this run replaces it." in corrected.output
-    assert (folder / "metrics.json").is_file()
+    assert (folder / "metrics.json").is_file() and "Learning rate: 0.001 (trainer.learning_rate, as set)" in corrected.output
     log = (folder / "run.log").read_text()
     assert "must be a number > 0" not in log and log.count("Dataset summary") == 1  # the refused run's log went with it
 
