@@ -118,7 +118,7 @@ def test_a_named_folder_may_exist_but_not_hold_a_run(tmp_path, topic_files, tiny
     started = tmp_path / "started"  # a run that did work (environment.json, logs/) and stopped before its first checkpoint
     for name in (".hydra", "logs", "checkpoints"):
         (started / name).mkdir(parents=True)
-    for name in ("run.log", "environment.json"):
+    for name in ("run.log", "environment.json", ".lock"):
         (started / name).write_text("{}")
     before = snapshot(started)
     refused = run_py(*data_args(topic_files, tiny_models), f"hydra.run.dir={started}", cwd=tmp_path)
