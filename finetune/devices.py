@@ -1,4 +1,4 @@
-"""Which number format a device computes natively: shared by training (the hardware group) and prediction."""
+"""Which device a run or a Predictor uses, and which number format it computes natively: shared by training and prediction."""
 
 from pathlib import Path
 
@@ -21,14 +21,44 @@ def cpu_has_native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
-def resolve_precision(precision: str, on_gpu: bool, setting: str) -> str:
-    """``auto`` becomes bf16 (fp16 on GPUs without it) where the hardware computes it natively, else fp32."""
+ACCELERATORS = {"cuda": "CUDA GPU", "mps": "Apple silicon GPU (MPS)"}  # in the order hardware=auto prefers them
+
+
+def available(device: str) -> bool:
+    """Whether PyTorch can use ``device`` (cuda or mps) on this machine."""
     import torch
 
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return bool(mps is not None and mps.is_available())
+    return torch.cuda.is_available()
+
+
+def choose_device(wanted: str = "auto", setting: str = "hardware.device") -> str:
+    """The device to use: for ``auto`` CUDA, then Apple silicon's MPS, then the CPU; a device named must be there.
+
+    ``wanted`` may also name one device of several (``cuda:1``); ``setting`` is the key or option that asked, for the message.
+    """
+    if wanted == "auto":
+        return next((device for device in ACCELERATORS if available(device)), "cpu")
+    kind = wanted.split(":", 1)[0]
+    if kind in ACCELERATORS and not available(kind):
+        raise FinetuneError(f"{setting}={wanted}, but PyTorch sees no {ACCELERATORS[kind]} on this machine: use auto (the best there is) or cpu.")
+    return wanted
+
+
+def resolve_precision(precision: str, device: str, setting: str) -> str:
+    """``auto`` becomes bf16 (fp16 on GPUs without it) where the hardware computes it natively, else fp32.
+
+    On Apple silicon (``mps``) ``auto`` is fp32: half precision there is untested by this project.
+    """
+    import torch
+
+    kind = device.split(":", 1)[0]
     if precision == "auto":
-        if on_gpu:
+        if kind == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    if precision == "fp16" and not on_gpu:
-        raise FinetuneError(f"{setting}=fp16 needs a CUDA GPU; on a CPU use bf16 or fp32.")
+        return "bf16" if kind == "cpu" and cpu_has_native_bf16() else "fp32"
+    if precision == "fp16" and kind == "cpu":
+        raise FinetuneError(f"{setting}=fp16 needs a GPU; on a CPU use bf16 or fp32.")
     return precision

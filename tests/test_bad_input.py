@@ -39,7 +39,7 @@ CASES = {
     "not UTF-8": ([], rows_file("train.csv", "text,label\ncaf\u00e9 news,World\n", encoding="latin-1"), ["is not valid UTF-8", "save it as UTF-8"]),
     "not CSV": ([], rows_file("train.csv", "text,label\nfine,World\nmore,Sports,extra,fields\n"), ["is not valid CSV", "Expected 2 fields in line 3, saw 4", "Fix that line"]),
     "empty text field": ([], rows_file("train.csv", "text,label\nfine text,World\n,Sports\n"), ["row 2 has no text in column 'text'", "fill or remove that row"]),
-    "max_length beyond the model": (["task.max_length=512"], None, ["task.max_length=512 is more than", "(64 tokens); set task.max_length=64 or less"]),
+    "max_length beyond the model": (["task.max_length=512"], None, ["task.max_length=512 is more than", "(64 tokens, says tokenizer_config.json); set task.max_length=64 or less"]),
     "model folder without weights": (["model.name_or_path={tmp}/model-without-weights"], None, ["has no weights", "point model.name_or_path at a complete model folder"]),
     "output folder not writable": (["hydra.run.dir={tmp}/train.csv/run"], None, ["Cannot create the run folder", "is not a folder", "Choose another with hydra.run.dir="]),
     "access token on the command line": (["trainer.hub_token=hf_secret"], None, ["trainer.hub_token: an access token on the command line", "HF_TOKEN"]),

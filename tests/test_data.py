@@ -105,8 +105,8 @@ def test_max_length_beyond_the_model_is_refused(tiny_models, topic_files):
     from transformers import AutoTokenizer
 
     task = topic_task(topic_files["train"], max_length=512)
-    with pytest.raises(FinetuneError, match=r"task.max_length=512 is more than tiny accepts \(64 tokens\)"):
-        task.check_max_length(AutoTokenizer.from_pretrained(tiny_models["bert"]), "tiny")
+    with pytest.raises(FinetuneError, match=r"task.max_length=512 is more than tiny accepts \(64 tokens, says its tokenizer\)"):
+        task.check_max_length(AutoTokenizer.from_pretrained(tiny_models["bert"]).model_max_length, "tiny")
 
 
 def test_predictions_file_is_glue_format(tmp_path):

@@ -107,18 +107,26 @@ def test_a_named_folder_may_exist_but_not_hold_a_run(tmp_path, topic_files, tiny
     assert result.returncode == 0, result.output[-3000:]
     assert (empty / "metrics.json").is_file()
 
-    failed = tmp_path / "failed"  # a run that stopped on a bad row: its folder holds its record and log
+    failed = tmp_path / "failed"  # a run that stopped on a bad row, before any work: its folder is free again
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nfine text,World\nmore text,Wrld\n")
-    args = [*data_args(topic_files, tiny_models), f"hydra.run.dir={failed}"]
+    args = [*data_args(topic_files, tiny_models), f"hydra.run.dir={failed}", "trainer.max_steps=2"]
     assert run_py(*args, f"task.data_files.train={bad}", cwd=tmp_path).returncode == 1
-    before = snapshot(failed)
     again = run_py(*args, cwd=tmp_path)
-    assert again.returncode == 1 and again.output.strip() == (
-        f"{failed} holds a run that stopped before its first checkpoint (it has .hydra, run.log; its run.log says why): "
-        "choose another folder with hydra.run.dir=<folder>, or delete that folder."
+    assert again.returncode == 0 and (failed / "metrics.json").is_file(), again.output[-3000:]
+
+    started = tmp_path / "started"  # a run that did work (environment.json, logs/) and stopped before its first checkpoint
+    for name in (".hydra", "logs", "checkpoints"):
+        (started / name).mkdir(parents=True)
+    for name in ("run.log", "environment.json", ".lock"):
+        (started / name).write_text("{}")
+    before = snapshot(started)
+    refused = run_py(*data_args(topic_files, tiny_models), f"hydra.run.dir={started}", cwd=tmp_path)
+    assert refused.returncode == 1 and refused.output.strip() == (
+        f"{started} holds a run that stopped before its first checkpoint (it has .hydra, run.log, checkpoints, logs, environment.json; "
+        "its run.log says why): choose another folder with hydra.run.dir=<folder>, or delete that folder."
     )
-    assert snapshot(failed) == before
+    assert snapshot(started) == before
 
 
 @pytest.mark.slow

@@ -102,6 +102,7 @@ RULES: Dict[str, Rule] = {
     "trainer.eval_accumulation_steps": Rule(optional(integer(1)), "null (keep every prediction on the device) or an integer >= 1", "8"),
     "peft.r": Rule(optional(integer(1)), "an integer >= 1", "8"),
     "peft.lora_alpha": Rule(optional(number(above=0)), "a number > 0", "16"),
+    "peft.learning_rate": Rule(optional(number(above=0)), "null (the trainer's) or a number > 0", "2e-3"),
     "peft.lora_dropout": Rule(optional(number(at_least=0, below=1)), "a number in [0, 1)", "0.1"),
     "callbacks.early_stopping.early_stopping_patience": Rule(integer(1), "an integer >= 1 (evaluations without improvement)", "3"),
     "callbacks.early_stopping.early_stopping_threshold": Rule(number(at_least=0), "a number >= 0 (the least change that counts as improvement)", "0.001"),

@@ -65,6 +65,13 @@ def hydra_output_subdir(resume: Any) -> Optional[str]:
     return None if resume or rank() != 0 else ".hydra"
 
 
+def peft_learning_rate(fallback: float, *, _root_: Any) -> float:
+    """Resolver for ``trainer.learning_rate``: the rate the fine-tuning method brings (``peft.learning_rate``;
+    LoRA trains few weights and wants a much higher one), else ``fallback``. A value the user sets replaces it."""
+    rate = OmegaConf.select(_root_, "peft.learning_rate", default=None)
+    return fallback if rate is None else rate
+
+
 def register_resolvers() -> None:
     from finetune.distributed import run_time
 
@@ -75,6 +82,7 @@ def register_resolvers() -> None:
         ("resume_run_dir", resume_run_dir, False),
         ("hydra_output_subdir", hydra_output_subdir, False),
         ("config_dirs", config_dirs, False),
+        ("peft_learning_rate", peft_learning_rate, False),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=use_cache)

@@ -82,7 +82,7 @@ class ModelConfig(ModelFields):
 
 @dataclass
 class HardwareFields:
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto (CUDA, else Apple silicon's MPS, else the CPU) | cpu | cuda | mps
     precision: str = "auto"  # auto | bf16 | fp16 | fp32
     tf32: bool = False
     num_proc: Optional[int] = None  # tokenization processes; None: more than one only for large data
@@ -112,6 +112,8 @@ class PeftFields:  # LoRA's settings (peft=lora); null under peft=none, where ev
     lora_dropout: Optional[float] = None
     target_modules: Optional[List[str]] = None  # Linear layers to adapt; null: the architecture's (finetune/training/adapters.py)
     modules_to_save: Optional[List[str]] = None  # trained in full and saved; null: the classification head
+    # The learning rate this method brings: trainer.learning_rate's default (${peft_learning_rate:...}); null: the trainer's.
+    learning_rate: Optional[float] = None
 
 
 @dataclass
@@ -124,7 +126,7 @@ CHOICES = {
     "task.problem": ("single_label", "multi_label", "regression"),
     "task.predictions_as": ("name", "id"),
     "task.calibration": ("temperature", "none"),
-    "hardware.device": ("auto", "cpu", "cuda"),
+    "hardware.device": ("auto", "cpu", "cuda", "mps"),
     "hardware.precision": ("auto", "bf16", "fp16", "fp32"),
 }
 # Set by the run itself, so a value in trainer.* would be silently replaced.

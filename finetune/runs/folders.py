@@ -123,6 +123,21 @@ def run_refusal(folder: Path, key: str, running: Optional[str] = None) -> Option
     return f"{folder} holds a run that did not finish: continue it with resume={folder}, or {other}."
 
 
+def clear_unstarted(folder: Path) -> List[str]:
+    """Remove what a run left that stopped before any work, and return its names; leave any other folder as it is.
+
+    Such a run (a config refused, a data file that could not be read, Ctrl-C while loading) left only Hydra's
+    record of its config and its log: nothing to resume or keep, so its folder is free for the corrected command.
+    """
+    left = _present(folder, (".hydra", "run.log"))
+    if not left or _present(folder, JOB_RESULTS):
+        return []
+    for name in left:
+        path = folder / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return left
+
+
 def sweep_refusal(folder: Path, key: str, running: Optional[str] = None) -> Optional[str]:
     """Why a new sweep may not write into ``folder``, or None if it may."""
     other = f"choose another folder with {key}=<folder>"
@@ -159,6 +174,10 @@ def claim(wanted: Path, named: bool, key: str, sweep: bool = False) -> Path:
             running = lock(folder)
         except OSError as error:
             raise SystemExit(f"Cannot use {folder} as the {what} folder: {error.strerror}. Choose another with {key}=<folder>.") from None
+        if running is None and not sweep:
+            replaced = clear_unstarted(folder)
+            if replaced:
+                notes.append(f"{folder} held a run that stopped before any work (it had only {', '.join(replaced)}): this run replaces it.")
         problem = refusal(folder, key, running)
         if problem is None:
             _sign(folder)

@@ -141,7 +141,7 @@ def positive_int(text: str) -> int:
 
 def add_model_options(parser: argparse.ArgumentParser, threads_help: str) -> None:
     """--device, --precision, --backend and --threads: how the model runs, for predict and serve alike."""
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, ... (default: CUDA, else Apple silicon's MPS, else the CPU)")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                         help="auto: half precision on GPUs, bf16 on CPUs with native bf16, else fp32 (torch backend)")
     parser.add_argument("--backend", choices=BACKENDS, default=None,

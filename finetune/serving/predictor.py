@@ -102,7 +102,7 @@ class TorchModel:
         self.model = model.eval()
         self.config, self.folder = model.config.to_dict(), None
         self.num_labels = model.config.num_labels
-        self.precision = resolve_precision(precision, model.device.type == "cuda", "--precision")
+        self.precision = resolve_precision(precision, model.device.type, "--precision")
         # Autocast runs the matrix products in half precision and leaves the weights as they
         # are, so a model shared with a Trainer (or saved later) is not changed.
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
@@ -188,7 +188,7 @@ class Predictor:
     @classmethod
     def load(cls, path: Union[str, Path], device: Optional[str] = None, backend: Optional[str] = None, threads: Optional[int] = None,
              **options: Any) -> "Predictor":
-        """Load from a run folder, a model folder or an export folder; ``device`` defaults to CUDA when present.
+        """Load from a run folder, a model folder or an export folder; ``device`` defaults to CUDA, else Apple silicon's MPS, else the CPU.
 
         ``backend``: ``torch`` (the default for a run or model folder) or ``onnx`` (the default for
         an export folder; a run folder uses its ``export/``). ``threads``: intra-op threads
@@ -286,7 +286,9 @@ def _load_torch(info: RunInfo, path: Union[str, Path], device: Optional[str], th
         raise FinetuneError(f"{path} holds an ONNX export, not a PyTorch model: use --backend onnx (backend='onnx'), or give the run folder.")
     if threads:
         torch.set_num_threads(threads)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from finetune.devices import choose_device
+
+    device = choose_device(device or "auto", "--device")
     try:
         tokenizer = AutoTokenizer.from_pretrained(info.model_dir)
         model = AutoModelForSequenceClassification.from_pretrained(info.model_dir).to(device)

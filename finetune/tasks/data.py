@@ -176,25 +176,36 @@ class TextClassificationData(TaskFields):
                 raise _read_error(error, key, path, file) from error
         return loaded
 
+    def _renamed(self, ds, source: str) -> Tuple[Any, str]:
+        """``ds`` with ``rename_columns`` applied, and what was renamed, for messages.
+
+        The same preset reads the hub's columns and the original files' (GLUE's "#1 String", "Quality");
+        a column the task names itself (``task.label_field=score``) is read as it is, not renamed away.
+        """
+        named = {*self.text_fields, self.label_field}
+        renames = {old: new for old, new in self.rename_columns.items() if old in ds.column_names and new not in ds.column_names and old not in named}
+        if not renames:
+            return ds, ""
+        read_as = ", ".join(f"'{old}' as '{new}'" for old, new in renames.items())
+        log.info("%s: task.rename_columns reads %s", source, read_as)
+        return ds.rename_columns(renames), f"; task.rename_columns reads {read_as}"
+
     def _checked(self, ds, split: str, source: str):
         """Check text columns and labels row by row; return the split with the parsed labels in ``label``."""
-        renames = {old: new for old, new in self.rename_columns.items() if old in ds.column_names and new not in ds.column_names}
-        if renames:  # the same preset reads the hub's columns and the original files' (GLUE's "#1 String", "Quality")
-            ds = ds.rename_columns(renames)
+        columns = ds.column_names  # as the file names them: what every message lists
+        ds, renamed = self._renamed(ds, source)
         missing = [f for f in self.text_fields if f not in ds.column_names]
         if missing:
             hint = " (a file without a header line needs task.column_names)" if not self.column_names else ""
             raise FinetuneError(
                 f"{source}: no column {', '.join(map(repr, missing))} (task.text_fields). "
-                f"Its columns are {ds.column_names}; set task.text_fields to the text column(s){hint}."
+                f"Its columns are {columns}{renamed}; set task.text_fields to the text column(s){hint}."
             )
         if len(ds) == 0:
             raise FinetuneError(f"{source}: the {split} split has no rows.")
         if self.label_field not in ds.column_names:
             if not split.startswith("test"):
-                raise FinetuneError(
-                    f"{source}: no label column '{self.label_field}'. Its columns are {ds.column_names}; set task.label_field."
-                )
+                raise FinetuneError(f"{source}: no label column '{self.label_field}'. Its columns are {columns}{renamed}; set task.label_field.")
             labeled = False  # an unlabeled test file: predict it
         else:
             labeled = not (split.startswith("test") and all(v in UNLABELED_MARKERS for v in ds[self.label_field]))
@@ -232,11 +243,12 @@ class TextClassificationData(TaskFields):
             lines.append(f"  {split:<10} {len(ds):>7} rows  columns: {', '.join(ds.column_names)}  labels: {label_text}")
         return "\n".join(lines)
 
-    def check_max_length(self, tokenizer, model_name: str) -> None:
-        limit = tokenizer.model_max_length
+    def check_max_length(self, limit: Optional[int], model_name: str, source: str = "its tokenizer") -> None:
+        """Refuse a ``max_length`` beyond the model's ``limit`` (None: no limit known)."""
         if limit and limit < 1_000_000 and self.max_length > limit:  # XLNet and others report ~1e30: no limit
             raise FinetuneError(
-                f"task.max_length={self.max_length} is more than {model_name} accepts ({limit} tokens); set task.max_length={limit} or less."
+                f"task.max_length={self.max_length} is more than {model_name} accepts ({limit} tokens, says {source}); "
+                f"set task.max_length={limit} or less."
             )
 
     @cached_property

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List
 
+from omegaconf import DictConfig, OmegaConf
+
 from finetune.config.schemas import PeftFields
 from finetune.errors import FinetuneError
 from finetune.files import replaced_atomically
@@ -74,6 +76,9 @@ class FullFineTuning(PeftFields):
         """How the run fine-tuned, in words (the model card's Training table)."""
         return "full (every weight)"
 
+    def check_model(self, source) -> None:
+        """Nothing to check: every weight trains."""
+
     def wrap(self, model):
         log.info(describe_counts(parameter_counts(model), "full fine-tuning"))
         return model
@@ -91,12 +96,8 @@ class Lora(PeftFields):
         targets = ", ".join(self.target_modules) if self.target_modules else "the architecture's defaults"
         return f"LoRA (r={self.r}, alpha={self.lora_alpha:g}, dropout={self.lora_dropout:g}, on {targets}), merged"
 
-    def wrap(self, model):
-        try:
-            from peft import LoraConfig, TaskType, get_peft_model
-        except ImportError as error:
-            raise FinetuneError('peft=lora needs the peft package: pip install -e ".[peft]" (or pip install peft).') from error
-
+    def targets(self, model) -> List[str]:
+        """The Linear layers to adapt in ``model`` (it may be an empty one, on the meta device); names it lacks are refused."""
         targets = list(self.target_modules) if self.target_modules else default_target_modules(model)
         missing = [t for t in targets if t not in linear_layer_names(model)]
         if missing:
@@ -104,6 +105,21 @@ class Lora(PeftFields):
                 f"peft.target_modules: {model.config.model_type} has no Linear layer named {', '.join(missing)}; "
                 f"its Linear layers: {', '.join(linear_layer_names(model))}."
             )
+        return targets
+
+    def check_model(self, source) -> None:
+        """Refuse target modules the model lacks from its architecture alone, before the data and the weights load."""
+        model = source.empty_model()
+        if model is not None:
+            self.targets(model)
+
+    def wrap(self, model):
+        try:
+            from peft import LoraConfig, TaskType, get_peft_model
+        except ImportError as error:
+            raise FinetuneError('peft=lora needs the peft package: pip install -e ".[peft]" (or pip install peft).') from error
+
+        targets = self.targets(model)
         head = list(self.modules_to_save) if self.modules_to_save is not None else head_modules(model)
         config = LoraConfig(
             task_type=TaskType.SEQ_CLS, r=self.r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
@@ -121,6 +137,20 @@ class Lora(PeftFields):
                 trainer.model.save_pretrained(str(tmp))
         merged = trainer.model.merge_and_unload()
         trainer.model = trainer.model_wrapped = merged
+
+
+def learning_rate_note(trainer_cfg: DictConfig, adapter: PeftFields) -> str:
+    """Which learning rate the run trains with, and why: set in trainer.*, or the default the method brings."""
+    rate = trainer_cfg.learning_rate
+    written = str(OmegaConf.to_container(trainer_cfg, resolve=False).get("learning_rate"))
+    if "peft_learning_rate" not in written:  # a number: the command line, an experiment or a trainer preset set it
+        return f"Learning rate: {rate:g} (trainer.learning_rate, as set)"
+    if adapter.learning_rate is None:
+        return f"Learning rate: {rate:g} (the trainer's default; trainer.learning_rate=<rate> sets another)"
+    return (
+        f"Learning rate: {rate:g} (peft.learning_rate, the fine-tuning method's default: LoRA's adapters are few weights and want "
+        "a much higher rate than full fine-tuning; trainer.learning_rate=<rate> sets another)"
+    )
 
 
 def describe_counts(counts: Dict[str, Any], how: str) -> str:

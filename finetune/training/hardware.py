@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from finetune.config.schemas import HardwareFields
-from finetune.devices import cpu_has_native_bf16, resolve_precision
+from finetune.devices import choose_device, cpu_has_native_bf16, resolve_precision
 from finetune.distributed import world_size
 from finetune.errors import FinetuneError
 
@@ -24,13 +24,11 @@ class Hardware(HardwareFields):
                 "hardware=ddp runs one process per device and needs a launcher: "
                 "torchrun --nproc_per_node=N run.py hardware=ddp ... (or accelerate launch --multi_gpu --num_processes N run.py hardware=ddp ...)"
             )
-        cuda = torch.cuda.is_available()
-        if self.device == "cuda" and not cuda:
-            raise FinetuneError("hardware.device=cuda but PyTorch sees no CUDA GPU. Use hardware=auto or hardware=cpu.")
-        on_gpu = cuda and self.device != "cpu"
-        precision = resolve_precision(self.precision, on_gpu, "hardware.precision")
+        self.device_used = choose_device(self.device)  # cuda, mps or cpu
+        on_gpu = self.device_used == "cuda"
+        precision = resolve_precision(self.precision, self.device_used, "hardware.precision")
         args: Dict[str, Any] = {
-            "use_cpu": not on_gpu,
+            "use_cpu": self.device_used == "cpu",  # otherwise the Trainer takes CUDA, or MPS where that is all there is
             "bf16": precision == "bf16",
             "fp16": precision == "fp16",
             "dataloader_num_workers": self.dataloader_num_workers,
@@ -46,7 +44,7 @@ class Hardware(HardwareFields):
         self.precision_used = precision
         self.on_gpu = on_gpu
         self.padding_multiple = self.pad_to_multiple_of or (8 if on_gpu or self.torch_compile else 1)
-        self.integer_dropout = self.fast_dropout if self.fast_dropout is not None else not on_gpu
+        self.integer_dropout = self.fast_dropout if self.fast_dropout is not None else self.device_used == "cpu"  # measured on CPUs
         self.resolved = args
         return args
 
@@ -59,6 +57,8 @@ class Hardware(HardwareFields):
                 "device": "CUDA", "gpu": torch.cuda.get_device_name(torch.cuda.current_device()), "tf32": bool(self.resolved.get("tf32")),
                 "pin_memory": self.resolved["dataloader_pin_memory"],
             }
+        elif self.device_used == "mps":
+            device = {"device": "MPS"}
         else:
             device = {"device": "CPU", "threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_native_bf16()}
         return {
@@ -70,9 +70,10 @@ class Hardware(HardwareFields):
     def describe(self) -> str:
         info = self.summary()
         on = lambda flag: "on" if flag else "off"  # noqa: E731
-        device = f"Using device: CUDA\nGPU: {info['gpu']}" if self.on_gpu else f"Using device: CPU ({info['threads']} threads)"
         if self.on_gpu:
-            device += f"\nTF32: {on(info['tf32'])}, pinned memory: {on(info['pin_memory'])}"
+            device = f"Using device: CUDA\nGPU: {info['gpu']}\nTF32: {on(info['tf32'])}, pinned memory: {on(info['pin_memory'])}"
+        else:
+            device = "Using device: MPS (Apple silicon)" if info["device"] == "MPS" else f"Using device: CPU ({info['threads']} threads)"
         padding = f"multiples of {self.padding_multiple} tokens" if self.padding_multiple > 1 else "to the longest row"
         processes = f"\nProcesses: {info['processes']} (data parallel)" if info["processes"] > 1 else ""
         return (

@@ -1,9 +1,10 @@
 """The `model` group: the tokenizer and the sequence-classification model of a checkpoint."""
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
 from finetune.config.schemas import ModelFields
 from finetune.errors import FinetuneError
@@ -11,6 +12,8 @@ from finetune.hub import hub_failure
 
 log = logging.getLogger(__name__)
 
+# Position ids of these architectures start after the padding id: their position table holds 2 rows more than they accept.
+POSITIONS_AFTER_PADDING = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "roberta-prelayernorm")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -49,6 +52,53 @@ class PretrainedClassifier(ModelFields):
                 f"The model folder {self.name_or_path} has no weights ({' or '.join(WEIGHT_FILES[::2])}); "
                 "point model.name_or_path at a complete model folder."
             )
+
+    def small_file(self, name: str) -> Optional[Path]:
+        """One of the model's small files (config.json, tokenizer_config.json): in its folder, or in the Hub cache; None if not at hand."""
+        if self.is_local:
+            path = Path(self.name_or_path).expanduser() / name
+            return path if path.is_file() else None
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(self.name_or_path, name)  # never downloads
+        return Path(found) if isinstance(found, str) else None
+
+    def _read(self, name: str) -> Dict[str, Any]:
+        path = self.small_file(name)
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path else {}
+        except (OSError, ValueError):  # unreadable: the loaders say what is wrong with it
+            return {}
+
+    def length_limit(self) -> Tuple[Optional[int], str]:
+        """The most tokens the model accepts and which file says so: the tokenizer's ``model_max_length``, else
+        the position table of config.json; ``(None, ...)`` where neither tells (XLNet, DeBERTa-v2: relative positions)."""
+        limit = self._read("tokenizer_config.json").get("model_max_length")
+        if isinstance(limit, int) and limit < 1_000_000:  # XLNet and others write ~1e30: no limit
+            return limit, "tokenizer_config.json"
+        config = self._read("config.json")
+        positions = config.get("max_position_embeddings")
+        if not isinstance(positions, int) or config.get("position_biased_input") is False:
+            return None, ""
+        return positions - (2 if config.get("model_type") in POSITIONS_AFTER_PADDING else 0), "config.json"
+
+    def empty_model(self):
+        """The architecture without its weights (on the meta device, no memory): what its layers are called.
+
+        None where config.json is not at hand (a hub id not yet downloaded) or names code that only
+        ``trust_remote_code`` would run: loading the model then tells.
+        """
+        config_file = self.small_file("config.json")
+        if config_file is None or self.trust_remote_code:
+            return None
+        import torch
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        try:
+            with torch.device("meta"):
+                return AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(config_file.parent))
+        except Exception:  # an architecture transformers does not know: the model's loading reports it
+            return None
 
     def load_model(self, head: Dict[str, Any], tokenizer):
         """The encoder with a fresh head as the task's kind describes it (num_labels, problem_type, labels)."""

@@ -7,13 +7,17 @@ once the run has finished, its final scores, ``metrics.json`` and the model card
 are optional (``pip install -e ".[trackers]"``); imported only when a run trains.
 """
 
+import importlib.util
 import json
 import logging
+import os
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, List, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 from transformers.integrations import MLflowCallback, WandbCallback
+
+from finetune.errors import FinetuneError, one_line
 
 log = logging.getLogger(__name__)
 TRUNCATED = "..."
@@ -96,6 +100,34 @@ class RunWandb(WandbCallback):
 
 
 TRACKERS = {MLflowCallback: RunMLflow, WandbCallback: RunWandb}
+
+
+PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}  # trainer.report_to name -> the package it needs
+
+
+def check_trackers(report_to: List[str]) -> None:
+    """Stop before any work when a tracker ``trainer.report_to`` names cannot run: its package is missing,
+    or MLflow refuses its store (MLflow 3 refuses a plain folder). The Trainer would find out only
+    once training begins, in a long traceback."""
+    for name in report_to:
+        if name in PACKAGES and importlib.util.find_spec(PACKAGES[name]) is None:
+            raise FinetuneError(
+                f"trainer.report_to names {name}, which is not installed: pip install -e \".[trackers]\" (or pip install {PACKAGES[name]}), "
+                f"or leave {name} out of trainer.report_to."
+            )
+    if "mlflow" in report_to or ("all" in report_to and importlib.util.find_spec("mlflow")):
+        from mlflow.tracking._tracking_service.utils import _get_store
+
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        try:
+            _get_store(uri)  # the store the MLflow callback will use, built as MLflow builds it
+        except Exception as error:
+            reason = one_line(str(error)).split(". ", 1)[0]
+            where = f"MLFLOW_TRACKING_URI={uri}" if uri else "its default store (MLFLOW_TRACKING_URI is not set)"
+            raise FinetuneError(
+                f"trainer.report_to names mlflow, but MLflow refuses {where}: {reason}. Use a database store, "
+                "e.g. MLFLOW_TRACKING_URI=sqlite:///mlflow.db, or leave mlflow out of trainer.report_to."
+            ) from error
 
 
 def use_run_trackers(trainer, cfg: DictConfig) -> None:

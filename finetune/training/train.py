@@ -74,7 +74,7 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
     checkpoint = latest_checkpoint(run_dir, remove_incomplete=rank() == 0) if cfg.get("resume") else None
     with setup_stage("Reading the config", ("task", "model", "hardware"), "task.*, model.*, hardware.*"):
         task, source, hardware, adapter = (instantiate(cfg[group], _convert_="object") for group in ("task", "model", "hardware", "peft"))
-    source.check_folder()
+    refuse_early(cfg, task, source, adapter)
     if (task.path and not task.data_files.get("train")) or not source.is_local:
         go_offline_if_unreachable()
 
@@ -89,14 +89,14 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
 
     from finetune.runs.report import data_fingerprint, environment
     from finetune.tasks.metrics import greater_is_better
-    from finetune.training.adapters import parameter_counts
+    from finetune.training.adapters import learning_rate_note, parameter_counts
     from finetune.training.callbacks import instantiate_callbacks
     from finetune.training.trackers import use_run_trackers
     from finetune.training.trainer import build_trainer, training_arguments
 
     with setup_stage("Choosing the hardware", ("hardware",), "hardware.*"):
         hardware_args = hardware.resolve()
-    log.info(hardware.describe())
+    log.info("%s\n%s", hardware.describe(), learning_rate_note(cfg.trainer, adapter))
     if rank() == 0:  # written now, so that a run that fails later still tells what it ran on
         env = environment(hardware.summary(), data_fingerprint(splits, [*task.text_fields, LABEL]))
         write_json(run_dir / "environment.json", {**env, "resumed_from": Path(checkpoint).name} if checkpoint else env)
@@ -109,7 +109,7 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
     callbacks = instantiate_callbacks(cfg.callbacks)  # after training_arguments: the TensorBoard one reads where to write
     with setup_stage("Loading the tokenizer", ("model",), "model.name_or_path"):
         tokenizer = source.load_tokenizer()
-    task.check_max_length(tokenizer, source.name_or_path)
+    task.check_max_length(tokenizer.model_max_length, source.name_or_path)
     lengths, encoded = tokenized(task, splits, tokenizer, args, hardware)
 
     set_seed(cfg.seed)  # before the classification head is initialised
@@ -136,6 +136,20 @@ def tokenized(task, splits, tokenizer, args, hardware) -> Tuple[Dict[str, Any], 
         encoded = task.tokenize(splits, tokenizer, hardware.tokenizer_processes(len(splits["train"])))
     log.info("Tokenized in %.1f s (cached by datasets: a rerun on the same data and tokenizer skips it)", time.perf_counter() - started)
     return lengths, encoded
+
+
+def refuse_early(cfg: DictConfig, task, source, adapter) -> None:
+    """What the model's small files and the trackers' settings can judge, before the data is read: one line each."""
+    source.check_folder()
+    limit, said_by = source.length_limit()
+    task.check_max_length(limit, source.name_or_path, said_by)
+    adapter.check_model(source)  # LoRA: target modules the architecture lacks
+    report_to = cfg.trainer.get("report_to") or []
+    report_to = [report_to] if isinstance(report_to, str) else list(report_to)
+    if set(report_to) - {"tensorboard", "none"}:  # the check imports transformers: only when a tracker is named
+        from finetune.training.trackers import check_trackers
+
+        check_trackers(report_to)
 
 
 def train(prepared: PreparedRun):
