@@ -117,8 +117,8 @@ def test_every_architecture_fine_tunes_and_saves_label_names(architecture, tmp_p
 @pytest.mark.trains
 def test_bad_data_stops_before_training_with_one_message(tmp_path, tiny_models):
     (tmp_path / "train.csv").write_text("text,label\nfine text,World\nmore text,Wrld\n")
-    result = run_py(
-        f"model.name_or_path={tiny_models['bert']}", f"task.data_files.train={tmp_path / 'train.csv'}",
+    result = run_py(  # max_length within the tiny model's 64 tokens: that is refused before the data is read
+        f"model.name_or_path={tiny_models['bert']}", f"task.data_files.train={tmp_path / 'train.csv'}", "task.max_length=32",
         f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
     )
     assert result.returncode == 1

@@ -229,6 +229,9 @@ def test_the_server_answers_as_the_cli_for_each_kind_and_backend(kind, backend, 
         assert info["thresholds"] == pytest.approx(saved, abs=0) and info["saved_with_model"]["thresholds.json"]["thresholds"] == saved
     id2label = read_json(run_dir / "model" / "config.json")["id2label"]
     assert info["labels"] == [id2label[str(i)] for i in range(len(id2label))]
+    calibration = run_dir / "model" / "calibration.json"  # regression fits none; the classifiers' temperatures, as the run saved them
+    assert info["calibration"] == (read_json(calibration) if calibration.is_file() else {"method": "none"})
+    assert info["long_text"]["strategy"] == "truncate"  # the tiny runs read every text whole
 
 
 @pytest.mark.trains

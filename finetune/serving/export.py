@@ -32,7 +32,7 @@ from finetune.serving.cli import check_input, parsed_labels, positive_int
 from finetune.serving.predictor import EXPORT_DIR, EXPORT_INFO, Predictor, RunInfo, Text, locate, require_onnx, saved_kind
 from finetune.serving.tables import one_line_error
 from finetune.tasks.data import quieted
-from finetune.tasks.kind import TaskKind
+from finetune.tasks.kind import CALIBRATION_FILE, TaskKind
 
 OPSET = 17  # LayerNormalization is one operator from 17 on, which ONNX Runtime's fusions match
 FP32_AGREEMENT = 0.999  # an fp32 export may differ from PyTorch only in the last bits: at most 1 row in 1,000
@@ -245,6 +245,8 @@ def export(run: Path, output: Optional[Path] = None, quantize: Optional[str] = N
             shutil.move(str(fp32), folder / "model.onnx")
         torch_predictor.tokenizer.save_pretrained(folder)
         shutil.copy(info.model_dir / "config.json", folder / "config.json")  # label names and problem type: the kind
+        if (info.model_dir / CALIBRATION_FILE).is_file():  # the temperatures folded into the exported layer: /info and readers tell them
+            shutil.copy(info.model_dir / CALIBRATION_FILE, folder / CALIBRATION_FILE)
         for name, content in kind.model_files().items():
             (folder / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
         record = _record(run, info, kind, precision, torch_predictor)

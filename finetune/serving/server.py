@@ -26,6 +26,7 @@ from finetune.errors import FinetuneError
 from finetune.serving.batching import Batcher
 from finetune.serving.predictor import BACKENDS, EXPORT_DIR, EXPORT_INFO, Predictor, RunInfo, locate, require_onnx
 from finetune.serving.requests import MAX_CHARS, MAX_TEXTS, Limits, PredictRequest, RequestError, parse
+from finetune.tasks.kind import CALIBRATION_FILE
 
 SETTINGS_VARIABLE = "FINETUNE_SERVE_SETTINGS"  # how --workers hands the settings to each worker process
 
@@ -109,7 +110,7 @@ class Service:
         return {
             "kind": kind.name, "labels": kind.label_names, "inputs": inputs, "text_fields": info.text_fields,
             "thresholds": dict(zip(kind.label_names, thresholds)) if thresholds is not None else None,
-            "calibration": getattr(kind, "calibration", None), "long_text": getattr(predictor, "long_text", None),
+            "calibration": saved_calibration(info.model_dir), "long_text": predictor.long_text.as_dict(),
             "saved_with_model": kind.model_files(), "max_length": predictor.max_length,
             "backend": predictor.backend, "precision": predictor.precision, "threads": predictor.threads, "model": predictor.describe(),
             "run": str(Path(self.settings.path).expanduser().resolve()), "model_dir": str(info.model_dir.resolve()),
@@ -117,6 +118,12 @@ class Service:
             "limits": {"max_texts": self.limits.max_texts, "max_chars": self.limits.max_chars},
             "versions": versions(predictor.backend),
         }
+
+
+def saved_calibration(model_dir: Path) -> Dict[str, Any]:
+    """The temperatures the run folded into the model's last layer (calibration.json), or that it has none."""
+    path = model_dir / CALIBRATION_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"method": "none"}
 
 
 def versions(backend: str) -> Dict[str, str]:
