@@ -73,8 +73,11 @@ def test_the_merged_model_is_a_plain_model_predicting_as_the_adapter_does(lora_r
     base = AutoModelForSequenceClassification.from_pretrained(tiny_models["bert"], num_labels=len(TOPICS), ignore_mismatched_sizes=True)
     unmerged = PeftModel.from_pretrained(base, str(run_dir / "adapter")).eval()  # the model as it trained: base + adapter + head
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "model")
+    # The run folded its calibration temperatures into the merged head (model/calibration.json); the adapter is as trained.
+    calibration = run_dir / "model" / "calibration.json"
+    temperatures = list(read_json(calibration)["temperatures"].values()) if calibration.is_file() else [1.0] * len(TOPICS)
     with torch.no_grad():
-        probabilities = unmerged(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits.softmax(-1)
+        probabilities = (unmerged(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits / torch.tensor(temperatures)).softmax(-1)
     names = list(TOPICS)
     for text_scores, expected in zip(merged, probabilities):
         got = {s["label"]: s["score"] for s in text_scores}
