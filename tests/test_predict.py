@@ -25,6 +25,34 @@ def test_api_single_list_and_order(topic_run):
     assert sum(b[0]["label"] == r["label"] for b, r in zip(batched, rows)) >= 30
 
 
+@pytest.mark.parametrize("lengths, max_rows, max_tokens, multiple, expected", [
+    ([5, 3, 9, 4], 64, None, None, [[1, 3, 0, 2]]),  # shortest first, all in one pass
+    ([5, 3, 9, 4], 2, None, None, [[1, 3], [0, 2]]),  # max_rows
+    ([5, 3, 9, 4], 64, 12, None, [[1, 3], [0], [2]]),  # 2 x 4 <= 12, 3 x 5 > 12; then 2 x 9 > 12
+    ([5, 3, 9, 4], 64, 16, 8, [[1, 3], [0], [2]]),  # lengths rounded up to 8: 2 x 8 = 16 fits, 3 x 8 does not; 9 -> 16 alone
+    ([40, 2], 64, 16, None, [[1], [0]]),  # a row longer than the budget still goes, alone
+    ([], 64, 16, None, []),
+])
+def test_length_batches_hold_neighbours_by_length_within_rows_and_padded_tokens(lengths, max_rows, max_tokens, multiple, expected):
+    from finetune.serving.predictor import length_batches
+
+    assert [list(batch) for batch in length_batches(lengths, max_rows, max_tokens, multiple)] == expected
+
+
+def test_passes_score_every_text_once_as_one_call_does(topic_run):
+    texts = [r["text"] + " the" * (i % 7) for i, r in enumerate(topic_rows(30, seed=4))]
+    predictor = Predictor.load(topic_run, precision="fp32", max_batch_tokens=64)  # several passes
+    passes = list(predictor.passes(texts))
+    rows = np.concatenate([rows for rows, _ in passes])
+    assert len(passes) > 3 and sorted(rows) == list(range(len(texts)))
+    lengths = [len(predictor.tokenizer(texts[i])["input_ids"]) for i in rows]
+    assert lengths == sorted(lengths)  # shortest first: a server answers short requests while long ones run
+    scores = np.empty((len(texts), 4))
+    for positions, part in passes:
+        scores[positions] = part
+    np.testing.assert_allclose(scores, Predictor.load(topic_run, precision="fp32").scores(texts), atol=1e-5)
+
+
 def test_saved_model_and_predictor_agree_with_plain_pipeline(topic_run):
     from transformers import pipeline
 

@@ -278,6 +278,37 @@ def test_requests_queued_together_go_through_the_model_in_one_pass_in_their_own_
         np.testing.assert_allclose(answer, expected[[texts.index(t) for t in request_texts]], atol=1e-6)
 
 
+def test_a_request_is_answered_when_its_own_pass_ends_not_the_whole_batch():
+    from types import SimpleNamespace
+
+    from finetune.serving.batching import Batcher
+
+    second_pass = threading.Event()
+
+    def passes(texts):  # two passes, shortest first: "b" then "a"; the second waits until the test lets it go
+        yield np.array([1]), np.array([[0.2, 0.8]])
+        assert second_pass.wait(10)
+        yield np.array([0]), np.array([[0.9, 0.1]])
+
+    predictor = SimpleNamespace(runner=lambda batch: None, batch_size=64, passes=passes)
+
+    async def scenario():
+        batcher = Batcher(predictor, max_batch=64, max_wait_ms=0)
+        first, short = asyncio.ensure_future(batcher.scores(["a"])), asyncio.ensure_future(batcher.scores(["b"]))
+        worker = asyncio.create_task(batcher.run())
+        answer = await asyncio.wait_for(short, 10)  # while "a"'s pass has not run
+        waiting = not first.done()
+        second_pass.set()
+        answers = await asyncio.wait_for(first, 10), answer
+        worker.cancel()
+        return waiting, answers, batcher.stats()
+
+    waiting, (long_answer, short_answer), stats = asyncio.run(scenario())
+    assert waiting and stats["batches"] == 1
+    np.testing.assert_allclose(short_answer, [[0.2, 0.8]])
+    np.testing.assert_allclose(long_answer, [[0.9, 0.1]])
+
+
 @pytest.mark.trains
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(topic_run):
     import httpx

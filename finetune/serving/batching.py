@@ -1,9 +1,13 @@
-"""Batching across requests: the texts of concurrent requests go through the model in one pass.
+"""Batching across requests: the texts of concurrent requests go through the model together.
 
 Requests wait in a queue; one task takes them in arrival order, up to ``max_batch`` texts, and
 hands them to the ``Predictor`` in a thread of its own (so the server keeps reading requests
-while the model runs), which sorts them by length and pads each batch to its longest text, as
-it does for a file. Each caller gets the scores of its own texts, in its own order.
+while the model runs), which sorts them by length and splits them into forward passes of
+neighbours within its token budget, as it does for a file. A request is answered as soon as
+the pass that holds its last text ends, not when the whole gathered batch does: its client's
+next request then queues while the model runs the remaining passes, so the model does not sit
+idle while answers go out and new requests come in. Each caller gets the scores of its own
+texts, in its own order.
 
 How long to wait for company: a request that finds the model idle after a pass that served a
 single request goes at once (a lone client pays no wait); once passes serve several requests,
@@ -74,26 +78,43 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._gather()
-            texts = [text for item in batch for text in item.texts]
             self.batches += 1
             try:
-                scores = await loop.run_in_executor(self.executor, self.predictor.scores, texts)
+                await loop.run_in_executor(self.executor, self._answer, loop, batch)
             except Exception as error:  # noqa: BLE001 - each waiting request gets the error; the server goes on
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(error)
-                continue
-            start = 0
-            for item in batch:
-                if not item.future.done():  # a caller that went away cancelled its future
-                    item.future.set_result(scores[start : start + len(item.texts)])
-                start += len(item.texts)
+
+    def _answer(self, loop: asyncio.AbstractEventLoop, batch: List[Pending]) -> None:
+        """In the model's thread: run the batch pass by pass, answering each request once all its
+        texts are scored (the event loop sends the answer while the next pass runs)."""
+        import numpy as np
+
+        texts = [text for item in batch for text in item.texts]
+        owner = np.repeat(np.arange(len(batch)), [len(item.texts) for item in batch])  # the request of each text
+        missing = [len(item.texts) for item in batch]
+        starts = np.cumsum([0] + missing[:-1])
+        scores = None
+        for rows, part in self.predictor.passes(texts):
+            if scores is None:
+                scores = np.empty((len(texts),) + part.shape[1:], dtype=part.dtype)
+            scores[rows] = part
+            indices, counts = np.unique(owner[rows], return_counts=True)
+            for index, count in zip(indices, counts):
+                missing[index] -= int(count)
+                if missing[index] == 0:
+                    answer = scores[starts[index] : starts[index] + len(batch[index].texts)].copy()
+                    loop.call_soon_threadsafe(_resolve, batch[index].future, answer)
 
     async def _gather(self) -> List[Pending]:
+        # Wait for company only when the model is idle and the queue empty: requests that queued
+        # while the model ran go at once.
+        waited = self.held is None and self.queue.empty()
         first = self.held or await self.queue.get()
         self.held = None
         batch, rows = [first], len(first.texts)
-        deadline = time.monotonic() + (self.max_wait if self.last_requests > 1 else 0.0)
+        deadline = time.monotonic() + (self.max_wait if waited and self.last_requests > 1 else 0.0)
         while rows < self.max_batch:
             item = await self._next(deadline)
             if item is None:
@@ -125,3 +146,8 @@ class Batcher:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+
+
+def _resolve(future: asyncio.Future, answer: Any) -> None:
+    if not future.done():  # a caller that went away cancelled its future
+        future.set_result(answer)

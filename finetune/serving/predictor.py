@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from finetune.errors import FinetuneError
 from finetune.serving.abstention import abstaining_output, check_min_confidence
@@ -24,6 +24,9 @@ EXPORT_INFO = "export.json"  # marks an export folder (python -m finetune.export
 EXPORT_DIR = "export"  # a run's default export folder
 BACKENDS = ("torch", "onnx")
 WINDOWED_TEXTS = 500  # texts read as windows (head_tail, chunks) are scored this many at a time
+# Padded tokens per batch on a CPU: the fastest budget measured per backend with MiniLM on AG News
+# (docs/inference.md; int8 ONNX at 512 tokens, about 10 texts, ran 1.25x faster than at 64 texts).
+CPU_BATCH_TOKENS = {"torch": 1024, "onnx": 512}
 
 
 @dataclass
@@ -93,6 +96,9 @@ class TorchModel:
 
     backend, tensors = "torch", "pt"
     token_type_ids = None  # the model's own tokenizer knows whether the model takes them
+    # Lengths rounded up to a multiple of 8: the CPU's bf16 kernels are built and cached per
+    # shape, and one per exact length made memory creep up over a long file.
+    pad_multiple = 8
 
     def __init__(self, model, precision: str = "auto"):
         import torch
@@ -107,6 +113,8 @@ class TorchModel:
         # are, so a model shared with a Trainer (or saved later) is not changed.
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.threads = torch.get_num_threads()
+        # On a CPU a batch whose activations outgrow the caches runs slower per token; a GPU wants them all.
+        self.max_batch_tokens = CPU_BATCH_TOKENS["torch"] if model.device.type == "cpu" else None
 
     def describe(self) -> str:
         device = self.model.device.type
@@ -125,6 +133,7 @@ class OnnxModel:
     """An exported model (``model.onnx``) in ONNX Runtime on the CPU; imports no PyTorch."""
 
     backend, tensors = "onnx", "np"
+    pad_multiple = None  # ONNX Runtime's kernels take any length: pad to the batch's longest text, no further
 
     def __init__(self, export_dir: Path, threads: Optional[int] = None):
         require_onnx()
@@ -135,6 +144,7 @@ class OnnxModel:
         self.precision = self.info["precision"]
         self.config, self.folder = json.loads((export_dir / "config.json").read_text(encoding="utf-8")), export_dir
         self.threads = threads or default_threads()
+        self.max_batch_tokens = CPU_BATCH_TOKENS["onnx"]
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1  # one graph at a time: its operators run in sequence
@@ -167,12 +177,14 @@ class Predictor:
     """
 
     def __init__(self, model, tokenizer, kind: Optional[TaskKind] = None, batch_size: int = 64, max_length: Optional[int] = None, precision: str = "auto",
-                 long_text: Any = None, min_confidence: Optional[float] = None):
+                 long_text: Any = None, min_confidence: Optional[float] = None, max_batch_tokens: Optional[int] = None):
         """``model``: a PyTorch model, or an ``OnnxModel`` (whose precision was fixed when it was exported).
+        ``batch_size`` texts at most per forward pass, and ``max_batch_tokens`` padded tokens at most
+        (default: the backend's CPU budget, none on a GPU; a longer text still goes alone).
         ``long_text``: how texts longer than ``max_length`` are read (``task.long_text``; default: truncated).
         ``min_confidence``: texts the model is less sure of are answered ``{"label": "(abstained)", ...}``."""
         self.runner = model if isinstance(model, OnnxModel) else TorchModel(model, precision)
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.model, self.tokenizer, self.batch_size, self.max_batch_tokens = model, tokenizer, batch_size, max_batch_tokens
         self.kind = kind or kind_for_model(self.runner.config, self.runner.folder)
         self.max_length = max_length or min(tokenizer.model_max_length, 512)
         self.labels = self.kind.label_names
@@ -230,12 +242,9 @@ class Predictor:
         width = self.runner.num_labels
         if not texts:
             return np.zeros((0, width), dtype=np.float32)
-        pairs = [t for t in texts if not isinstance(t, str)]
-        if pairs and len(pairs) != len(texts):
-            raise FinetuneError("Mix of single texts and pairs in one call: classify them separately.")
+        columns = self._columns(texts)
         if self.long_text.windowed and len(texts) > WINDOWED_TEXTS:  # a group at a time: the progress bar moves
             return np.concatenate([self.logits(texts[i : i + WINDOWED_TEXTS], progress) for i in range(0, len(texts), WINDOWED_TEXTS)])
-        columns = list(zip(*texts)) if pairs else [list(texts)]
         documents = None
         if self.long_text.windowed:  # rows are windows from here on, aggregated per text at the end
             windowing = Windowing(self.long_text, self.max_length)
@@ -243,17 +252,11 @@ class Predictor:
             self.windows_scored += len(documents)
         else:
             encoded = self.tokenizer(*columns, truncation=True, max_length=self.max_length, return_token_type_ids=self.runner.token_type_ids)
-        self.tokens_scored += sum(len(ids) for ids in encoded["input_ids"])
-        order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
-        result = np.empty((len(order), width), dtype=np.float32)
-        starts = range(0, len(order), self.batch_size)
+        batches = self._batches(encoded)
+        result = np.empty((len(encoded["input_ids"]), width), dtype=np.float32)
         outer = None if isinstance(progress, bool) else progress
-        for start in tqdm(starts, desc="Predicting", unit="batch", disable=progress is not True):
-            rows = order[start : start + self.batch_size]
-            # Lengths rounded up to a multiple of 8: the CPU's bf16 kernels are built and cached per
-            # shape, and one per exact length made memory creep up over a long file.
-            batch = self.tokenizer.pad([{k: encoded[k][i] for k in encoded} for i in rows], return_tensors=self.runner.tensors, pad_to_multiple_of=8)
-            result[rows] = self.runner(batch)
+        for rows in tqdm(batches, desc="Predicting", unit="batch", disable=progress is not True):
+            result[rows] = self._forward(encoded, rows)
             if outer is not None and documents is None:
                 outer.update(len(rows))
         if documents is None:
@@ -261,6 +264,36 @@ class Predictor:
         if outer is not None:  # the bar counts texts, not windows
             outer.update(len(texts))
         return self.kind.aggregate(result, documents, self.long_text.aggregation)
+
+    def passes(self, texts: Sequence[Text]) -> Iterator[Tuple[Any, Any]]:
+        """The kind's scores of ``texts`` a forward pass at a time, shortest texts first: (their
+        positions in ``texts``, their scores). What a server answers from as each pass ends; texts
+        read as windows (``long_text`` head_tail or chunks) come all at once."""
+        import numpy as np
+
+        if self.long_text.windowed or not texts:
+            yield np.arange(len(texts)), self.scores(texts)
+            return
+        encoded = self.tokenizer(*self._columns(texts), truncation=True, max_length=self.max_length, return_token_type_ids=self.runner.token_type_ids)
+        for rows in self._batches(encoded):
+            yield rows, self.kind.scores(self._forward(encoded, rows))
+
+    def _columns(self, texts: Sequence[Text]) -> List[List[str]]:
+        pairs = [t for t in texts if not isinstance(t, str)]
+        if pairs and len(pairs) != len(texts):
+            raise FinetuneError("Mix of single texts and pairs in one call: classify them separately.")
+        return [list(column) for column in zip(*texts)] if pairs else [list(texts)]
+
+    def _batches(self, encoded: Dict[str, Any]) -> List[Any]:
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        self.tokens_scored += sum(lengths)
+        return length_batches(lengths, self.batch_size, self.max_batch_tokens or self.runner.max_batch_tokens, self.runner.pad_multiple)
+
+    def _forward(self, encoded: Dict[str, Any], rows: Any):
+        """The logits of the encoded rows ``rows``, padded together as one batch."""
+        batch = self.tokenizer.pad([{k: encoded[k][i] for k in encoded} for i in rows], return_tensors=self.runner.tensors,
+                                   pad_to_multiple_of=self.runner.pad_multiple)
+        return self.runner(batch)
 
     windows_scored = tokens_scored = 0  # what the calls so far computed: windows (long_text head_tail or chunks) and tokens
 
@@ -275,6 +308,26 @@ def long_text_for(info: RunInfo, override: Any = None) -> LongText:
             raise FinetuneError(f"--long-text {override!r}: choose one of {', '.join(STRATEGIES)}.")
         return LongText.of({**(info.long_text or {}), "strategy": override})
     return LongText.of(override)
+
+
+def length_batches(lengths: Sequence[int], max_rows: int, max_tokens: Optional[int], multiple: Optional[int]) -> List[Any]:
+    """Row indices in batches of neighbours by length, shortest first: each batch holds ``max_rows``
+    rows at most and, padded to its longest row (rounded up to ``multiple``), ``max_tokens`` at most."""
+    import numpy as np
+
+    order = np.argsort(lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and end - start < max_rows:
+            longest = lengths[order[end]]
+            padded = -(-longest // multiple) * multiple if multiple else longest
+            if max_tokens and (end - start + 1) * padded > max_tokens:
+                break
+            end += 1
+        batches.append(order[start:end])
+        start = end
+    return batches
 
 
 def _load_torch(info: RunInfo, path: Union[str, Path], device: Optional[str], threads: Optional[int]):
