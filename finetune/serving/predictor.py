@@ -1,9 +1,10 @@
 """``Predictor``: classify text with a trained run, a model folder, or its ONNX export.
 
 Texts are tokenized once, sorted by length and batched, so each batch pads only to its own
-longest text; the model runs under ``torch.inference_mode``, with half-precision autocast
-on a GPU and bf16 autocast on CPUs that compute bf16 natively, or, with the ONNX backend,
-in ONNX Runtime without importing PyTorch. Results come back in input order.
+longest text; on a CPU a batch also holds at most ``CPU_BATCH_TOKENS`` padded tokens. The model
+runs under ``torch.inference_mode``, with half-precision autocast on a GPU and bf16 autocast on
+CPUs that compute bf16 natively, or, with the ONNX backend, in ONNX Runtime without importing
+PyTorch. Results come back in input order.
 """
 
 import json
@@ -24,9 +25,10 @@ EXPORT_INFO = "export.json"  # marks an export folder (python -m finetune.export
 EXPORT_DIR = "export"  # a run's default export folder
 BACKENDS = ("torch", "onnx")
 WINDOWED_TEXTS = 500  # texts read as windows (head_tail, chunks) are scored this many at a time
-# Padded tokens per batch on a CPU: the fastest budget measured per backend with MiniLM on AG News
-# (docs/inference.md; int8 ONNX at 512 tokens, about 10 texts, ran 1.25x faster than at 64 texts).
-CPU_BATCH_TOKENS = {"torch": 1024, "onnx": 512}
+# Padded tokens per batch on a CPU (bench/batch_tokens.py, docs/inference.md; MiniLM on AG News):
+# int8 ONNX ran 5-12% faster at 1,024 tokens (about 18 texts) than in passes of 64 texts, PyTorch
+# as fast; and the budget bounds the memory a pass takes on long texts (64 x 512 tokens would not).
+CPU_BATCH_TOKENS = 1024
 
 
 @dataclass
@@ -114,7 +116,7 @@ class TorchModel:
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.threads = torch.get_num_threads()
         # On a CPU a batch whose activations outgrow the caches runs slower per token; a GPU wants them all.
-        self.max_batch_tokens = CPU_BATCH_TOKENS["torch"] if model.device.type == "cpu" else None
+        self.max_batch_tokens = CPU_BATCH_TOKENS if model.device.type == "cpu" else None
 
     def describe(self) -> str:
         device = self.model.device.type
@@ -144,7 +146,7 @@ class OnnxModel:
         self.precision = self.info["precision"]
         self.config, self.folder = json.loads((export_dir / "config.json").read_text(encoding="utf-8")), export_dir
         self.threads = threads or default_threads()
-        self.max_batch_tokens = CPU_BATCH_TOKENS["onnx"]
+        self.max_batch_tokens = CPU_BATCH_TOKENS
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1  # one graph at a time: its operators run in sequence
