@@ -232,6 +232,7 @@ def test_the_server_answers_as_the_cli_for_each_kind_and_backend(kind, backend, 
     calibration = run_dir / "model" / "calibration.json"  # regression fits none; the classifiers' temperatures, as the run saved them
     assert info["calibration"] == (read_json(calibration) if calibration.is_file() else {"method": "none"})
     assert info["long_text"]["strategy"] == "truncate"  # the tiny runs read every text whole
+    assert info["batching"]["max_tokens_per_pass"] == 1024  # the CPU budget of either backend
 
 
 @pytest.mark.trains

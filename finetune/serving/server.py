@@ -114,7 +114,8 @@ class Service:
             "saved_with_model": kind.model_files(), "max_length": predictor.max_length,
             "backend": predictor.backend, "precision": predictor.precision, "threads": predictor.threads, "model": predictor.describe(),
             "run": str(Path(self.settings.path).expanduser().resolve()), "model_dir": str(info.model_dir.resolve()),
-            "batching": {"max_batch": self.settings.max_batch, "max_wait_ms": self.settings.max_wait_ms},
+            "batching": {"max_batch": self.settings.max_batch, "max_wait_ms": self.settings.max_wait_ms,
+                         "max_tokens_per_pass": predictor.max_batch_tokens or predictor.runner.max_batch_tokens},
             "limits": {"max_texts": self.limits.max_texts, "max_chars": self.limits.max_chars},
             "versions": versions(predictor.backend),
         }
