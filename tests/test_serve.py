@@ -279,6 +279,32 @@ def test_requests_queued_together_go_through_the_model_in_one_pass_in_their_own_
         np.testing.assert_allclose(answer, expected[[texts.index(t) for t in request_texts]], atol=1e-6)
 
 
+def test_the_workers_socket_gives_each_connection_tcp_nodelay():
+    import uvicorn
+
+    from finetune.serving.server import listening_socket
+
+    listener = listening_socket(uvicorn.Config(app=None, host="127.0.0.1", port=0, log_level="warning"))
+
+    async def accepted_nodelay():
+        accepted = asyncio.get_running_loop().create_future()
+
+        class Report(asyncio.Protocol):
+            def connection_made(self, transport):
+                accepted.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Report, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        value = await asyncio.wait_for(accepted, 10)
+        writer.close()
+        server.close()
+        return value
+
+    assert listener.proto == socket.IPPROTO_TCP
+    assert asyncio.run(accepted_nodelay()) != 0  # Nagle off: answers go out at once, not after the client's delayed ACK
+
+
 def test_a_request_is_answered_when_its_own_pass_ends_not_the_whole_batch():
     from types import SimpleNamespace
 

@@ -218,8 +218,35 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
         if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
             options["timeout_worker_healthcheck"] = 120  # a worker imports the ML stack before it answers; 5 s restarted slow ones
         os.environ[SETTINGS_VARIABLE] = json.dumps(asdict(settings))
-        uvicorn.run("finetune.serving.server:app_from_environment", factory=True, workers=workers, **options)
+        run_workers(uvicorn.Config("finetune.serving.server:app_from_environment", factory=True, workers=workers, **options))
         return 0
     app = create_app(settings)
     uvicorn.Server(uvicorn.Config(app, **options)).run()
     return 1 if app.state.service.error else 0
+
+
+def run_workers(config) -> None:
+    """``uvicorn.run``'s path for ``workers > 1``, on a listening socket whose connections get TCP_NODELAY."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    listener = listening_socket(config)
+    if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn names the worker function
+        Multiprocess(config, target=uvicorn.Server(config).run, sockets=[listener]).run()
+    else:
+        Multiprocess(config, sockets=[listener]).run()
+
+
+def listening_socket(config):
+    """The socket uvicorn binds for its workers, read back from its descriptor so that it says TCP.
+
+    uvicorn binds it with ``proto`` 0; accepted connections inherit that, and asyncio turns Nagle's
+    algorithm off only for sockets that say IPPROTO_TCP. Each keep-alive answer then waited for the
+    client's delayed ACK: 44 ms a request instead of 2 with two workers (uvicorn issue #3149).
+    """
+    import socket
+
+    listener = config.bind_socket()
+    if listener.family in (socket.AF_INET, socket.AF_INET6):
+        listener = socket.socket(fileno=listener.detach())  # the kernel's family, type and protocol
+    return listener
