@@ -63,7 +63,7 @@ def main() -> None:
     for name, predictor in predictors.items():
         accuracy = float((np.concatenate(logits[name]).argmax(axis=1) == truth).mean())
         lengths = [len(ids) for ids in predictor.tokenizer(texts, truncation=True, max_length=predictor.max_length)["input_ids"]]
-        per_pass = len(texts) / len(length_batches(lengths, predictor.batch_size, predictor.max_batch_tokens, predictor.runner.pad_multiple))
+        per_pass = len(texts) / len(length_batches(lengths, predictor.batch_size, predictor.tokens_per_pass, predictor.runner.pad_multiple))
         print(f"| {name} | {1000 * seconds[name] / len(texts):.2f} | {per_pass:.1f} | {accuracy:.4f} |", flush=True)
 
 

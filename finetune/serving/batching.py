@@ -52,7 +52,7 @@ class Pending:
 
 
 class Batcher:
-    """Gathers the texts of concurrent requests into forward passes of up to ``max_batch`` rows."""
+    """Gathers the texts of concurrent requests into batches of up to ``max_batch`` rows, run pass by pass."""
 
     def __init__(self, predictor: Predictor, max_batch: int = 64, max_wait_ms: float = 5.0):
         self.predictor, self.max_batch, self.max_wait = predictor, max_batch, max_wait_ms / 1000

@@ -115,7 +115,7 @@ class TorchModel:
         # are, so a model shared with a Trainer (or saved later) is not changed.
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.threads = torch.get_num_threads()
-        # On a CPU a batch whose activations outgrow the caches runs slower per token; a GPU wants them all.
+        # A CPU pass holds at most CPU_BATCH_TOKENS; a GPU takes batch_size rows whatever their length.
         self.max_batch_tokens = CPU_BATCH_TOKENS if model.device.type == "cpu" else None
 
     def describe(self) -> str:
@@ -267,6 +267,11 @@ class Predictor:
             outer.update(len(texts))
         return self.kind.aggregate(result, documents, self.long_text.aggregation)
 
+    @property
+    def tokens_per_pass(self) -> Optional[int]:
+        """Padded tokens a forward pass holds at most: ``max_batch_tokens``, else the backend's budget (None: no cap)."""
+        return self.max_batch_tokens or self.runner.max_batch_tokens
+
     def passes(self, texts: Sequence[Text]) -> Iterator[Tuple[Any, Any]]:
         """The kind's scores of ``texts`` a forward pass at a time, shortest texts first: (their
         positions in ``texts``, their scores). What a server answers from as each pass ends; texts
@@ -289,7 +294,7 @@ class Predictor:
     def _batches(self, encoded: Dict[str, Any]) -> List[Any]:
         lengths = [len(ids) for ids in encoded["input_ids"]]
         self.tokens_scored += sum(lengths)
-        return length_batches(lengths, self.batch_size, self.max_batch_tokens or self.runner.max_batch_tokens, self.runner.pad_multiple)
+        return length_batches(lengths, self.batch_size, self.tokens_per_pass, self.runner.pad_multiple)
 
     def _forward(self, encoded: Dict[str, Any], rows: Any):
         """The logits of the encoded rows ``rows``, padded together as one batch."""

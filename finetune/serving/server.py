@@ -115,7 +115,7 @@ class Service:
             "backend": predictor.backend, "precision": predictor.precision, "threads": predictor.threads, "model": predictor.describe(),
             "run": str(Path(self.settings.path).expanduser().resolve()), "model_dir": str(info.model_dir.resolve()),
             "batching": {"max_batch": self.settings.max_batch, "max_wait_ms": self.settings.max_wait_ms,
-                         "max_tokens_per_pass": predictor.max_batch_tokens or predictor.runner.max_batch_tokens},
+                         "max_tokens_per_pass": predictor.tokens_per_pass},
             "limits": {"max_texts": self.limits.max_texts, "max_chars": self.limits.max_chars},
             "versions": versions(predictor.backend),
         }
@@ -231,7 +231,7 @@ def run_workers(config) -> None:
     from uvicorn.supervisors import Multiprocess
 
     listener = listening_socket(config)
-    if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn names the worker function
+    if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn 0.29 to 0.36 at least: as its own run() calls it
         Multiprocess(config, target=uvicorn.Server(config).run, sockets=[listener]).run()
     else:
         Multiprocess(config, sockets=[listener]).run()

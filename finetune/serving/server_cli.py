@@ -26,7 +26,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000)
     add_model_options(parser, "intra-op CPU threads per worker (default: the CPUs this process may use, divided among --workers)")
     parser.add_argument("--workers", type=positive_int, default=1, help="server processes sharing the port, each with the model (workers x threads <= cores)")
-    parser.add_argument("--max-batch", type=positive_int, default=64, help="texts in one forward pass, gathered across requests (default 64)")
+    parser.add_argument("--max-batch", type=positive_int, default=64, help="texts gathered across requests into one batch (default 64), run in passes of neighbours by length")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests once several arrive together (default 5)")
     parser.add_argument("--max-texts", type=positive_int, default=MAX_TEXTS, help=f"texts in one request (default {MAX_TEXTS}); more: 413")
     parser.add_argument("--max-chars", type=positive_int, default=MAX_CHARS, help=f"characters in one text (default {MAX_CHARS}); more: 413")
