@@ -1,7 +1,7 @@
 """Fine-tune a transformer encoder on a text classification task.
 
-    python run.py task=ag_news model=deberta
-    python run.py -m model=bert,roberta,distilbert
+python run.py task=ag_news model=deberta
+python run.py -m model=bert,roberta,distilbert
 """
 
 import sys

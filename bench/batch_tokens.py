@@ -29,8 +29,16 @@ def settings(run: Path, int8: Path) -> dict:
     """Each setting measured: a name and its Predictor."""
     torch_budgets = {"none (64 texts)": NO_LIMIT, "4,096": 4096, "2,048": 2048, "1,024": 1024, "512": 512}
     onnx_budgets = {"none (64 texts)": NO_LIMIT, "2,048": 2048, "1,024": 1024, "512": 512, "256": 256}
-    chosen = {f"torch, {name}": Predictor.load(run, backend="torch", max_batch_tokens=budget) for name, budget in torch_budgets.items()}
-    chosen.update({f"onnx int8, {name}": Predictor.load(int8, backend="onnx", max_batch_tokens=budget) for name, budget in onnx_budgets.items()})
+    chosen = {
+        f"torch, {name}": Predictor.load(run, backend="torch", max_batch_tokens=budget)
+        for name, budget in torch_budgets.items()
+    }
+    chosen.update(
+        {
+            f"onnx int8, {name}": Predictor.load(int8, backend="onnx", max_batch_tokens=budget)
+            for name, budget in onnx_budgets.items()
+        }
+    )
     padded = Predictor.load(int8, backend="onnx", max_batch_tokens=512)
     padded.runner.pad_multiple = 8
     chosen["onnx int8, 512, lengths rounded up to 8"] = padded
@@ -57,13 +65,20 @@ def main() -> None:
             started = time.perf_counter()
             logits[name].append(predictor.logits(texts[start:end]))
             seconds[name] += time.perf_counter() - started
-    print(f"{len(texts)} texts of {args.data.name}, run {args.run.name}; {next(iter(predictors.values())).describe()}\n")
+    print(
+        f"{len(texts)} texts of {args.data.name}, run {args.run.name}; {next(iter(predictors.values())).describe()}\n"
+    )
     print("| backend, padded tokens per pass at most | ms / text | texts per pass | accuracy |")
     print("|---|---:|---:|---:|")
     for name, predictor in predictors.items():
         accuracy = float((np.concatenate(logits[name]).argmax(axis=1) == truth).mean())
-        lengths = [len(ids) for ids in predictor.tokenizer(texts, truncation=True, max_length=predictor.max_length)["input_ids"]]
-        per_pass = len(texts) / len(length_batches(lengths, predictor.batch_size, predictor.tokens_per_pass, predictor.runner.pad_multiple))
+        lengths = [
+            len(ids)
+            for ids in predictor.tokenizer(texts, truncation=True, max_length=predictor.max_length)["input_ids"]
+        ]
+        per_pass = len(texts) / len(
+            length_batches(lengths, predictor.batch_size, predictor.tokens_per_pass, predictor.runner.pad_multiple)
+        )
         print(f"| {name} | {1000 * seconds[name] / len(texts):.2f} | {per_pass:.1f} | {accuracy:.4f} |", flush=True)
 
 

@@ -27,7 +27,10 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from predict_memory import missing_inputs, repeated_csv  # the AG News rows over and over: one writer for both benchmarks
+from predict_memory import (
+    missing_inputs,
+    repeated_csv,
+)  # the AG News rows over and over: one writer for both benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ag_news" / "train.csv"
@@ -38,7 +41,11 @@ def memory_kb(pid: str = "self") -> Dict[str, int]:
     """VmRSS (resident), RssAnon (the process's own memory) and RssFile (mapped files: the Arrow cache) of a process."""
     try:
         with open(f"/proc/{pid}/status") as f:
-            return {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in f) if k in ("VmRSS", "RssAnon", "RssFile")}
+            return {
+                k: int(v.split()[0])
+                for k, _, v in (line.partition(":") for line in f)
+                if k in ("VmRSS", "RssAnon", "RssFile")
+            }
     except (FileNotFoundError, ProcessLookupError):  # it ended between two looks
         return {}
 
@@ -128,8 +135,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="40000,400000,2000000", help="comma-separated sizes")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--tmp", type=Path, default=None, help="where the generated files and caches go (default: the system's temp folder)")
-    parser.add_argument("--measure", nargs=2, type=Path, help=argparse.SUPPRESS)  # internal: TRAIN CACHE, in a fresh process
+    parser.add_argument(
+        "--tmp",
+        type=Path,
+        default=None,
+        help="where the generated files and caches go (default: the system's temp folder)",
+    )
+    parser.add_argument(
+        "--measure", nargs=2, type=Path, help=argparse.SUPPRESS
+    )  # internal: TRAIN CACHE, in a fresh process
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(*args.measure)))
@@ -147,7 +161,9 @@ def main() -> None:
             train, cache = work / f"train_{rows}.csv", work / f"cache_{rows}"
             repeated_csv(args.data, train, rows)
             started = time.perf_counter()
-            done = subprocess.run([sys.executable, __file__, "--measure", str(train), str(cache)], env=env, capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, __file__, "--measure", str(train), str(cache)], env=env, capture_output=True, text=True
+            )
             if done.returncode != 0:
                 sys.exit(f"failed at {rows} rows:\n{done.stderr[-3000:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -161,8 +177,12 @@ def main() -> None:
 
     import torch  # only for the versions line
 
-    print(f"Rows of {args.data} repeated; MiniLM tokenizer, max_length 128; torch {torch.__version__}, {os.cpu_count()} CPU cores.\n")
-    print("| rows | CSV | load + check | tokenize (processes) | rows/s | peak anonymous memory, all processes | main process peak RSS | largest worker peak RSS | Arrow cache on disk |")
+    print(
+        f"Rows of {args.data} repeated; MiniLM tokenizer, max_length 128; torch {torch.__version__}, {os.cpu_count()} CPU cores.\n"
+    )
+    print(
+        "| rows | CSV | load + check | tokenize (processes) | rows/s | peak anonymous memory, all processes | main process peak RSS | largest worker peak RSS | Arrow cache on disk |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         seconds = r["load_s"] + r["tokenize_s"]
@@ -171,7 +191,9 @@ def main() -> None:
             f"| {r['rows']:,} | {r['file_gb'] * 1024:.0f} MB | {r['load_s']:.1f} s | {r['tokenize_s']:.1f} s ({r['num_proc']}) | {r['rows'] / seconds:,.0f} | "
             f"{r['anon_peak_mb']:.0f} MB | {r['main_peak_rss_mb']:.0f} MB | {worker} | {r['cache_gb']:.2f} GB |"
         )
-    print(f"\nAnonymous memory of the main process right after the imports: {results[0]['after_imports_anon_mb']:.0f} MB.")
+    print(
+        f"\nAnonymous memory of the main process right after the imports: {results[0]['after_imports_anon_mb']:.0f} MB."
+    )
 
 
 if __name__ == "__main__":

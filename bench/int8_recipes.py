@@ -51,9 +51,15 @@ class CalibrationRows:
 
         tokenizer = PreTrainedTokenizerFast.from_pretrained(export)
         names = [i.name for i in onnxruntime.InferenceSession(str(export / "model.onnx")).get_inputs()]
-        encoded = tokenizer(texts, truncation=True, max_length=json.loads((export / EXPORT_INFO).read_text())["task"]["max_length"],
-                            return_token_type_ids="token_type_ids" in names)
-        self.rows = iter([{name: np.array([encoded[name][i]], dtype=np.int64) for name in names} for i in range(len(texts))])
+        encoded = tokenizer(
+            texts,
+            truncation=True,
+            max_length=json.loads((export / EXPORT_INFO).read_text())["task"]["max_length"],
+            return_token_type_ids="token_type_ids" in names,
+        )
+        self.rows = iter(
+            [{name: np.array([encoded[name][i]], dtype=np.int64) for name in names} for i in range(len(texts))]
+        )
 
     def get_next(self):
         return next(self.rows, None)
@@ -65,8 +71,16 @@ def quantize_static_int8(export: Path, path: Path, quant_format: str, texts: Lis
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     source = export / "model.onnx"
-    quantize_static(str(source), str(path), CalibrationRows(export, texts), quant_format=getattr(QuantFormat, quant_format), per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=head_nodes(onnx.load(str(source)).graph))
+    quantize_static(
+        str(source),
+        str(path),
+        CalibrationRows(export, texts),
+        quant_format=getattr(QuantFormat, quant_format),
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=head_nodes(onnx.load(str(source)).graph),
+    )
 
 
 def variant(source: Path, folder: Path, precision: str) -> Path:
@@ -80,13 +94,26 @@ def variant(source: Path, folder: Path, precision: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("export", type=Path, help="an fp32 export folder (python -m finetune.export RUN)")
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "test.csv")
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "test.csv"
+    )
     parser.add_argument("--rows", type=int, default=5600)
-    parser.add_argument("--slices", type=int, default=4, help="the data is split into this many slices; each slice goes through every recipe in turn")
-    parser.add_argument("--train", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "train.csv",
-                        help="the run's train file: static recipes calibrate on its first CALIBRATION_ROWS texts, rows the run trained on")
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=4,
+        help="the data is split into this many slices; each slice goes through every recipe in turn",
+    )
+    parser.add_argument(
+        "--train",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "train.csv",
+        help="the run's train file: static recipes calibrate on its first CALIBRATION_ROWS texts, rows the run trained on",
+    )
     parser.add_argument("--calibration-rows", type=int, default=200)
-    parser.add_argument("--recipe", action="append", default=None, help="measure only this recipe (repeatable; the names of the table)")
+    parser.add_argument(
+        "--recipe", action="append", default=None, help="measure only this recipe (repeatable; the names of the table)"
+    )
     args = parser.parse_args()
     if json.loads((args.export / EXPORT_INFO).read_text())["precision"] != "fp32":
         raise SystemExit(f"{args.export} is not an fp32 export")
@@ -127,12 +154,16 @@ def main() -> None:
 
     base = "fp32 (no quantization)"
     accuracy = {name: float((np.concatenate(parts).argmax(axis=1) == truth).mean()) for name, parts in logits.items()}
-    print(f"{len(texts)} texts of {args.data.name}, export {args.export}, ONNX Runtime, {threads} threads, the Predictor's batches\n")
+    print(
+        f"{len(texts)} texts of {args.data.name}, export {args.export}, ONNX Runtime, {threads} threads, the Predictor's batches\n"
+    )
     print("| recipe | ms / text | vs fp32 | accuracy | change (points) | model.onnx |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in logits:
-        print(f"| {name} | {1000 * seconds[name] / len(texts):.2f} | {seconds[base] / seconds[name]:.2f}x | {accuracy[name]:.4f} | "
-              f"{100 * (accuracy[name] - accuracy[base]):+.2f} | {sizes[name] / 2**20:.1f} MiB |")
+        print(
+            f"| {name} | {1000 * seconds[name] / len(texts):.2f} | {seconds[base] / seconds[name]:.2f}x | {accuracy[name]:.4f} | "
+            f"{100 * (accuracy[name] - accuracy[base]):+.2f} | {sizes[name] / 2**20:.1f} MiB |"
+        )
 
 
 if __name__ == "__main__":

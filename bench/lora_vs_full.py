@@ -29,18 +29,33 @@ RUNS = [  # (name, extra run.py settings)
 
 def run(data: Path, run_dir: Path, extra: List[str], env: Dict[str, str]) -> Dict:
     command = [
-        sys.executable, "run.py", "task=ag_news", "model=minilm", f"task.data_files.train={data / 'train.csv'}",
-        f"task.data_files.test={data / 'test.csv'}", f"task.max_train_samples={SETTING['rows']}",
-        f"trainer.num_train_epochs={SETTING['epochs']}", f"trainer.per_device_train_batch_size={SETTING['batch']}",
-        f"task.max_length={SETTING['max_length']}", "trainer.eval_strategy=no", "trainer.save_strategy=no",
-        "trainer.load_best_model_at_end=false", "task.examples=[]", f"hydra.run.dir={run_dir}", *extra,
+        sys.executable,
+        "run.py",
+        "task=ag_news",
+        "model=minilm",
+        f"task.data_files.train={data / 'train.csv'}",
+        f"task.data_files.test={data / 'test.csv'}",
+        f"task.max_train_samples={SETTING['rows']}",
+        f"trainer.num_train_epochs={SETTING['epochs']}",
+        f"trainer.per_device_train_batch_size={SETTING['batch']}",
+        f"task.max_length={SETTING['max_length']}",
+        "trainer.eval_strategy=no",
+        "trainer.save_strategy=no",
+        "trainer.load_best_model_at_end=false",
+        "task.examples=[]",
+        f"hydra.run.dir={run_dir}",
+        *extra,
     ]
     result = run_measured(command, env)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {
-        "peak_rss_gb": result["peak_rss_gb"], "test_accuracy": metrics["test"]["accuracy"], "test_f1_macro": metrics["test"]["f1_macro"],
-        "samples_per_second": metrics["train"]["samples_per_second"], "runtime_s": metrics["train"]["runtime_s"],
-        "trainable": metrics["train"]["parameters"]["trainable"], "total": metrics["train"]["parameters"]["total"],
+        "peak_rss_gb": result["peak_rss_gb"],
+        "test_accuracy": metrics["test"]["accuracy"],
+        "test_f1_macro": metrics["test"]["f1_macro"],
+        "samples_per_second": metrics["train"]["samples_per_second"],
+        "runtime_s": metrics["train"]["runtime_s"],
+        "trainable": metrics["train"]["parameters"]["trainable"],
+        "total": metrics["train"]["parameters"]["total"],
     }
 
 

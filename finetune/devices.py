@@ -43,7 +43,9 @@ def choose_device(wanted: str = "auto", setting: str = "hardware.device") -> str
         return next((device for device in ACCELERATORS if available(device)), "cpu")
     kind = wanted.split(":", 1)[0]
     if kind in ACCELERATORS and not available(kind):
-        raise FinetuneError(f"{setting}={wanted}, but PyTorch sees no {ACCELERATORS[kind]} on this machine: use auto (the best there is) or cpu.")
+        raise FinetuneError(
+            f"{setting}={wanted}, but PyTorch sees no {ACCELERATORS[kind]} on this machine: use auto (the best there is) or cpu."
+        )
     return wanted
 
 

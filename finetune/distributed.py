@@ -70,8 +70,12 @@ def _shared_store() -> Any:
     # hosts one there, shared (multi-tenant) with the process group created later.
     agent_hosts_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     store = TCPStore(
-        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size(),
-        is_master=rank() == 0 and not agent_hosts_store, timeout=timedelta(minutes=5), multi_tenant=True,
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size(),
+        is_master=rank() == 0 and not agent_hosts_store,
+        timeout=timedelta(minutes=5),
+        multi_tenant=True,
     )
     _store = PrefixStore(f"finetune/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
     return _store

@@ -32,9 +32,15 @@ def go_offline_if_unreachable(timeout: float = 3.0) -> None:
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     host = endpoint.hostname or "huggingface.co"
     try:
-        socket.create_connection((host, endpoint.port or (80 if endpoint.scheme == "http" else 443)), timeout=timeout).close()
+        socket.create_connection(
+            (host, endpoint.port or (80 if endpoint.scheme == "http" else 443)), timeout=timeout
+        ).close()
     except OSError as error:
-        log.warning("The Hugging Face Hub (%s) is unreachable (%s): working offline, from local files and the cache.", host, error)
+        log.warning(
+            "The Hugging Face Hub (%s) is unreachable (%s): working offline, from local files and the cache.",
+            host,
+            error,
+        )
         os.environ["HF_HUB_OFFLINE"] = "1"
         # Already imported (by an earlier job of a sweep), the libraries hold their own copy.
         for module in ("huggingface_hub.constants", "datasets.config"):

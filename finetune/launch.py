@@ -93,7 +93,12 @@ def setup_failure(error: Exception, cfg: DictConfig) -> Optional[str]:
     if stage is None:
         return None
     what, groups, default_keys = stage
-    keys = [key for group in groups if isinstance(cfg.get(group), DictConfig) for key in settings_named_in(str(error), cfg[group], group)]
+    keys = [
+        key
+        for group in groups
+        if isinstance(cfg.get(group), DictConfig)
+        for key in settings_named_in(str(error), cfg[group], group)
+    ]
     return f"{what} failed; check {', '.join(keys) or default_keys}: {type(error).__name__}: {one_line(str(error))} {FULL_ERROR_HINT}"
 
 
@@ -192,7 +197,9 @@ def failing_closed(key: str) -> Iterator[None]:
     except Exception as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        raise SystemExit(f"Could not claim the folder {key} names: {type(error).__name__}: {one_line(str(error))} {FULL_ERROR_HINT}") from error
+        raise SystemExit(
+            f"Could not claim the folder {key} names: {type(error).__name__}: {one_line(str(error))} {FULL_ERROR_HINT}"
+        ) from error
 
 
 def check_can_create(config: DictConfig, key: str) -> None:
@@ -203,7 +210,9 @@ def check_can_create(config: DictConfig, key: str) -> None:
     existing = next(p for p in [folder, *folder.parents] if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         problem = "is not a folder" if not existing.is_dir() else "is not writable"
-        raise SystemExit(f"Cannot create the run folder {folder}: {existing} {problem}. Choose another with {key}=<folder>.")
+        raise SystemExit(
+            f"Cannot create the run folder {folder}: {existing} {problem}. Choose another with {key}=<folder>."
+        )
 
 
 def named_on_command_line(config: DictConfig, key: str) -> bool:

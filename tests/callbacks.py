@@ -17,7 +17,9 @@ class RecordCalls(TrainerCallback):
 
     def _record(self, event: str, state) -> None:
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"event": event, "step": state.global_step, "batch_size": state.train_batch_size}) + "\n")
+            f.write(
+                json.dumps({"event": event, "step": state.global_step, "batch_size": state.train_batch_size}) + "\n"
+            )
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._record("train_begin", state)
@@ -48,4 +50,6 @@ class OutOfMemoryAbove(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         if state.train_batch_size > self.batch_size:
-            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried a batch of {state.train_batch_size} (more than {self.batch_size}).")
+            raise torch.OutOfMemoryError(
+                f"CUDA out of memory. Tried a batch of {state.train_batch_size} (more than {self.batch_size})."
+            )

@@ -64,13 +64,18 @@ def topic_files(tmp_path_factory) -> Dict[str, Path]:
     """AG-News-like train.csv (label names) and test.csv (label ids), easy to learn."""
     folder = tmp_path_factory.mktemp("topics")
     test = [{"text": r["text"], "label": list(TOPICS).index(r["label"])} for r in topic_rows(40, seed=2)]
-    return {"train": write_csv(folder / "train.csv", topic_rows(200, seed=1)), "test": write_csv(folder / "test.csv", test)}
+    return {
+        "train": write_csv(folder / "train.csv", topic_rows(200, seed=1)),
+        "test": write_csv(folder / "test.csv", test),
+    }
 
 
 @pytest.fixture(scope="session")
 def pair_files(tmp_path_factory) -> Dict[str, Path]:
     """RTE-like train.tsv and an unlabeled test.tsv, unquoted like GLUE's (one field starts with a bare quote)."""
-    return glue_tsv_files(tmp_path_factory.mktemp("pairs"), pair_rows(160, seed=3), pair_rows(30, seed=4, labeled=False))
+    return glue_tsv_files(
+        tmp_path_factory.mktemp("pairs"), pair_rows(160, seed=3), pair_rows(30, seed=4, labeled=False)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -94,19 +99,26 @@ def tiny_models(tmp_path_factory) -> Dict[str, Path]:
 @pytest.fixture(scope="session")
 def multi_label_files(tmp_path_factory) -> Dict[str, Path]:
     folder = tmp_path_factory.mktemp("multi_label")
-    return {"train": write_csv(folder / "train.csv", multi_label_rows(200, seed=21)), "test": write_csv(folder / "test.csv", multi_label_rows(40, seed=22))}
+    return {
+        "train": write_csv(folder / "train.csv", multi_label_rows(200, seed=21)),
+        "test": write_csv(folder / "test.csv", multi_label_rows(40, seed=22)),
+    }
 
 
 @pytest.fixture(scope="session")
 def regression_files(tmp_path_factory) -> Dict[str, Path]:
     """STS-B-like train.tsv (scores) and an unlabeled test.tsv."""
-    return glue_tsv_files(tmp_path_factory.mktemp("regression"), score_rows(160, seed=23), score_rows(20, seed=24, labeled=False))
+    return glue_tsv_files(
+        tmp_path_factory.mktemp("regression"), score_rows(160, seed=23), score_rows(20, seed=24, labeled=False)
+    )
 
 
 def _trained(run_dir: Path, *args: str, cwd=None, **kwargs) -> Path:
     result = run_py(*args, f"hydra.run.dir={run_dir}", cwd=cwd or run_dir.parent, **kwargs)
     assert result.returncode == 0, result.output[-4000:]
-    printed(run_dir).write_text(result.output, encoding="utf-8")  # beside the run folder: for the tests that read the output
+    printed(run_dir).write_text(
+        result.output, encoding="utf-8"
+    )  # beside the run folder: for the tests that read the output
     return run_dir
 
 
@@ -114,7 +126,11 @@ def _trained(run_dir: Path, *args: str, cwd=None, **kwargs) -> Path:
 def topic_run(tmp_path_factory, topic_files, tiny_models) -> Path:
     """Single-label: the tiny BERT on the topics, with a labeled test split and the preset's examples, from an empty working folder."""
     cwd = tmp_path_factory.mktemp("cwd")
-    args = [a for a in topic_args(topic_files, tiny_models["bert"], cwd / "runs" / "topics") if not a.startswith("hydra.run.dir=")]
+    args = [
+        a
+        for a in topic_args(topic_files, tiny_models["bert"], cwd / "runs" / "topics")
+        if not a.startswith("hydra.run.dir=")
+    ]
     return _trained(cwd / "runs" / "topics", *args, cwd=cwd, env={"HF_TOKEN": FAKE_TOKEN})
 
 
@@ -122,27 +138,48 @@ def topic_run(tmp_path_factory, topic_files, tiny_models) -> Path:
 def pair_run(tmp_path_factory, pair_files, tiny_models) -> Path:
     """Single-label pairs: the tiny XLNet (it pads on the left) on RTE-like pairs, with an unlabeled test split (predicted into a submission file)."""
     return _trained(
-        tmp_path_factory.mktemp("pairs") / "rte", "task=rte", "model=xlnet", f"model.name_or_path={tiny_models['xlnet']}",
-        f"task.data_files.train={pair_files['train']}", f"task.data_files.test={pair_files['test']}", "hardware=cpu", *TINY_TRAINING,
+        tmp_path_factory.mktemp("pairs") / "rte",
+        "task=rte",
+        "model=xlnet",
+        f"model.name_or_path={tiny_models['xlnet']}",
+        f"task.data_files.train={pair_files['train']}",
+        f"task.data_files.test={pair_files['test']}",
+        "hardware=cpu",
+        *TINY_TRAINING,
     )
 
 
 @pytest.fixture(scope="session")
 def multi_label_run(tmp_path_factory, multi_label_files, tiny_models) -> Path:
     return _trained(
-        tmp_path_factory.mktemp("kinds") / "multi", "task=ag_news", "task.problem=multi_label", "task.label_field=labels",
-        "task.metrics=[f1_micro,f1_macro,f1_samples,accuracy]", f"model.name_or_path={tiny_models['bert']}",
-        f"task.data_files.train={multi_label_files['train']}", f"task.data_files.test={multi_label_files['test']}", "task.validation_size=0.2",
-        *TINY_TRAINING, "hardware=cpu", "task.examples=['coach league goal treaty minister border']",
+        tmp_path_factory.mktemp("kinds") / "multi",
+        "task=ag_news",
+        "task.problem=multi_label",
+        "task.label_field=labels",
+        "task.metrics=[f1_micro,f1_macro,f1_samples,accuracy]",
+        f"model.name_or_path={tiny_models['bert']}",
+        f"task.data_files.train={multi_label_files['train']}",
+        f"task.data_files.test={multi_label_files['test']}",
+        "task.validation_size=0.2",
+        *TINY_TRAINING,
+        "hardware=cpu",
+        "task.examples=['coach league goal treaty minister border']",
     )
 
 
 @pytest.fixture(scope="session")
 def regression_run(tmp_path_factory, regression_files, tiny_models) -> Path:
     return _trained(
-        tmp_path_factory.mktemp("kinds") / "regression", "task=stsb", f"model.name_or_path={tiny_models['bert']}",
-        f"task.data_files.train={regression_files['train']}", f"task.data_files.test={regression_files['test']}", "task.validation_size=0.2",
-        "task.metrics=[pearson,spearman,mse]", *TINY_TRAINING, "hardware=cpu", "task.examples=[]",
+        tmp_path_factory.mktemp("kinds") / "regression",
+        "task=stsb",
+        f"model.name_or_path={tiny_models['bert']}",
+        f"task.data_files.train={regression_files['train']}",
+        f"task.data_files.test={regression_files['test']}",
+        "task.validation_size=0.2",
+        "task.metrics=[pearson,spearman,mse]",
+        *TINY_TRAINING,
+        "hardware=cpu",
+        "task.examples=[]",
     )
 
 

@@ -50,11 +50,17 @@ VOCAB = SPECIAL + sorted({w for ws in TOPICS.values() for w in ws} | set(FILLER)
 
 
 TINY_CONFIGS = {  # model_type -> AutoConfig.for_model kwargs: 2 layers, 64 wide (32 learns too unreliably)
-    "bert": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=66),
+    "bert": dict(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=66
+    ),
     "distilbert": dict(dim=64, n_layers=2, n_heads=2, hidden_dim=128, max_position_embeddings=66),
-    "roberta": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=66),
+    "roberta": dict(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=66
+    ),
     "xlnet": dict(d_model=64, n_layer=2, n_head=2, d_inner=128),  # relative positions: no length limit
-    "deberta": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=66),
+    "deberta": dict(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=66
+    ),
 }
 
 
@@ -71,7 +77,13 @@ def topic_rows(n: int, seed: int) -> List[Dict[str, str]]:
 
 def write_csv(path: Path, rows: List[Dict], delimiter: str = ",", quoting: int = csv.QUOTE_MINIMAL) -> Path:
     with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter=delimiter, quoting=quoting, quotechar=None if quoting == csv.QUOTE_NONE else '"')
+        writer = csv.DictWriter(
+            f,
+            fieldnames=list(rows[0]),
+            delimiter=delimiter,
+            quoting=quoting,
+            quotechar=None if quoting == csv.QUOTE_NONE else '"',
+        )
         writer.writeheader()
         writer.writerows(rows)
     return path
@@ -95,7 +107,10 @@ def pair_rows(n: int, seed: int, labeled: bool = True) -> List[Dict[str, str]]:
 
 def glue_tsv_files(folder: Path, train: List[Dict], test: List[Dict]) -> Dict[str, Path]:
     """train.tsv and test.tsv as GLUE ships them: tab-separated, unquoted."""
-    return {split: write_csv(folder / f"{split}.tsv", rows, "\t", csv.QUOTE_NONE) for split, rows in (("train", train), ("test", test))}
+    return {
+        split: write_csv(folder / f"{split}.tsv", rows, "\t", csv.QUOTE_NONE)
+        for split, rows in (("train", train), ("test", test))
+    }
 
 
 def save_tokenizer(folder: Path, padding_side: str = "right") -> None:
@@ -141,7 +156,11 @@ def score_rows(n: int, seed: int, labeled: bool = True) -> List[Dict[str, str]]:
     rows = []
     for i in range(n):
         score = i % 4
-        row = {"index": str(i), "sentence1": " ".join(rng.sample(PAIR_WORDS, 4)), "sentence2": " ".join(rng.sample(PAIR_WORDS, 3) + ["yes"] * score)}
+        row = {
+            "index": str(i),
+            "sentence1": " ".join(rng.sample(PAIR_WORDS, 4)),
+            "sentence2": " ".join(rng.sample(PAIR_WORDS, 3) + ["yes"] * score),
+        }
         if labeled:
             row["score"] = f"{score:.3f}"
         rows.append(row)
@@ -163,8 +182,12 @@ MAY_START_PROCESSES = False  # set per test by conftest: only a test marked `tra
 
 
 def _started(command, cwd: Path, timeout: int, env) -> subprocess.CompletedProcess:
-    assert MAY_START_PROCESSES, "this test starts a process: mark it @pytest.mark.trains (pytest -m 'not trains' must stay quick)"
-    result = subprocess.run(command, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+    assert MAY_START_PROCESSES, (
+        "this test starts a process: mark it @pytest.mark.trains (pytest -m 'not trains' must stay quick)"
+    )
+    result = subprocess.run(
+        command, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
     result.output = result.stdout + result.stderr
     return result
 
@@ -191,9 +214,14 @@ def printed(run_dir: Path) -> Path:
 
 def topic_args(topic_files, model_dir: Path, run_dir: Path):
     return [
-        "task=ag_news", "model=distilbert", f"model.name_or_path={model_dir}",
-        f"task.data_files.train={topic_files['train']}", f"task.data_files.test={topic_files['test']}",
-        "task.validation_size=0.2", f"hydra.run.dir={run_dir}", *TINY_TRAINING,
+        "task=ag_news",
+        "model=distilbert",
+        f"model.name_or_path={model_dir}",
+        f"task.data_files.train={topic_files['train']}",
+        f"task.data_files.test={topic_files['test']}",
+        "task.validation_size=0.2",
+        f"hydra.run.dir={run_dir}",
+        *TINY_TRAINING,
     ]
 
 

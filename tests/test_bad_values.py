@@ -15,13 +15,25 @@ from tests.helpers import compose_config, run_py, topic_rows, write_csv
 
 register_configs()
 register_resolvers()
-SMALL_RUN = ["trainer=fast", "trainer.per_device_train_batch_size=8", "task.max_length=32", "task.examples=[]", "hardware=cpu"]
+SMALL_RUN = [
+    "trainer=fast",
+    "trainer.per_device_train_batch_size=8",
+    "task.max_length=32",
+    "task.examples=[]",
+    "hardware=cpu",
+]
 
 
 def small_run_args(tmp_path: Path, model: Path, run: str = "run") -> List[str]:
     """A run that trains as it stands (40 rows, one short epoch): only the bad value can stop it."""
     train = write_csv(tmp_path / "train.csv", topic_rows(40, seed=1))
-    return [f"model.name_or_path={model}", f"task.data_files.train={train}", "task.validation_size=0.25", f"hydra.run.dir={tmp_path}/{run}", *SMALL_RUN]
+    return [
+        f"model.name_or_path={model}",
+        f"task.data_files.train={train}",
+        "task.validation_size=0.25",
+        f"hydra.run.dir={tmp_path}/{run}",
+        *SMALL_RUN,
+    ]
 
 
 # id -> (the override, the key its message must name). Zero, negative, NaN, infinity, fractions
@@ -96,17 +108,30 @@ def test_a_bad_value_is_one_message_before_any_work(case, tmp_path, tiny_models)
 
 @pytest.mark.trains
 def test_a_bad_value_in_a_sweep_stops_it_in_one_line(tmp_path, tiny_models):
-    result = run_py(*small_run_args(tmp_path, tiny_models["bert"]), "-m", "task.max_length=32,abc", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    result = run_py(
+        *small_run_args(tmp_path, tiny_models["bert"]),
+        "-m",
+        "task.max_length=32,abc",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1 and result.output.strip() == (
         "task.max_length='abc': Value 'abc' of type 'str' could not be converted to Integer, e.g. task.max_length=128."
     )
     assert not (tmp_path / "sweep").exists()
 
 
-
 def test_all_bad_values_are_reported_together_each_with_its_range():
     with pytest.raises(FinetuneError) as error:
-        validate(compose_config("trainer.learning_rate=-1", "task.max_train_samples=0", "hardware.num_proc=0", "seed=-1", "task.max_lenght=1"))
+        validate(
+            compose_config(
+                "trainer.learning_rate=-1",
+                "task.max_train_samples=0",
+                "hardware.num_proc=0",
+                "seed=-1",
+                "task.max_lenght=1",
+            )
+        )
     lines = str(error.value).splitlines()[1:]
     assert len(lines) == 5 and "Unknown config key 'task.max_lenght'" in str(error.value)
     assert "  trainer.learning_rate=-1: must be a number > 0, e.g. trainer.learning_rate=2e-5." in lines
@@ -118,7 +143,12 @@ def test_all_bad_values_are_reported_together_each_with_its_range():
     [
         ["trainer.num_train_epochs=0", "trainer.max_steps=10"],  # max_steps takes the place of the epochs
         ["trainer.warmup_steps=0", "trainer.logging_steps=0.5", "trainer.save_steps=100", "trainer.eval_steps=null"],
-        ["task.validation_size=2000", "task.max_train_samples=null", "hardware.num_proc=null", "trainer.save_total_limit=null"],
+        [
+            "task.validation_size=2000",
+            "task.max_train_samples=null",
+            "hardware.num_proc=null",
+            "trainer.save_total_limit=null",
+        ],
         ["trainer.save_strategy=best", "trainer.learning_rate=1", "seed=0", "trainer.max_grad_norm=0"],
     ],
 )
@@ -145,7 +175,12 @@ def test_a_library_refusing_a_setting_during_setup_is_one_line_naming_the_key(tm
     assert errors[0].endswith("(HYDRA_FULL_ERROR=1 shows the traceback)")
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "model").exists()
     # a new folder: the first run's, holding a failed run, is refused to any new run
-    full = run_py(*small_run_args(tmp_path, tiny_models["bert"], "run_again"), "model.attn_implementation=bogus", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    full = run_py(
+        *small_run_args(tmp_path, tiny_models["bert"], "run_again"),
+        "model.attn_implementation=bogus",
+        cwd=tmp_path,
+        env={"HYDRA_FULL_ERROR": "1"},
+    )
     assert full.returncode == 1 and "Traceback" in full.output and "ValueError: " in full.output
 
 
@@ -159,11 +194,16 @@ def small_run_config(tmp_path: Path, model: Path, *overrides: str):
 @pytest.mark.parametrize(
     "raising, expected",
     [  # what fails: a call inside Trainer.create_optimizer, or inside a training step
-        ("get_optimizer_cls_and_kwargs", "Creating the optimizer failed; check trainer.optim, hardware.fused_optimizer: ImportError: no such optimizer"),
+        (
+            "get_optimizer_cls_and_kwargs",
+            "Creating the optimizer failed; check trainer.optim, hardware.fused_optimizer: ImportError: no such optimizer",
+        ),
         ("training_step", None),  # during training: a fault to see, with its traceback
     ],
 )
-def test_errors_inside_trainer_train_are_setup_only_before_the_first_step(raising, expected, tmp_path, tiny_models, monkeypatch):
+def test_errors_inside_trainer_train_are_setup_only_before_the_first_step(
+    raising, expected, tmp_path, tiny_models, monkeypatch
+):
     from transformers import Trainer
 
     from finetune.training.train import run
@@ -185,8 +225,12 @@ def test_a_run_that_trains_no_step_saves_nothing(tmp_path, tiny_models, monkeypa
 
     monkeypatch.setattr(finetune.training.train, "validate", lambda cfg: None)
     run_dir = tmp_path / "run"
-    with pytest.raises(FinetuneError, match=r"The run trained no step \(trainer.num_train_epochs=-1, .*nothing was saved"):
-        finetune.training.train.run(small_run_config(tmp_path, tiny_models["bert"], "trainer.num_train_epochs=-1"), run_dir)
+    with pytest.raises(
+        FinetuneError, match=r"The run trained no step \(trainer.num_train_epochs=-1, .*nothing was saved"
+    ):
+        finetune.training.train.run(
+            small_run_config(tmp_path, tiny_models["bert"], "trainer.num_train_epochs=-1"), run_dir
+        )
     assert not (run_dir / "model").exists() and not (run_dir / "metrics.json").exists()
     assert not list(run_dir.rglob("README.md"))
 
@@ -195,7 +239,10 @@ def test_a_run_that_trains_no_step_saves_nothing(tmp_path, tiny_models, monkeypa
     "overrides, keys",
     [
         (["trainer.lr_scheduler_type=bogus"], "trainer.lr_scheduler_type"),
-        (["trainer.eval_strategy=steps", "trainer.eval_steps=5", "trainer.save_strategy=epoch"], "trainer.save_strategy, trainer.load_best_model_at_end"),
+        (
+            ["trainer.eval_strategy=steps", "trainer.eval_steps=5", "trainer.save_strategy=epoch"],
+            "trainer.save_strategy, trainer.load_best_model_at_end",
+        ),
         (["trainer.dataloader_prefetch_factor=2"], "trainer.dataloader_prefetch_factor"),
     ],
 )

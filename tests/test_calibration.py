@@ -6,8 +6,20 @@ import numpy as np
 import pytest
 
 from finetune.errors import FinetuneError
-from finetune.serving.abstention import ABSTAINED, abstaining_columns, abstaining_output, abstention_report, check_min_confidence
-from finetune.tasks.calibration import expected_calibration_error, fit_temperature, risk_coverage, sigmoid_nll, softmax_nll
+from finetune.serving.abstention import (
+    ABSTAINED,
+    abstaining_columns,
+    abstaining_output,
+    abstention_report,
+    check_min_confidence,
+)
+from finetune.tasks.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    risk_coverage,
+    sigmoid_nll,
+    softmax_nll,
+)
 from finetune.tasks.multi_label import MultiLabel
 from finetune.tasks.regression import Regression
 from finetune.tasks.single_label import SingleLabel
@@ -28,7 +40,10 @@ def test_a_known_temperature_is_recovered_within_5_percent(temperature):
     logits = rng.normal(size=(20_000, 4)) * 3
     kind = SingleLabel(["a", "b", "c", "d"])
     fitted = kind.calibrate(sampled(logits, temperature, rng), logits)
-    assert fitted["temperature"] == pytest.approx(temperature, rel=0.05) and kind.temperatures == [fitted["temperature"]] * 4
+    assert (
+        fitted["temperature"] == pytest.approx(temperature, rel=0.05)
+        and kind.temperatures == [fitted["temperature"]] * 4
+    )
     multi = MultiLabel(["a", "b", "c"])
     multi_logits = rng.normal(size=(20_000, 3)) * 3
     multi.calibrate(sampled(multi_logits, temperature, rng, softmax=False), multi_logits)
@@ -67,7 +82,9 @@ def test_ece_nll_and_brier_against_hand_computed_values():
     assert scores["ece"] == pytest.approx((abs(0.8 - 1) + abs(0.6 - 0) + abs(0.7 - 1)) / 3)
     # two rows in one bin: |mean p - frequency| weighted by its rows
     assert expected_calibration_error([0.9, 0.92, 0.1], [1, 0, 0]) == pytest.approx((2 * abs(0.91 - 0.5) + 0.1) / 3)
-    multi = MultiLabel(["a", "b"]).calibration_scores(np.array([[1, 0]]), np.log(np.array([[0.75, 0.25]]) / np.array([[0.25, 0.75]])))
+    multi = MultiLabel(["a", "b"]).calibration_scores(
+        np.array([[1, 0]]), np.log(np.array([[0.75, 0.25]]) / np.array([[0.25, 0.75]]))
+    )
     assert multi["nll"] == pytest.approx(-math.log(0.75)) and multi["brier"] == pytest.approx(0.25**2)
     assert sigmoid_nll(np.zeros((2, 2)), np.array([[1, 0], [0, 1]])) == pytest.approx(math.log(2))
     assert Regression().calibration_scores([1.0], np.array([[1.0]])) is None
@@ -92,7 +109,13 @@ def test_a_rare_label_falls_back_to_the_shared_threshold():
 
 def test_risk_coverage_answers_the_surest_rows_first():
     table = risk_coverage([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05], [1, 1, 1, 1, 1, 0, 1, 0, 0, 0])
-    assert [(r["coverage"], r["rows"], r["accuracy"]) for r in table] == [(1.0, 10, 0.6), (0.9, 9, 6 / 9), (0.8, 8, 6 / 8), (0.7, 7, 6 / 7), (0.5, 5, 1.0)]
+    assert [(r["coverage"], r["rows"], r["accuracy"]) for r in table] == [
+        (1.0, 10, 0.6),
+        (0.9, 9, 6 / 9),
+        (0.8, 8, 6 / 8),
+        (0.7, 7, 6 / 7),
+        (0.5, 5, 1.0),
+    ]
     assert table[-1]["min_confidence"] == 0.5
 
 
@@ -101,11 +124,19 @@ def test_abstention_counts_rows_below_the_cut_off_and_reports_the_answered_rows(
     p = np.array([[0.95, 0.05], [0.6, 0.4], [0.1, 0.9], [0.55, 0.45]])
     truth = np.array([0, 1, 1, 1])
     columns = abstaining_columns(kind, p, 0.8)
-    assert columns["predicted_label"] == ["a", ABSTAINED, "b", ABSTAINED] and columns["abstained"] == [False, True, False, True]
+    assert columns["predicted_label"] == ["a", ABSTAINED, "b", ABSTAINED] and columns["abstained"] == [
+        False,
+        True,
+        False,
+        True,
+    ]
     report = abstention_report(kind, truth, np.log(p), 0.8)
     assert (report["answered"], report["abstained"], report["coverage"]) == (2, 2, 0.5)
     assert report["on_answered"]["accuracy"] == 1.0 and kind.evaluate(truth, np.log(p))["accuracy"] == 0.5
-    assert abstaining_output(kind, p[1], 0.8, None)["label"] == ABSTAINED and abstaining_output(kind, p[0], 0.8, None)[0]["label"] == "a"
+    assert (
+        abstaining_output(kind, p[1], 0.8, None)["label"] == ABSTAINED
+        and abstaining_output(kind, p[0], 0.8, None)[0]["label"] == "a"
+    )
     assert abstaining_columns(kind, p, None) == kind.output_columns(p)
     with pytest.raises(FinetuneError, match="must be a probability in"):
         check_min_confidence(kind, 1.5)

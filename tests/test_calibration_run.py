@@ -12,23 +12,39 @@ from finetune.serving.cli import main as predict_main
 from finetune.serving.export import main as export_main
 from tests.helpers import TINY_TRAINING, printed, read_json, run_py, topic_rows, write_csv
 
-TEXTS = ["coach league goal the season match", "treaty minister border vote", "market shares profit bank", "chip software data network"]
+TEXTS = [
+    "coach league goal the season match",
+    "treaty minister border vote",
+    "market shares profit bank",
+    "chip software data network",
+]
 
 
 def test_a_run_fits_a_temperature_and_reports_calibration_on_every_scored_split(topic_run):
     metrics = read_json(topic_run / "metrics.json")
     fitted = metrics["validation"]["calibration"]["fitted"]
     saved = read_json(topic_run / "model" / "calibration.json")
-    assert fitted["method"] == "temperature" and set(saved["temperatures"].values()) == {fitted["temperature"]} and saved["folded_into_last_layer"]
+    assert (
+        fitted["method"] == "temperature"
+        and set(saved["temperatures"].values()) == {fitted["temperature"]}
+        and saved["folded_into_last_layer"]
+    )
     for split in ("validation", "test"):
         calibration = metrics[split]["calibration"]
-        assert calibration["binning"] == "15 equal-width bins" and set(calibration["before"]) == set(calibration["after"]) == {"ece", "nll", "brier"}
+        assert calibration["binning"] == "15 equal-width bins" and set(calibration["before"]) == set(
+            calibration["after"]
+        ) == {"ece", "nll", "brier"}
         assert [row["coverage"] for row in metrics[split]["risk_coverage"]] == [1.0, 0.9, 0.8, 0.7, 0.5]
-        assert metrics[split]["risk_coverage"][0]["accuracy"] == pytest.approx(metrics[split]["accuracy"])  # all rows answered: the accuracy
+        assert metrics[split]["risk_coverage"][0]["accuracy"] == pytest.approx(
+            metrics[split]["accuracy"]
+        )  # all rows answered: the accuracy
         for picture in ("reliability", "risk_coverage", "confusion"):
             assert (topic_run / f"{picture}_{split}.png").read_bytes().startswith(b"\x89PNG")
     # fitted on validation to lower its NLL: it does (or T stays 1 and nothing changes)
-    assert metrics["validation"]["calibration"]["after"]["nll"] <= metrics["validation"]["calibration"]["before"]["nll"] + 1e-9
+    assert (
+        metrics["validation"]["calibration"]["after"]["nll"]
+        <= metrics["validation"]["calibration"]["before"]["nll"] + 1e-9
+    )
     card, output = (topic_run / "model" / "README.md").read_text(), printed(topic_run).read_text()
     for text in (card, output):
         assert "Calibration fitted on validation: one temperature T = " in text and "Risk-coverage (test)" in text
@@ -69,16 +85,44 @@ def test_min_confidence_abstains_counts_and_reports_the_answered_rows(topic_run,
     predictor = Predictor.load(topic_run, min_confidence=cut)
     answers = predictor([r["text"] for r in rows])
     assert sum(isinstance(a, dict) and a["label"] == ABSTAINED for a in answers) == below
-    assert predict_main([str(topic_run), "--input", str(source), "--output", str(output), "--min-confidence", str(cut), "--precision", "fp32"]) == 0
+    assert (
+        predict_main(
+            [
+                str(topic_run),
+                "--input",
+                str(source),
+                "--output",
+                str(output),
+                "--min-confidence",
+                str(cut),
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     printed_lines = capsys.readouterr().out
     with output.open(newline="") as f:
         written = list(csv.DictReader(f))
-    assert sum(r["predicted_label"] == ABSTAINED for r in written) == sum(r["abstained"] == "True" for r in written) == below
+    assert (
+        sum(r["predicted_label"] == ABSTAINED for r in written)
+        == sum(r["abstained"] == "True" for r in written)
+        == below
+    )
     abstention = json.loads(output.with_name("out.metrics.json").read_text())["abstention"]
-    assert (abstention["answered"], abstention["abstained"], abstention["coverage"]) == (len(rows) - below, below, pytest.approx(1 - below / len(rows)))
+    assert (abstention["answered"], abstention["abstained"], abstention["coverage"]) == (
+        len(rows) - below,
+        below,
+        pytest.approx(1 - below / len(rows)),
+    )
     answered = [r for r in written if r["predicted_label"] != ABSTAINED]
-    assert abstention["on_answered"]["accuracy"] == pytest.approx(np.mean([r["predicted_label"] == r["label"] for r in answered]))
-    assert f"Abstained on {below} of {len(rows)} rows (confidence below {cut:g})" in printed_lines and "answered rows" in printed_lines
+    assert abstention["on_answered"]["accuracy"] == pytest.approx(
+        np.mean([r["predicted_label"] == r["label"] for r in answered])
+    )
+    assert (
+        f"Abstained on {below} of {len(rows)} rows (confidence below {cut:g})" in printed_lines
+        and "answered rows" in printed_lines
+    )
 
 
 def test_multi_label_calibrates_per_label_and_regression_not_at_all(multi_label_run, regression_run):
@@ -88,21 +132,42 @@ def test_multi_label_calibrates_per_label_and_regression_not_at_all(multi_label_
     assert fitted["thresholds"]["min_positives_for_own"] == 30 and 0.05 <= fitted["thresholds"]["shared"] <= 0.95
     assert "30 positives" in read_json(multi_label_run / "model" / "thresholds.json")["rule"]
     regression = read_json(regression_run / "metrics.json")
-    assert "calibration" not in regression["validation"] and not (regression_run / "model" / "calibration.json").exists()
+    assert (
+        "calibration" not in regression["validation"] and not (regression_run / "model" / "calibration.json").exists()
+    )
     assert not list(regression_run.glob("reliability_*.png"))
 
 
 @pytest.mark.trains
 @pytest.mark.slow
-def test_a_k_fold_sweep_writes_one_out_of_fold_score_per_train_row_and_a_label_audit(tmp_path, topic_files, tiny_models):
+def test_a_k_fold_sweep_writes_one_out_of_fold_score_per_train_row_and_a_label_audit(
+    tmp_path, topic_files, tiny_models
+):
     sweep = tmp_path / "sweep"
-    result = run_py("-m", "task=ag_news", f"model.name_or_path={tiny_models['bert']}", f"task.data_files.train={topic_files['train']}",
-                    "task.folds=3", "task.fold=0,1,2", "task.examples=[]", f"hydra.sweep.dir={sweep}", *TINY_TRAINING, "hardware=cpu",
-                    cwd=tmp_path, timeout=900)
+    result = run_py(
+        "-m",
+        "task=ag_news",
+        f"model.name_or_path={tiny_models['bert']}",
+        f"task.data_files.train={topic_files['train']}",
+        "task.folds=3",
+        "task.fold=0,1,2",
+        "task.examples=[]",
+        f"hydra.sweep.dir={sweep}",
+        *TINY_TRAINING,
+        "hardware=cpu",
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert result.returncode == 0, result.output[-4000:]
     train_rows = sum(1 for _ in topic_files["train"].open()) - 1
-    parts = [train_rows_of(job / "out_of_fold.parquet") for job in sorted(sweep.iterdir()) if (job / "out_of_fold.parquet").exists()]
-    assert len(parts) == 3 and sorted(row for part in parts for row in part) == list(range(train_rows))  # each train row once
+    parts = [
+        train_rows_of(job / "out_of_fold.parquet")
+        for job in sorted(sweep.iterdir())
+        if (job / "out_of_fold.parquet").exists()
+    ]
+    assert len(parts) == 3 and sorted(row for part in parts for row in part) == list(
+        range(train_rows)
+    )  # each train row once
     with (sweep / "label_audit.csv").open(newline="") as f:
         audit = list(csv.DictReader(f))
     assert list(audit[0]) == ["row", "text", "given_label", "suggested_label", "score", "flagged"]

@@ -28,16 +28,29 @@ def seed_sweep(tmp_path_factory, topic_files, tiny_models):
     """2 learning rates x 3 seeds on the tiny BERT, in one process (Hydra's basic launcher)."""
     sweep_dir = tmp_path_factory.mktemp("seeds") / "sweep"
     result = run_py(
-        "-m", f"model.name_or_path={tiny_models['bert']}", f"task.data_files.train={topic_files['train']}",
-        f"task.data_files.test={topic_files['test']}", "task.validation_size=0.2", "task.examples=[]", "task.max_length=32",
-        "hardware=cpu", "trainer=fast", "trainer.num_train_epochs=2", "trainer.per_device_train_batch_size=8",
-        f"trainer.learning_rate={','.join(LEARNING_RATES)}", "seed=1,2,3", f"hydra.sweep.dir={sweep_dir}",
-        cwd=sweep_dir.parent, timeout=600,
+        "-m",
+        f"model.name_or_path={tiny_models['bert']}",
+        f"task.data_files.train={topic_files['train']}",
+        f"task.data_files.test={topic_files['test']}",
+        "task.validation_size=0.2",
+        "task.examples=[]",
+        "task.max_length=32",
+        "hardware=cpu",
+        "trainer=fast",
+        "trainer.num_train_epochs=2",
+        "trainer.per_device_train_batch_size=8",
+        f"trainer.learning_rate={','.join(LEARNING_RATES)}",
+        "seed=1,2,3",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=sweep_dir.parent,
+        timeout=600,
     )
     assert result.returncode == 0, result.output[-4000:]
     jobs = defaultdict(list)  # learning rate -> its jobs' leaderboard rows
     for row in read_csv(sweep_dir / "summary.csv"):
-        jobs[next(o.split("=")[1] for o in row["overrides"].split() if o.startswith("trainer.learning_rate="))].append(row)
+        jobs[next(o.split("=")[1] for o in row["overrides"].split() if o.startswith("trainer.learning_rate="))].append(
+            row
+        )
     return result, sweep_dir, jobs
 
 
@@ -53,7 +66,11 @@ def test_jobs_differing_only_in_seed_are_one_configuration_with_mean_std_and_int
             values = [float(job[column]) for job in jobs[rate]]
             mean, std = float(config[f"{column}_mean"]), float(config[f"{column}_std"])
             assert mean == pytest.approx(np.mean(values)) and std == pytest.approx(np.std(values, ddof=1))
-            low, high = scipy.stats.t.interval(0.95, 2, loc=np.mean(values), scale=np.std(values, ddof=1) / np.sqrt(3)) if std else (mean, mean)
+            low, high = (
+                scipy.stats.t.interval(0.95, 2, loc=np.mean(values), scale=np.std(values, ddof=1) / np.sqrt(3))
+                if std
+                else (mean, mean)
+            )
             assert (float(config[f"{column}_ci_low"]), float(config[f"{column}_ci_high"])) == pytest.approx((low, high))
         assert sorted(config["run_folders"].split()) == sorted(job["run_folder"] for job in jobs[rate])
     means = [float(c["val_accuracy_mean"]) for c in configurations]
@@ -74,17 +91,26 @@ def test_each_run_saves_its_predictions_and_its_mistakes_worst_first(seed_sweep,
         for split in ("validation", "test"):
             table = pd.read_parquet(run_dir / f"predictions_{split}.parquet")
             assert list(table.columns[:5]) == ["row", "gold", "predicted", "correct", "confidence"]
-            assert len(table) == metrics[split]["rows"] and table["correct"].mean() == pytest.approx(metrics[split]["accuracy"])
+            assert len(table) == metrics[split]["rows"] and table["correct"].mean() == pytest.approx(
+                metrics[split]["accuracy"]
+            )
             assert np.allclose(table[[f"p_{n}" for n in test_labels]].sum(axis=1), 1)
             mistakes = pd.read_csv(run_dir / f"misclassified_{split}.csv")
-            assert list(mistakes.columns) == ["row", "text", "gold", "predicted", "confidence"] and len(mistakes) == (~table["correct"]).sum()
+            assert (
+                list(mistakes.columns) == ["row", "text", "gold", "predicted", "confidence"]
+                and len(mistakes) == (~table["correct"]).sum()
+            )
             assert mistakes["confidence"].is_monotonic_decreasing and (mistakes["gold"] != mistakes["predicted"]).all()
         # rows keep the order of the file: the Trainer's length-grouped evaluation does not reorder them
         assert table["gold"].tolist() == [test_labels[i] for i in test_file["label"]]
         assert mistakes["text"].tolist() == test_file["text"].iloc[mistakes["row"]].tolist()
         card = (run_dir / "model" / "README.md").read_text()
         if len(pd.read_csv(run_dir / "misclassified_validation.csv")):
-            assert "## Errors" in card and "(../misclassified_validation.csv)" in card and "| gold | predicted | rows |" in card
+            assert (
+                "## Errors" in card
+                and "(../misclassified_validation.csv)" in card
+                and "| gold | predicted | rows |" in card
+            )
 
 
 @pytest.mark.slow
@@ -102,8 +128,19 @@ def test_compare_gives_an_interval_and_p_values_and_refuses_different_rows(seed_
     assert "A - B = " in capsys.readouterr().out
 
     with pytest.raises(SystemExit) as refused:  # validation is carved per seed: seed 1's rows are not seed 2's
-        compare_main([good[0]["run_folder"], bad[1]["run_folder"], "--split", "validation", "--output", str(tmp_path / "no.json")])
-    assert "Runs on different rows: the validation rows of" in str(refused.value) and not (tmp_path / "no.json").exists()
+        compare_main(
+            [
+                good[0]["run_folder"],
+                bad[1]["run_folder"],
+                "--split",
+                "validation",
+                "--output",
+                str(tmp_path / "no.json"),
+            ]
+        )
+    assert (
+        "Runs on different rows: the validation rows of" in str(refused.value) and not (tmp_path / "no.json").exists()
+    )
 
     best_two = read_json(sweep_dir / "comparison.json")  # the sweep compared its top two configurations, all seeds
     assert len(best_two["a"]["runs"]) == len(best_two["b"]["runs"]) == 3 and best_two["split"] == "test"
@@ -120,9 +157,16 @@ def test_folds_and_seeds_repeat_a_configuration_and_the_sweep_script_runs_every_
     from finetune.sweeps.aggregate import configuration
     from tests.helpers import REPO
 
-    assert configuration("model=bert seed=1 task.fold=3 trainer.learning_rate=1e-4") == "model=bert trainer.learning_rate=1e-4"
+    assert (
+        configuration("model=bert seed=1 task.fold=3 trainer.learning_rate=1e-4")
+        == "model=bert trainer.learning_rate=1e-4"
+    )
     script = [str(REPO / "multirun_sweep.sh"), "-m", "minilm", "-k", "4", "task.max_train_samples=2000"]
-    command = subprocess.run(script, capture_output=True, text=True, env={**os.environ, "PYTHON": "echo"}, check=True).stdout.split()
+    command = subprocess.run(
+        script, capture_output=True, text=True, env={**os.environ, "PYTHON": "echo"}, check=True
+    ).stdout.split()
     assert command[-3:] == ["task.folds=4", "task.fold=range(4)", "task.max_train_samples=2000"]
-    refused = subprocess.run([*script[:3], "-k", "1"], capture_output=True, text=True, env={**os.environ, "PYTHON": "echo"})
+    refused = subprocess.run(
+        [*script[:3], "-k", "1"], capture_output=True, text=True, env={**os.environ, "PYTHON": "echo"}
+    )
     assert refused.returncode == 2 and "-k 1: the number of folds must be an integer >= 2" in refused.stderr

@@ -14,7 +14,10 @@ from finetune.errors import FinetuneError
 from tests.helpers import REPO, compose_config, python, run_py
 
 # Every preset, found on disk: a new YAML file is composed and validated without editing a list.
-PRESETS = {group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")) for group in ("task", "model", "trainer", "hardware", "peft", "callbacks", "experiment", "hparams_search")}
+PRESETS = {
+    group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+    for group in ("task", "model", "trainer", "hardware", "peft", "callbacks", "experiment", "hparams_search")
+}
 TASKS = PRESETS["task"]
 MODELS = {
     "distilbert": "distilbert-base-uncased",
@@ -27,7 +30,6 @@ HARDWARE = ["auto", "cpu", "gpu"]
 
 register_configs()
 register_resolvers()
-
 
 
 def validation_error(*overrides: str) -> str:
@@ -45,7 +47,10 @@ def test_the_presets_on_disk_are_the_ones_the_tests_know():
 def test_every_preset_file_composes_and_validates(group, name):
     cfg = compose_config(f"{group}={name}", with_hydra=True)
     validate(cfg)
-    assert cfg.task._target_ == "finetune.tasks.data.TextClassificationData" and cfg.trainer._target_ == "transformers.TrainingArguments"
+    assert (
+        cfg.task._target_ == "finetune.tasks.data.TextClassificationData"
+        and cfg.trainer._target_ == "transformers.TrainingArguments"
+    )
 
 
 @pytest.mark.parametrize("group", ["task", "model", "trainer", "hardware", "peft"])
@@ -53,7 +58,9 @@ def test_each_group_yaml_shows_the_class_it_instantiates(group):
     for name in PRESETS[group]:
         text = (REPO / "conf" / group / f"{name}.yaml").read_text()
         inherits = any(f"  - {other}\n" in text for other in PRESETS[group])  # e.g. trainer/fast.yaml extends default
-        assert inherits or f"_target_: {compose_config(f'{group}={name}')[group]._target_}\n" in text, f"{group}/{name}.yaml"
+        assert inherits or f"_target_: {compose_config(f'{group}={name}')[group]._target_}\n" in text, (
+            f"{group}/{name}.yaml"
+        )
 
 
 @pytest.mark.parametrize("hardware", HARDWARE)
@@ -81,10 +88,14 @@ def test_each_task_names_its_kind_metrics_and_target(task):
 
 def test_glue_presets_use_glues_metrics_and_submission_files():
     expected = {
-        "cola": (["matthews", "accuracy"], "matthews", "CoLA.tsv", "id"), "sst2": (["accuracy"], "accuracy", "SST-2.tsv", "id"),
-        "mrpc": (["f1", "accuracy"], "f1", "MRPC.tsv", "id"), "qqp": (["f1", "accuracy"], "f1", "QQP.tsv", "id"),
-        "stsb": (["pearson", "spearman"], "pearson", "STS-B.tsv", "name"), "mnli": (["accuracy"], "accuracy", "MNLI-m.tsv", "name"),
-        "qnli": (["accuracy"], "accuracy", "QNLI.tsv", "name"), "rte": (["accuracy"], "accuracy", "RTE.tsv", "name"),
+        "cola": (["matthews", "accuracy"], "matthews", "CoLA.tsv", "id"),
+        "sst2": (["accuracy"], "accuracy", "SST-2.tsv", "id"),
+        "mrpc": (["f1", "accuracy"], "f1", "MRPC.tsv", "id"),
+        "qqp": (["f1", "accuracy"], "f1", "QQP.tsv", "id"),
+        "stsb": (["pearson", "spearman"], "pearson", "STS-B.tsv", "name"),
+        "mnli": (["accuracy"], "accuracy", "MNLI-m.tsv", "name"),
+        "qnli": (["accuracy"], "accuracy", "QNLI.tsv", "name"),
+        "rte": (["accuracy"], "accuracy", "RTE.tsv", "name"),
         "wnli": (["accuracy"], "accuracy", "WNLI.tsv", "id"),
     }
     from finetune.tasks.kinds import best_metric
@@ -92,10 +103,18 @@ def test_glue_presets_use_glues_metrics_and_submission_files():
     for task, (metrics, best, file, written_as) in expected.items():
         cfg = compose_config(f"task={task}").task
         assert (cfg.path, cfg.name) == ("nyu-mll/glue", task)
-        assert (list(cfg.metrics), best_metric(cfg), cfg.predictions_files.test, cfg.predictions_as) == (metrics, best, file, written_as), task
+        assert (list(cfg.metrics), best_metric(cfg), cfg.predictions_files.test, cfg.predictions_as) == (
+            metrics,
+            best,
+            file,
+            written_as,
+        ), task
     mnli = compose_config("task=mnli").task
     assert dict(mnli.split_names) == {"validation_matched": "validation", "test_matched": "test"}
-    assert mnli.predictions_files.test_mismatched == "MNLI-mm.tsv" and compose_config("task=stsb").task.problem == "regression"
+    assert (
+        mnli.predictions_files.test_mismatched == "MNLI-mm.tsv"
+        and compose_config("task=stsb").task.problem == "regression"
+    )
 
 
 def test_glue_dir_points_the_presets_at_local_files(tmp_path):
@@ -103,7 +122,9 @@ def test_glue_dir_points_the_presets_at_local_files(tmp_path):
     (tmp_path / "RTE" / "train.tsv").write_text("x")
     files = compose_config("task=rte", f"glue_dir={tmp_path}").task.data_files
     assert (files.train, files.validation, files.test) == (str(tmp_path / "RTE" / "train.tsv"), None, None)
-    assert compose_config("task=cola", f"glue_dir={tmp_path}").task.data_files.train == str(tmp_path / "CoLA" / "train.tsv")  # required: named
+    assert compose_config("task=cola", f"glue_dir={tmp_path}").task.data_files.train == str(
+        tmp_path / "CoLA" / "train.tsv"
+    )  # required: named
     assert compose_config("task=rte").task.data_files.train is None  # no glue_dir: the hub
 
 
@@ -144,11 +165,23 @@ def test_trainer_field_names_match_the_installed_training_arguments():
         ("model.name_or_pth=x", "Unknown config key 'model.name_or_pth'. Did you mean 'name_or_path'?"),
         ("hardware.precison=fp32", "Unknown config key 'hardware.precison'. Did you mean 'precision'?"),
         ("task.data_files.trian=x.csv", "Unknown config key 'task.data_files.trian'. Did you mean 'train'?"),
-        ("trainer.learning_rat=1e-4", "Unknown config key 'trainer.learning_rat': not a transformers.TrainingArguments field. Did you mean 'learning_rate'?"),
+        (
+            "trainer.learning_rat=1e-4",
+            "Unknown config key 'trainer.learning_rat': not a transformers.TrainingArguments field. Did you mean 'learning_rate'?",
+        ),
         ("hardware.precision=fp8", "hardware.precision='fp8' is not one of auto, bf16, fp16, fp32"),
-        ("task.metric_for_best_model=auc", "task.metric_for_best_model='auc' must be one of task.metrics ['accuracy', 'f1_macro'] or 'loss'"),
-        ("task.metrics=[accuracy,auc]", "task.metrics: unknown metric 'auc'; for a single_label task use some of accuracy, f1_macro, f1_micro, f1, matthews"),
-        ("task.metrics=[f1]", "'f1' is the F1 of the positive class of a two-class task; with 4 classes use f1_macro or f1_micro"),
+        (
+            "task.metric_for_best_model=auc",
+            "task.metric_for_best_model='auc' must be one of task.metrics ['accuracy', 'f1_macro'] or 'loss'",
+        ),
+        (
+            "task.metrics=[accuracy,auc]",
+            "task.metrics: unknown metric 'auc'; for a single_label task use some of accuracy, f1_macro, f1_micro, f1, matthews",
+        ),
+        (
+            "task.metrics=[f1]",
+            "'f1' is the F1 of the positive class of a two-class task; with 4 classes use f1_macro or f1_micro",
+        ),
         ("task.metrics=[pearson]", "task.metrics: 'pearson' does not apply to a single_label task"),
         ("task.problem=ranking", "task.problem='ranking' is not one of single_label, multi_label, regression"),
         ("task.class_weights=[1,2]", "task.class_weights must be null, 'balanced' or a list of 4 positive numbers"),
@@ -214,7 +247,6 @@ def test_unknown_preset_lists_the_available_ones(tmp_path):
     assert "Could not find 'model/bret'" in result.stderr and "bert" in result.stderr and "deberta" in result.stderr
 
 
-
 def test_experiment_presets_pin_a_whole_sweep():
     models = compose_config("experiment=ag_news_models", with_hydra=True)
     assert models.hydra.mode.name == "MULTIRUN" and models.task.path == "fancyzhx/ag_news"
@@ -250,7 +282,9 @@ def own_config_folder(root: Path) -> Path:
     (mine / "task" / "tickets.yaml").write_text(
         "defaults: [schema, _self_]\ndata_files: {train: data/tickets.csv}\nlabel_field: queue\nlabel_names: [bug, question, billing]\nmax_length: 64\n"
     )
-    (mine / "model" / "company_bert.yaml").write_text("defaults: [bert, _self_]  # the repository's preset, one value changed\nname_or_path: /models/company-bert\n")
+    (mine / "model" / "company_bert.yaml").write_text(
+        "defaults: [bert, _self_]  # the repository's preset, one value changed\nname_or_path: /models/company-bert\n"
+    )
     (mine / "experiment" / "tickets_seeds.yaml").write_text(
         "# @package _global_\ndefaults:\n  - override /task: tickets\n  - override /model: company_bert\nseed: 7\n"
     )
@@ -261,25 +295,48 @@ def own_config_folder(root: Path) -> Path:
 def test_own_config_folders_add_tasks_models_and_experiments(tmp_path):
     mine = own_config_folder(tmp_path)
     cfg = compose_config(f"hydra.searchpath=[file://{mine}]", "task=tickets", "model=company_bert")
-    assert cfg.task.label_names == ["bug", "question", "billing"] and cfg.task.max_length == 64 and cfg.task.text_fields == ["text"]
-    assert cfg.model.name_or_path == "/models/company-bert" and cfg.model._target_ == "finetune.training.model.PretrainedClassifier"
+    assert (
+        cfg.task.label_names == ["bug", "question", "billing"]
+        and cfg.task.max_length == 64
+        and cfg.task.text_fields == ["text"]
+    )
+    assert (
+        cfg.model.name_or_path == "/models/company-bert"
+        and cfg.model._target_ == "finetune.training.model.PretrainedClassifier"
+    )
     validate(cfg)  # typed by the group's schema like any preset in conf/
 
-    result = run_py("experiment=tickets_seeds", "--cfg", "job", cwd=tmp_path, timeout=60, env={"FINETUNE_CONFIG_DIR": str(mine)})
+    result = run_py(
+        "experiment=tickets_seeds", "--cfg", "job", cwd=tmp_path, timeout=60, env={"FINETUNE_CONFIG_DIR": str(mine)}
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     job = OmegaConf.create(result.stdout)
     assert job.seed == 7 and job.task.label_field == "queue" and job.model.name_or_path == "/models/company-bert"
 
-    missing = run_py("--cfg", "job", cwd=tmp_path, timeout=60, env={"FINETUNE_CONFIG_DIR": str(tmp_path / "no_such_folder")})
-    assert missing.returncode == 1 and missing.stderr.strip() == f"FINETUNE_CONFIG_DIR={tmp_path / 'no_such_folder'}: no such folder: {tmp_path / 'no_such_folder'}."
+    missing = run_py(
+        "--cfg", "job", cwd=tmp_path, timeout=60, env={"FINETUNE_CONFIG_DIR": str(tmp_path / "no_such_folder")}
+    )
+    assert (
+        missing.returncode == 1
+        and missing.stderr.strip()
+        == f"FINETUNE_CONFIG_DIR={tmp_path / 'no_such_folder'}: no such folder: {tmp_path / 'no_such_folder'}."
+    )
 
 
 def test_cross_validation_settings_are_checked_before_any_work():
     assert "task.folds=1: must be null (no cross-validation) or an integer >= 2" in validation_error("task.folds=1")
-    assert "task.fold=5: must be an integer in [0, 5) with task.folds=5" in validation_error("task.folds=5", "task.fold=5")
+    assert "task.fold=5: must be an integer in [0, 5) with task.folds=5" in validation_error(
+        "task.folds=5", "task.fold=5"
+    )
     assert "task.fold=2 needs task.folds=K" in validation_error("task.fold=2")
     message = validation_error("task.folds=5", "task.data_files.validation=dev.csv")
-    assert "task.data_files.validation=dev.csv is given: set task.data_files.validation=null to cross-validate" in message
+    assert (
+        "task.data_files.validation=dev.csv is given: set task.data_files.validation=null to cross-validate" in message
+    )
     kfold = compose_config("experiment=kfold", with_hydra=True)
-    assert kfold.hydra.mode.name == "MULTIRUN" and kfold.task.folds == 5 and kfold.hydra.sweeper.params["task.fold"] == "range(5)"
+    assert (
+        kfold.hydra.mode.name == "MULTIRUN"
+        and kfold.task.folds == 5
+        and kfold.hydra.sweeper.params["task.fold"] == "range(5)"
+    )
     validate(kfold)

@@ -14,7 +14,9 @@ NAMES = list(TOPICS)
 
 def topic_task(train: Path, **fields) -> TextClassificationData:
     files = {"train": str(train), "test": fields.pop("test", None), "validation": fields.pop("validation", None)}
-    return TextClassificationData(data_files=files, text_fields=["text"], label_names=NAMES, validation_size=0.2, **fields)
+    return TextClassificationData(
+        data_files=files, text_fields=["text"], label_names=NAMES, validation_size=0.2, **fields
+    )
 
 
 def load_error(task: TextClassificationData) -> str:
@@ -42,7 +44,13 @@ def test_the_carved_split_depends_on_the_seed_only(topic_files):
 
 
 def test_validation_size_in_rows_and_max_samples(topic_files):
-    task = topic_task(topic_files["train"], test=str(topic_files["test"]), max_train_samples=50, max_eval_samples=7, max_test_samples=5)
+    task = topic_task(
+        topic_files["train"],
+        test=str(topic_files["test"]),
+        max_train_samples=50,
+        max_eval_samples=7,
+        max_test_samples=5,
+    )
     task.validation_size = 20
     splits = task.load(seed=0)
     assert (len(splits["train"]), len(splits["validation"]), len(splits["test"])) == (50, 7, 5)
@@ -87,8 +95,10 @@ def test_pairs_are_tokenized_as_pairs_unpadded_and_truncated(pair_files, tiny_mo
     from transformers import AutoTokenizer
 
     task = TextClassificationData(
-        data_files={"train": str(pair_files["train"])}, text_fields=["sentence1", "sentence2"],
-        label_names=["entailment", "not_entailment"], max_length=20,
+        data_files={"train": str(pair_files["train"])},
+        text_fields=["sentence1", "sentence2"],
+        label_names=["entailment", "not_entailment"],
+        max_length=20,
     )
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
     encoded = task.tokenize(task.load(seed=0), tokenizer, num_proc=None)["train"]
@@ -98,21 +108,27 @@ def test_pairs_are_tokenized_as_pairs_unpadded_and_truncated(pair_files, tiny_mo
     # 5 or 6 tokens, then 4, plus 3 special ones: each row keeps its own length (the collator pads per batch)
     assert {len(ids) for ids in encoded["input_ids"]} == {12, 13}
     task.max_length = 10
-    assert {len(ids) for ids in task.tokenize(task.load(seed=0), tokenizer, num_proc=None)["train"]["input_ids"]} == {10}
+    assert {len(ids) for ids in task.tokenize(task.load(seed=0), tokenizer, num_proc=None)["train"]["input_ids"]} == {
+        10
+    }
 
 
 def test_max_length_beyond_the_model_is_refused(tiny_models, topic_files):
     from transformers import AutoTokenizer
 
     task = topic_task(topic_files["train"], max_length=512)
-    with pytest.raises(FinetuneError, match=r"task.max_length=512 is more than tiny accepts \(64 tokens, says its tokenizer\)"):
+    with pytest.raises(
+        FinetuneError, match=r"task.max_length=512 is more than tiny accepts \(64 tokens, says its tokenizer\)"
+    ):
         task.check_max_length(AutoTokenizer.from_pretrained(tiny_models["bert"]).model_max_length, "tiny")
 
 
 def test_predictions_file_is_glue_format(tmp_path):
     task = TextClassificationData(label_names=["entailment", "not_entailment"])
     task.write_predictions(tmp_path / "RTE.tsv", [1, 0, 1])
-    assert (tmp_path / "RTE.tsv").read_text() == "index\tprediction\n0\tnot_entailment\n1\tentailment\n2\tnot_entailment\n"
+    assert (
+        tmp_path / "RTE.tsv"
+    ).read_text() == "index\tprediction\n0\tnot_entailment\n1\tentailment\n2\tnot_entailment\n"
 
 
 def write_rows(tmp_path: Path, rows, name: str = "train.csv") -> Path:
@@ -158,7 +174,7 @@ def test_missing_file_and_unknown_format(tmp_path):
 def test_empty_file_and_undecodable_file(tmp_path):
     (tmp_path / "empty.csv").write_text("text,label\n")
     assert "has no rows" in load_error(topic_task(tmp_path / "empty.csv"))
-    (tmp_path / "latin1.csv").write_bytes("text,label\n\"caf\xe9 au lait\",World\n".encode("latin-1"))
+    (tmp_path / "latin1.csv").write_bytes('text,label\n"caf\xe9 au lait",World\n'.encode("latin-1"))
     assert "is not valid UTF-8 (byte b'\\xe9'" in load_error(topic_task(tmp_path / "latin1.csv"))
 
 
@@ -169,18 +185,30 @@ def test_validation_size_that_leaves_no_training_rows(tmp_path):
 
 
 def test_k_folds_validate_on_disjoint_parts_that_cover_train_and_leave_test_alone(topic_files):
-    folds = [topic_task(topic_files["train"], test=str(topic_files["test"]), folds=4, fold=i).load(seed=7) for i in range(4)]
+    folds = [
+        topic_task(topic_files["train"], test=str(topic_files["test"]), folds=4, fold=i).load(seed=7) for i in range(4)
+    ]
     train_rows = [(r["text"], NAMES.index(r["label"])) for r in topic_rows(200, seed=1)]
     validated = [list(zip(f["validation"]["text"], f["validation"]["label"])) for f in folds]
-    assert sorted(row for rows in validated for row in rows) == sorted(train_rows)  # every train row once: disjoint and covering
+    assert sorted(row for rows in validated for row in rows) == sorted(
+        train_rows
+    )  # every train row once: disjoint and covering
     for split, rows in zip(folds, validated):
-        assert sorted(rows + list(zip(split["train"]["text"], split["train"]["label"]))) == sorted(train_rows)  # trains on the rest
+        assert sorted(rows + list(zip(split["train"]["text"], split["train"]["label"]))) == sorted(
+            train_rows
+        )  # trains on the rest
         per_class = np.bincount(label_array(split["validation"]), minlength=4)
-        assert per_class.sum() == 50 and per_class.max() - per_class.min() <= 1  # stratified: 50 of each class, over 4 folds
-        assert split["test"]["text"][:] == folds[0]["test"]["text"][:] and len(split["test"]) == 40  # the test split never changes
+        assert (
+            per_class.sum() == 50 and per_class.max() - per_class.min() <= 1
+        )  # stratified: 50 of each class, over 4 folds
+        assert (
+            split["test"]["text"][:] == folds[0]["test"]["text"][:] and len(split["test"]) == 40
+        )  # the test split never changes
     again = topic_task(topic_files["train"], folds=4, fold=2).load(seed=7)
     other = topic_task(topic_files["train"], folds=4, fold=2).load(seed=8)
-    assert again["validation"]["text"][:] == folds[2]["validation"]["text"][:] != other["validation"]["text"][:]  # seeded
+    assert (
+        again["validation"]["text"][:] == folds[2]["validation"]["text"][:] != other["validation"]["text"][:]
+    )  # seeded
 
 
 def test_k_folds_split_only_the_max_train_samples_rows(topic_files):
@@ -188,4 +216,6 @@ def test_k_folds_split_only_the_max_train_samples_rows(topic_files):
     assert [len(f["validation"]) for f in folds] == [10] * 5 and all(len(f["train"]) == 40 for f in folds)
     first_50 = sorted(r["text"] for r in topic_rows(200, seed=1)[:50])
     assert sorted(t for f in folds for t in f["validation"]["text"]) == first_50
-    assert "task.folds=30 needs at least 60 train rows" in load_error(topic_task(topic_files["train"], folds=30, max_train_samples=50))
+    assert "task.folds=30 needs at least 60 train rows" in load_error(
+        topic_task(topic_files["train"], folds=30, max_train_samples=50)
+    )

@@ -5,7 +5,13 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from finetune.training.dropout import ATTENTION, IntegerMaskDropout, attention, integer_mask_dropout, use_integer_mask_dropout
+from finetune.training.dropout import (
+    ATTENTION,
+    IntegerMaskDropout,
+    attention,
+    integer_mask_dropout,
+    use_integer_mask_dropout,
+)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -34,15 +40,25 @@ def test_the_same_generator_state_draws_the_same_mask():
 
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert", "roberta", "xlnet", "deberta"])
-def test_a_model_with_integer_masks_computes_what_it_did_without_dropout_and_saves_as_a_plain_model(tiny_models, model_type, tmp_path):
+def test_a_model_with_integer_masks_computes_what_it_did_without_dropout_and_saves_as_a_plain_model(
+    tiny_models, model_type, tmp_path
+):
     reference = AutoModelForSequenceClassification.from_pretrained(tiny_models[model_type]).eval()
     model = AutoModelForSequenceClassification.from_pretrained(tiny_models[model_type])
     dropouts = sum(type(m) is torch.nn.Dropout for m in model.modules())
     assert use_integer_mask_dropout(model) == dropouts > 0
-    assert not any(type(m) is torch.nn.Dropout for m in model.modules()) and any(isinstance(m, IntegerMaskDropout) for m in model.modules())
-    inputs = {"input_ids": torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])}
+    assert not any(type(m) is torch.nn.Dropout for m in model.modules()) and any(
+        isinstance(m, IntegerMaskDropout) for m in model.modules()
+    )
+    inputs = {
+        "input_ids": torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
+    }
     if model_type == "xlnet":  # pads on the left
-        inputs = {"input_ids": torch.tensor([[2, 5, 6, 7, 3], [0, 0, 2, 8, 3]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])}
+        inputs = {
+            "input_ids": torch.tensor([[2, 5, 6, 7, 3], [0, 0, 2, 8, 3]]),
+            "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]]),
+        }
     model.eval()
     with torch.no_grad():
         assert torch.allclose(model(**inputs).logits, reference(**inputs).logits, atol=1e-6)

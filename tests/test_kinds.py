@@ -23,7 +23,9 @@ def test_the_registry_computes_the_known_values():
     assert scores["matthews"] == pytest.approx((3 * 2 - 0 * 1) / math.sqrt(3 * 4 * 2 * 3))
     gold, values = [0.0, 1.0, 2.0, 3.0], [0.5, 1.0, 2.5, 2.0]
     regression = compute(["pearson", "spearman", "mse"], gold, values)
-    assert regression["mse"] == pytest.approx((0.25 + 0 + 0.25 + 1) / 4) and regression["spearman"] == pytest.approx(0.8)
+    assert regression["mse"] == pytest.approx((0.25 + 0 + 0.25 + 1) / 4) and regression["spearman"] == pytest.approx(
+        0.8
+    )
     assert regression["pearson"] == pytest.approx(np.corrcoef(gold, values)[0, 1])
     assert compute(["pearson"], [1.0, 2.0], [3.0, 3.0]) == {"pearson": 0.0}  # constant: 0, not NaN
     hot_truth, hot_predicted = np.array([[1, 0, 1], [0, 1, 0]]), np.array([[1, 0, 0], [0, 1, 0]])
@@ -42,10 +44,24 @@ def test_metric_names_are_checked_against_the_kind():
 
 def test_single_label_reads_names_and_ids_and_weighs_classes():
     kind = SingleLabel(NAMES)
-    assert [kind.parse(v) for v in ["anger", " fear ", 0, "2", 1.0, "3", "Joy", None, True]] == [1, 2, 0, 2, 1, None, None, None, None]
+    assert [kind.parse(v) for v in ["anger", " fear ", 0, "2", 1.0, "3", "Joy", None, True]] == [
+        1,
+        2,
+        0,
+        2,
+        1,
+        None,
+        None,
+        None,
+        None,
+    ]
     assert kind.fit([0, 0, 0, 1, 2, 2]) is None  # no class_weights: plain cross-entropy
-    assert SingleLabel(NAMES, class_weights="balanced").fit([0, 0, 0, 1, 2, 2]) == pytest.approx([6 / 9, 2.0, 1.0])  # n / (classes x count)
-    assert kind.model_config()["problem_type"] == "single_label_classification" and kind.model_config()["num_labels"] == 3
+    assert SingleLabel(NAMES, class_weights="balanced").fit([0, 0, 0, 1, 2, 2]) == pytest.approx(
+        [6 / 9, 2.0, 1.0]
+    )  # n / (classes x count)
+    assert (
+        kind.model_config()["problem_type"] == "single_label_classification" and kind.model_config()["num_labels"] == 3
+    )
 
 
 def test_weighted_cross_entropy_matches_torch():
@@ -88,7 +104,13 @@ def test_thresholds_maximise_each_labels_f1():
     thresholds = kind.tune_thresholds(truth, logits)
     assert 0.2 < thresholds[0] <= 0.25 and thresholds[1] == kind.shared == 0.21 and 0.6 < thresholds[2] <= 0.7
     report = kind.report(truth, logits)
-    assert report["per_class"]["joy"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2, "threshold": thresholds[0]}
+    assert report["per_class"]["joy"] == {
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+        "support": 2,
+        "threshold": thresholds[0],
+    }
     # tuned: 4 right, 2 false "anger" (0.9 and 0.3 at the shared 0.21); at 0.5: joy missed twice, fear once too many
     assert report["f1_micro"] == pytest.approx(8 / 10) and report["at_0.5"]["f1_micro"] == pytest.approx(0.5)
     assert kind.output(np.array([0.24, 0.9, 0.6]))[0] == {"label": "anger", "score": 0.9}
@@ -106,7 +128,9 @@ def test_regression_squeezes_and_refuses_a_broadcast():
     assert kind.loss(logits, labels).item() == pytest.approx(1.0)
     with pytest.raises(AssertionError, match="regression logits"):
         kind.loss(torch.tensor([1.0, 3.0]), labels)  # (N,) against (N,): a head of the wrong shape
-    assert kind.scores(np.array([[1.5], [2.5]])).tolist() == [1.5, 2.5] and kind.output(np.float64(3.71)) == {"score": 3.71}
+    assert kind.scores(np.array([[1.5], [2.5]])).tolist() == [1.5, 2.5] and kind.output(np.float64(3.71)) == {
+        "score": 3.71
+    }
     assert "no classes to weight" in Regression(class_weights="balanced").config_errors()[0]
 
 
@@ -117,7 +141,9 @@ def test_a_regression_head_starts_at_the_training_mean(architecture, tiny_models
 
     kind = Regression(["similarity"])
     kind.fit(np.array([1.0, 2.0, 4.5]))
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_models[architecture], **kind.model_config(), ignore_mismatched_sizes=True)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_models[architecture], **kind.model_config(), ignore_mismatched_sizes=True
+    )
     kind.prepare_model(model)
     tokenizer = AutoTokenizer.from_pretrained(tiny_models[architecture])
     model.eval()
@@ -132,7 +158,12 @@ def test_each_kind_lays_out_its_examples_and_sorts_its_mistakes_worst_first():
     single = SingleLabel(NAMES)
     scores = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5], [0.1, 0.1, 0.8]])
     table = pd.DataFrame(single.example_columns([0, 0, 1, 2], scores))
-    assert table["gold"].tolist() == ["joy", "joy", "anger", "fear"] and table["predicted"].tolist() == ["joy", "anger", "fear", "fear"]
+    assert table["gold"].tolist() == ["joy", "joy", "anger", "fear"] and table["predicted"].tolist() == [
+        "joy",
+        "anger",
+        "fear",
+        "fear",
+    ]
     assert table["correct"].tolist() == [True, False, False, True] and table["p_anger"].tolist() == [0.2, 0.8, 0.3, 0.1]
     assert single.mistakes(table)["confidence"].tolist() == [0.8, 0.5]  # most confident wrong first
     assert single.confusions(single.mistakes(table)) == [("joy", "anger", 1), ("anger", "fear", 1)]
@@ -142,9 +173,15 @@ def test_each_kind_lays_out_its_examples_and_sorts_its_mistakes_worst_first():
     multi = MultiLabel(NAMES)
     truth = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 0]])
     table = pd.DataFrame(multi.example_columns(truth, np.array([[0.9, 0.1, 0.6], [0.3, 0.2, 0.1], [0.6, 0.95, 0.1]])))
-    assert table["gold"].tolist() == ["joy,fear", "anger", "joy"] and table["predicted"].tolist() == ["joy,fear", "", "joy,anger"]
+    assert table["gold"].tolist() == ["joy,fear", "anger", "joy"] and table["predicted"].tolist() == [
+        "joy,fear",
+        "",
+        "joy,anger",
+    ]
     assert table["correct"].tolist() == [True, False, False]
-    assert table["confidence"].tolist() == pytest.approx([0.6, 0.8, 0.95])  # right: least sure decision; wrong: surest mistake
+    assert table["confidence"].tolist() == pytest.approx(
+        [0.6, 0.8, 0.95]
+    )  # right: least sure decision; wrong: surest mistake
     assert multi.mistakes(table)["predicted"].tolist() == ["joy,anger", ""]
     gold, predicted = multi.gold_and_predicted(table)
     assert gold.tolist() == truth.tolist() and predicted.tolist() == [[1, 0, 1], [0, 0, 0], [1, 1, 0]]

@@ -25,15 +25,26 @@ def test_api_single_list_and_order(topic_run):
     assert sum(b[0]["label"] == r["label"] for b, r in zip(batched, rows)) >= 30
 
 
-@pytest.mark.parametrize("lengths, max_rows, max_tokens, multiple, expected", [
-    ([5, 3, 9, 4], 64, None, None, [[1, 3, 0, 2]]),  # shortest first, all in one pass
-    ([5, 3, 9, 4], 2, None, None, [[1, 3], [0, 2]]),  # max_rows
-    ([5, 3, 9, 4], 64, 12, None, [[1, 3], [0], [2]]),  # 2 x 4 <= 12, 3 x 5 > 12; then 2 x 9 > 12
-    ([5, 3, 9, 4], 64, 16, 8, [[1, 3], [0], [2]]),  # lengths rounded up to 8: 2 x 8 = 16 fits, 3 x 8 does not; 9 -> 16 alone
-    ([40, 2], 64, 16, None, [[1], [0]]),  # a row longer than the budget still goes, alone
-    ([], 64, 16, None, []),
-])
-def test_length_batches_hold_neighbours_by_length_within_rows_and_padded_tokens(lengths, max_rows, max_tokens, multiple, expected):
+@pytest.mark.parametrize(
+    "lengths, max_rows, max_tokens, multiple, expected",
+    [
+        ([5, 3, 9, 4], 64, None, None, [[1, 3, 0, 2]]),  # shortest first, all in one pass
+        ([5, 3, 9, 4], 2, None, None, [[1, 3], [0, 2]]),  # max_rows
+        ([5, 3, 9, 4], 64, 12, None, [[1, 3], [0], [2]]),  # 2 x 4 <= 12, 3 x 5 > 12; then 2 x 9 > 12
+        (
+            [5, 3, 9, 4],
+            64,
+            16,
+            8,
+            [[1, 3], [0], [2]],
+        ),  # lengths rounded up to 8: 2 x 8 = 16 fits, 3 x 8 does not; 9 -> 16 alone
+        ([40, 2], 64, 16, None, [[1], [0]]),  # a row longer than the budget still goes, alone
+        ([], 64, 16, None, []),
+    ],
+)
+def test_length_batches_hold_neighbours_by_length_within_rows_and_padded_tokens(
+    lengths, max_rows, max_tokens, multiple, expected
+):
     from finetune.serving.predictor import length_batches
 
     assert [list(batch) for batch in length_batches(lengths, max_rows, max_tokens, multiple)] == expected
@@ -85,10 +96,18 @@ def test_file_in_file_out_with_metrics(topic_run, tmp_path, suffix):
     rows = topic_rows(30, seed=11)
     source, output = tmp_path / f"in{suffix}", tmp_path / f"out{suffix}"
     frame = pd.DataFrame(rows)
-    {".csv": lambda: frame.to_csv(source, index=False), ".jsonl": lambda: frame.to_json(source, orient="records", lines=True),
-     ".parquet": lambda: frame.to_parquet(source)}[suffix]()
-    assert main([str(topic_run), "--input", str(source), "--output", str(output), "--all-scores", "--precision", "fp32"]) == 0
-    written = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}[suffix](output)
+    {
+        ".csv": lambda: frame.to_csv(source, index=False),
+        ".jsonl": lambda: frame.to_json(source, orient="records", lines=True),
+        ".parquet": lambda: frame.to_parquet(source),
+    }[suffix]()
+    assert (
+        main([str(topic_run), "--input", str(source), "--output", str(output), "--all-scores", "--precision", "fp32"])
+        == 0
+    )
+    written = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}[
+        suffix
+    ](output)
     assert written["text"].tolist() == frame["text"].tolist()  # rows kept, in order
     assert set(written["predicted_label"]) <= set(TOPICS) and written["score"].between(0, 1).all()
     assert {f"score_{name}" for name in TOPICS} <= set(written.columns)
@@ -156,21 +175,47 @@ def read_frame(path: Path):
     import pandas as pd
 
     return {
-        ".csv": lambda: pd.read_csv(path), ".tsv": lambda: pd.read_csv(path, sep="\t"), ".json": lambda: pd.read_json(path),
-        ".jsonl": lambda: pd.read_json(path, lines=True), ".parquet": lambda: pd.read_parquet(path),
+        ".csv": lambda: pd.read_csv(path),
+        ".tsv": lambda: pd.read_csv(path, sep="\t"),
+        ".json": lambda: pd.read_json(path),
+        ".jsonl": lambda: pd.read_json(path, lines=True),
+        ".parquet": lambda: pd.read_parquet(path),
     }[path.suffix]()
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".jsonl", ".parquet"])
-def test_a_file_streamed_in_chunks_gives_the_rows_in_order_and_metrics_over_all_rows(topic_run, tmp_path, suffix, capsys):
+def test_a_file_streamed_in_chunks_gives_the_rows_in_order_and_metrics_over_all_rows(
+    topic_run, tmp_path, suffix, capsys
+):
     import pandas as pd
 
-    rows = [{**r, "text": r["text"] + " the" * (i % 6)} for i, r in enumerate(topic_rows(50, seed=13))]  # lengths vary: sorted within chunks
+    rows = [
+        {**r, "text": r["text"] + " the" * (i % 6)} for i, r in enumerate(topic_rows(50, seed=13))
+    ]  # lengths vary: sorted within chunks
     source, whole, chunked = tmp_path / f"in{suffix}", tmp_path / f"whole{suffix}", tmp_path / f"chunked{suffix}"
     write_frame(pd.DataFrame(rows), source)
-    assert main([str(topic_run), "--input", str(source), "--output", str(whole), "--all-scores", "--precision", "fp32"]) == 0
+    assert (
+        main([str(topic_run), "--input", str(source), "--output", str(whole), "--all-scores", "--precision", "fp32"])
+        == 0
+    )
     capsys.readouterr()
-    assert main([str(topic_run), "--input", str(source), "--output", str(chunked), "--all-scores", "--precision", "fp32", "--chunk-rows", "7"]) == 0
+    assert (
+        main(
+            [
+                str(topic_run),
+                "--input",
+                str(source),
+                "--output",
+                str(chunked),
+                "--all-scores",
+                "--precision",
+                "fp32",
+                "--chunk-rows",
+                "7",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr()
     assert "50/50" in printed.err and "rows/s" in printed.err  # the progress bar counts rows
     assert f"Wrote 50 rows to {chunked}" in printed.out
@@ -190,12 +235,18 @@ def test_an_output_that_would_destroy_a_file_is_refused_before_any_work(topic_ru
     before = source.read_bytes()
     no_run = str(tmp_path / "no-such-run")  # the output is checked first: not even the run folder is read
     assert main([no_run, "--input", str(source), "--output", str(source), "--overwrite"]) == 1
-    assert capsys.readouterr().err.strip() == f"error: --output {source} is the --input file; write the predictions into another file."
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: --output {source} is the --input file; write the predictions into another file."
+    )
     assert source.read_bytes() == before
     existing = tmp_path / "out.csv"
     existing.write_text("an earlier result\n")
     assert main([no_run, "--input", str(source), "--output", str(existing)]) == 1
-    assert capsys.readouterr().err.strip() == f"error: --output {existing} exists; add --overwrite to replace it, or choose another file."
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: --output {existing} exists; add --overwrite to replace it, or choose another file."
+    )
     assert main([no_run, "--input", str(source), "--output", str(tmp_path / "out.xlsx")]) == 1
     assert "cannot write '.xlsx' files" in capsys.readouterr().err
     assert existing.read_text() == "an earlier result\n"

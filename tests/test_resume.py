@@ -15,10 +15,20 @@ from tests.helpers import REPO, TINY_TRAINING, read_json, run_py, topic_args
 # 12 epochs of 20 steps, a checkpoint and an evaluation every 10 steps: long enough to stop mid-epoch. The
 # hardware is the default's (bf16 autocast where the CPU has it natively, fused AdamW): what users resume.
 RESUMABLE = [
-    *TINY_TRAINING, "task.examples=[]", "trainer.num_train_epochs=12", "trainer.save_total_limit=2",
-    "trainer.save_strategy=steps", "trainer.eval_strategy=steps", "trainer.save_steps=10", "trainer.eval_steps=10",
+    *TINY_TRAINING,
+    "task.examples=[]",
+    "trainer.num_train_epochs=12",
+    "trainer.save_total_limit=2",
+    "trainer.save_strategy=steps",
+    "trainer.eval_strategy=steps",
+    "trainer.save_steps=10",
+    "trainer.eval_steps=10",
 ]
-FINAL = {"validation": ("loss", "accuracy", "f1_macro"), "test": ("loss", "accuracy", "f1_macro"), "train": ("loss", "steps", "tokens")}
+FINAL = {
+    "validation": ("loss", "accuracy", "f1_macro"),
+    "test": ("loss", "accuracy", "f1_macro"),
+    "train": ("loss", "steps", "tokens"),
+}
 
 
 def resumable_args(topic_files, tiny_models, run_dir: Path):
@@ -45,7 +55,13 @@ def test_save_total_limit_bounds_the_checkpoints_and_keeps_the_best(uninterrupte
 
 def start_and_wait_for_checkpoint(args, cwd: Path, run_dir: Path, step: int) -> subprocess.Popen:
     """Start run.py and return once checkpoint-<step> is complete (the Trainer writes trainer_state.json last)."""
-    process = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     marker = run_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json"
     deadline = time.monotonic() + 300
     while not marker.is_file():
@@ -73,7 +89,9 @@ def training_curve(run_dir: Path):
 
 
 @pytest.mark.trains
-def test_a_run_killed_mid_epoch_resumes_to_the_same_metrics_and_curve(tmp_path, topic_files, tiny_models, uninterrupted):
+def test_a_run_killed_mid_epoch_resumes_to_the_same_metrics_and_curve(
+    tmp_path, topic_files, tiny_models, uninterrupted
+):
     run_dir = tmp_path / "run"
     args = resumable_args(topic_files, tiny_models, run_dir)
     process = start_and_wait_for_checkpoint(args, tmp_path, run_dir, step=50)
@@ -106,7 +124,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_metrics_and_curve(tmp_path, 
 
 @pytest.mark.trains
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_saves_a_checkpoint_stops_and_resume_true_finishes_the_run(signum, tmp_path, topic_files, tiny_models, uninterrupted):
+def test_a_signal_saves_a_checkpoint_stops_and_resume_true_finishes_the_run(
+    signum, tmp_path, topic_files, tiny_models, uninterrupted
+):
     run_dir = tmp_path / "run"
     args = resumable_args(topic_files, tiny_models, run_dir)
     process = start_and_wait_for_checkpoint(args, tmp_path, run_dir, step=50)
@@ -120,7 +140,9 @@ def test_a_signal_saves_a_checkpoint_stops_and_resume_true_finishes_the_run(sign
     assert 50 <= step < 240 and (run_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").is_file()
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "model").exists()
 
-    again = run_py(*args, cwd=tmp_path)  # the same command without resume=true: a new run, refused in a stopped run's folder
+    again = run_py(
+        *args, cwd=tmp_path
+    )  # the same command without resume=true: a new run, refused in a stopped run's folder
     assert again.returncode == 1 and again.output.strip() == (
         f"{run_dir} holds a run that did not finish: continue it with resume={run_dir}, or choose another folder with hydra.run.dir=<folder>."
     )
@@ -143,13 +165,18 @@ def test_a_signal_saves_a_checkpoint_stops_and_resume_true_finishes_the_run(sign
 @pytest.mark.trains
 def test_resume_refuses_what_it_cannot_continue(tmp_path, topic_files, tiny_models, uninterrupted):
     fresh = run_py(*resumable_args(topic_files, tiny_models, tmp_path / "fresh"), "resume=true", cwd=tmp_path)
-    assert fresh.returncode == 1 and "Nothing to resume in" in fresh.output and "no run was started there" in fresh.output
+    assert (
+        fresh.returncode == 1 and "Nothing to resume in" in fresh.output and "no run was started there" in fresh.output
+    )
     assert not (tmp_path / "fresh").exists()
     started = tmp_path / "started"  # a run that failed before its first checkpoint
     (started / ".hydra").mkdir(parents=True)
     (started / ".hydra" / "config.yaml").write_text("seed: 1\n")
     no_checkpoint = run_py(f"resume={started}", cwd=tmp_path)
-    assert no_checkpoint.returncode == 1 and f"Nothing to resume in {started}: it has no complete checkpoint" in no_checkpoint.output
+    assert (
+        no_checkpoint.returncode == 1
+        and f"Nothing to resume in {started}: it has no complete checkpoint" in no_checkpoint.output
+    )
 
     missing = run_py(f"resume={tmp_path / 'no-such-run'}", cwd=tmp_path)
     assert missing.returncode == 1 and "no such run folder" in missing.output

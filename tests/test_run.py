@@ -10,7 +10,18 @@ from finetune.config.resolvers import register_resolvers
 from finetune.config.schemas import register_configs
 from finetune.errors import FinetuneError
 from finetune.training.train import run
-from tests.helpers import FAKE_TOKEN, REPO, TINY_TRAINING, TOPICS, compose_config, pair_rows, printed, read_json, read_scalars, run_py
+from tests.helpers import (
+    FAKE_TOKEN,
+    REPO,
+    TINY_TRAINING,
+    TOPICS,
+    compose_config,
+    pair_rows,
+    printed,
+    read_json,
+    read_scalars,
+    run_py,
+)
 
 register_configs()
 register_resolvers()
@@ -49,7 +60,9 @@ def test_run_keeps_the_best_epoch(topic_run):
 def test_tensorboard_has_loss_learning_rate_and_eval_scores(topic_run):
     run_dir = topic_run
     scalars = read_scalars(run_dir / "logs")
-    assert {"train/loss", "train/learning_rate", "eval/accuracy", "eval/f1_macro", "eval/loss", "test/accuracy"} <= set(scalars)
+    assert {"train/loss", "train/learning_rate", "eval/accuracy", "eval/f1_macro", "eval/loss", "test/accuracy"} <= set(
+        scalars
+    )
     losses = scalars["train/loss"]
     assert len(losses) == 40 and sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3  # the loss went down
 
@@ -70,8 +83,10 @@ def test_run_prints_device_summary_final_scores_and_examples(topic_run):
     assert "Using device: CPU (" in output
     assert "Dataset summary:" in output and "train" in output and "160 rows" in output and "World: 40" in output
     metrics = read_json(run_dir / "metrics.json")
-    summary = output[output.index("Run summary"):]
-    assert f"  validation  {metrics['validation']['accuracy']:>9.4f}  {metrics['validation']['f1_macro']:>9.4f}" in summary
+    summary = output[output.index("Run summary") :]
+    assert (
+        f"  validation  {metrics['validation']['accuracy']:>9.4f}  {metrics['validation']['f1_macro']:>9.4f}" in summary
+    )
     assert f"  test        {metrics['test']['accuracy']:>9.4f}" in summary and "validation, per class:" in summary
     assert f"run folder   {run_dir}" in summary and f"tensorboard --logdir {run_dir / 'logs'}" in summary
     assert "The Lakers beat the Celtics" in output and "[{'label': '" in output and "'score': 0." in output
@@ -102,9 +117,14 @@ def test_every_architecture_fine_tunes_and_saves_label_names(architecture, tmp_p
     from transformers import AutoConfig
 
     cfg = compose_config(
-        f"model={architecture}", f"model.name_or_path={tiny_models[architecture]}",
-        f"task.data_files.train={topic_files['train']}", "task.validation_size=0.2", "task.examples=[]",
-        "hardware=cpu", *TINY_TRAINING, "trainer.num_train_epochs=1",
+        f"model={architecture}",
+        f"model.name_or_path={tiny_models[architecture]}",
+        f"task.data_files.train={topic_files['train']}",
+        "task.validation_size=0.2",
+        "task.examples=[]",
+        "hardware=cpu",
+        *TINY_TRAINING,
+        "trainer.num_train_epochs=1",
     )
     metrics = run(cfg, tmp_path)
     assert metrics["test"] is None and 0.0 <= metrics["validation"]["accuracy"] <= 1.0
@@ -118,8 +138,11 @@ def test_every_architecture_fine_tunes_and_saves_label_names(architecture, tmp_p
 def test_bad_data_stops_before_training_with_one_message(tmp_path, tiny_models):
     (tmp_path / "train.csv").write_text("text,label\nfine text,World\nmore text,Wrld\n")
     result = run_py(  # max_length within the tiny model's 64 tokens: that is refused before the data is read
-        f"model.name_or_path={tiny_models['bert']}", f"task.data_files.train={tmp_path / 'train.csv'}", "task.max_length=32",
-        f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+        f"model.name_or_path={tiny_models['bert']}",
+        f"task.data_files.train={tmp_path / 'train.csv'}",
+        "task.max_length=32",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
     )
     assert result.returncode == 1
     assert "row 2 has label 'Wrld'" in result.output and "Traceback" not in result.output
@@ -143,7 +166,11 @@ def test_unreachable_hub_is_detected_and_the_local_route_shown(tmp_path):
     env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # nothing listens there: as unreachable as the Hub offline
     result = subprocess.run(
         [sys.executable, str(REPO / "run.py"), f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "Traceback" not in output
@@ -154,19 +181,32 @@ def test_unreachable_hub_is_detected_and_the_local_route_shown(tmp_path):
 
 def test_hub_model_miss_offline_is_one_message(tmp_path, topic_files):
     cfg = compose_config(
-        "model.name_or_path=some-org/not-cached-model", f"task.data_files.train={topic_files['train']}", "task.validation_size=0.2"
+        "model.name_or_path=some-org/not-cached-model",
+        f"task.data_files.train={topic_files['train']}",
+        "task.validation_size=0.2",
     )
-    with pytest.raises(FinetuneError, match="Could not load tokenizer 'some-org/not-cached-model' from the Hugging Face Hub"):
+    with pytest.raises(
+        FinetuneError, match="Could not load tokenizer 'some-org/not-cached-model' from the Hugging Face Hub"
+    ):
         run(cfg, tmp_path)
 
 
 @pytest.mark.trains
 def test_a_loss_that_diverges_stops_the_run_and_names_the_step(tmp_path, topic_files, tiny_models):
     cfg = compose_config(
-        f"model.name_or_path={tiny_models['bert']}", f"task.data_files.train={topic_files['train']}", "task.validation_size=0.2",
-        "task.examples=[]", "hardware=cpu", *TINY_TRAINING, "trainer.learning_rate=1e12", "trainer.max_grad_norm=0",
+        f"model.name_or_path={tiny_models['bert']}",
+        f"task.data_files.train={topic_files['train']}",
+        "task.validation_size=0.2",
+        "task.examples=[]",
+        "hardware=cpu",
+        *TINY_TRAINING,
+        "trainer.learning_rate=1e12",
+        "trainer.max_grad_norm=0",
     )
-    with pytest.raises(FinetuneError, match=r"The (training loss|gradient norm) became (nan|inf) at step \d+ \(learning rate .*Lower trainer.learning_rate"):
+    with pytest.raises(
+        FinetuneError,
+        match=r"The (training loss|gradient norm) became (nan|inf) at step \d+ \(learning rate .*Lower trainer.learning_rate",
+    ):
         run(cfg, tmp_path)
     assert not (tmp_path / "model").exists() and not (tmp_path / "metrics.json").exists()
 
@@ -194,7 +234,9 @@ def test_metrics_hold_per_class_scores_and_confusion_matrices(topic_run):
         report = metrics[split]
         assert report["confusion_matrix"]["labels"] == list(TOPICS)
         matrix = report["confusion_matrix"]["rows_true_columns_predicted"]
-        assert sum(map(sum, matrix)) == rows and sum(matrix[i][i] for i in range(4)) / rows == pytest.approx(report["accuracy"])
+        assert sum(map(sum, matrix)) == rows and sum(matrix[i][i] for i in range(4)) / rows == pytest.approx(
+            report["accuracy"]
+        )
         assert [c["support"] for c in report["per_class"].values()] == [sum(row) for row in matrix]
         assert sum(c["f1"] for c in report["per_class"].values()) / 4 == pytest.approx(report["f1_macro"])
 
@@ -210,7 +252,9 @@ def test_confusion_matrices_are_pngs_and_tensorboard_images(topic_run):
     accumulator.Reload()
     assert {"confusion/validation", "confusion/test"} <= set(accumulator.Tags()["images"])
     image = accumulator.Images("confusion/validation")[-1]
-    assert image.width > 400 and image.height > 400 and image.step == read_json(run_dir / "metrics.json")["train"]["steps"]
+    assert (
+        image.width > 400 and image.height > 400 and image.step == read_json(run_dir / "metrics.json")["train"]["steps"]
+    )
 
 
 def test_model_card_describes_the_model_for_the_hub(topic_run):
@@ -222,8 +266,12 @@ def test_model_card_describes_the_model_for_the_hub(topic_run):
     meta = yaml.safe_load(front)
     metrics = read_json(run_dir / "metrics.json")
     assert meta["pipeline_tag"] == "text-classification" and meta["library_name"] == "transformers"
-    results = {(r["dataset"]["split"], m["type"]): m["value"] for r in meta["model-index"][0]["results"] for m in r["metrics"]}
-    assert results == {(s, k): round(metrics[s][k], 4) for s in ("validation", "test") for k in ("accuracy", "f1_macro")}
+    results = {
+        (r["dataset"]["split"], m["type"]): m["value"] for r in meta["model-index"][0]["results"] for m in r["metrics"]
+    }
+    assert results == {
+        (s, k): round(metrics[s][k], 4) for s in ("validation", "test") for k in ("accuracy", "f1_macro")
+    }
     assert "ag_news (local files)" in front and "base_model" not in meta  # a local folder has no hub id
     assert all(f"| {i} | {name} |" in body for i, name in enumerate(TOPICS))
     assert 'pipeline("text-classification"' in body and "| learning rate | 0.002 |" in body and "| seed | 42 |" in body
@@ -251,12 +299,18 @@ def test_a_rerun_from_the_saved_config_gives_identical_metrics(topic_run, tmp_pa
     """Same config and seed on the CPU: the same numbers, timing aside."""
     run_dir, cwd = topic_run, topic_run.parents[1]
     rerun_dir = tmp_path / "rerun"
-    result = run_py("--config-path", str(run_dir / ".hydra"), "--config-name", "config", f"hydra.run.dir={rerun_dir}", cwd=cwd)
+    result = run_py(
+        "--config-path", str(run_dir / ".hydra"), "--config-name", "config", f"hydra.run.dir={rerun_dir}", cwd=cwd
+    )
     assert result.returncode == 0, result.output[-4000:]
 
     def without_timing(value):
         if isinstance(value, dict):
-            return {k: without_timing(v) for k, v in value.items() if k not in ("runtime", "runtime_s", "samples_per_second", "steps_per_second")}
+            return {
+                k: without_timing(v)
+                for k, v in value.items()
+                if k not in ("runtime", "runtime_s", "samples_per_second", "steps_per_second")
+            }
         return value
 
     first, second = read_json(run_dir / "metrics.json"), read_json(rerun_dir / "metrics.json")

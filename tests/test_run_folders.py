@@ -23,15 +23,30 @@ FAST = [*TINY_TRAINING, "trainer.num_train_epochs=1", "task.examples=[]", "hardw
 
 def data_args(topic_files, tiny_models) -> List[str]:
     return [
-        "task=ag_news", "model=distilbert", f"model.name_or_path={tiny_models['bert']}", f"task.data_files.train={topic_files['train']}",
-        f"task.data_files.test={topic_files['test']}", "task.validation_size=0.2", *FAST,
+        "task=ag_news",
+        "model=distilbert",
+        f"model.name_or_path={tiny_models['bert']}",
+        f"task.data_files.train={topic_files['train']}",
+        f"task.data_files.test={topic_files['test']}",
+        "task.validation_size=0.2",
+        *FAST,
     ]
 
 
 def start_together(commands: List[List[str]], cwd: Path) -> List[subprocess.CompletedProcess]:
     """Start every command at once and wait for all of them."""
     env = {**os.environ, **SAME_SECOND}
-    processes = [subprocess.Popen([sys.executable, str(REPO / "run.py"), *c], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in commands]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(REPO / "run.py"), *c],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for c in commands
+    ]
     results = []
     for process in processes:
         output = process.communicate(timeout=900)[0]
@@ -68,11 +83,15 @@ def test_four_runs_started_in_the_same_second_each_get_their_own_complete_folder
         assert f"seed={config.seed}" in OmegaConf.load(folder / ".hydra" / "overrides.yaml")
         assert OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra.runtime.output_dir == str(folder)
         assert (folder / "metrics.json").is_file() and (folder / "model" / "model.safetensors").is_file()
-        assert [p.name for p in (folder / "checkpoints").iterdir()] == ["checkpoint-20"]  # its own, none deleted by another's rotation
+        assert [p.name for p in (folder / "checkpoints").iterdir()] == [
+            "checkpoint-20"
+        ]  # its own, none deleted by another's rotation
         log = (folder / "run.log").read_text()
         assert log.count("Dataset summary") == 1 and log.count("run folder") == 1  # one run's log, start to end
         assert f"run folder   {folder}\n" in log
-        writers = {p.name.split(".")[-2] for p in (folder / "logs").glob("events.out.tfevents.*")}  # the writing process's id
+        writers = {
+            p.name.split(".")[-2] for p in (folder / "logs").glob("events.out.tfevents.*")
+        }  # the writing process's id
         assert len(writers) == 1 and not writers & pids, writers  # TensorBoard events of one process only
         pids |= writers
     assert sorted(seeds.values()) == [1, 2, 3, 4]
@@ -115,7 +134,9 @@ def test_a_named_folder_may_exist_but_not_hold_a_run(tmp_path, topic_files, tiny
     again = run_py(*args, cwd=tmp_path)
     assert again.returncode == 0 and (failed / "metrics.json").is_file(), again.output[-3000:]
 
-    started = tmp_path / "started"  # a run that did work (environment.json, logs/) and stopped before its first checkpoint
+    started = (
+        tmp_path / "started"
+    )  # a run that did work (environment.json, logs/) and stopped before its first checkpoint
     for name in (".hydra", "logs", "checkpoints"):
         (started / name).mkdir(parents=True)
     for name in ("run.log", "environment.json", ".lock"):
@@ -143,7 +164,9 @@ def test_two_sweeps_started_in_the_same_second_each_get_their_own_folder(tmp_pat
         with (sweep / "summary.csv").open(newline="") as f:
             rows = list(csv.DictReader(f))
         seeds = sorted(r["overrides"].split()[-1] for r in rows)
-        assert seeds in (["seed=1", "seed=2"], ["seed=3", "seed=4"]) and all(r["status"] == "completed" for r in rows), rows
+        assert seeds in (["seed=1", "seed=2"], ["seed=3", "seed=4"]) and all(
+            r["status"] == "completed" for r in rows
+        ), rows
         seen.update(seeds)
         for job in ("0_distilbert_ag_news", "1_distilbert_ag_news"):
             folder = sweep / job
@@ -152,7 +175,9 @@ def test_two_sweeps_started_in_the_same_second_each_get_their_own_folder(tmp_pat
             assert (folder / "run.log").read_text().count("Dataset summary") == 1
     assert seen == {"seed=1", "seed=2", "seed=3", "seed=4"}
 
-    again = run_py(*common, "seed=5", f"hydra.sweep.dir={sweeps[0]}", cwd=tmp_path)  # a named sweep folder that holds a sweep
+    again = run_py(
+        *common, "seed=5", f"hydra.sweep.dir={sweeps[0]}", cwd=tmp_path
+    )  # a named sweep folder that holds a sweep
     assert again.returncode == 1 and again.output.strip() == (
         f"{sweeps[0]} holds a finished sweep (it has summary.csv): a new sweep never writes into it; choose another folder with hydra.sweep.dir=<folder>."
     )
@@ -167,9 +192,14 @@ def test_a_lock_dies_with_its_process(tmp_path):
     from finetune.runs import folders
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sys, time; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path; from finetune.runs import folders; "
-         f"folders.lock(Path({str(tmp_path)!r})); print('locked', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"import sys, time; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path; from finetune.runs import folders; "
+            f"folders.lock(Path({str(tmp_path)!r})); print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "locked"
     assert folders.holder(tmp_path) is not None and folders.lock(tmp_path) is not None

@@ -22,7 +22,10 @@ pytestmark = pytest.mark.trains
 def saved_runs(tmp_path_factory) -> Path:
     """A copy of the saved runs (their configs name files relative to it), the stopped one resumed there with run.py."""
     root = Path(shutil.copytree(SAVED_RUNS, tmp_path_factory.mktemp("saved") / "saved_runs"))
-    assert OmegaConf.load(root / "stopped" / ".hydra" / "config.yaml").task._target_ == "finetune.data.TextClassificationData"
+    assert (
+        OmegaConf.load(root / "stopped" / ".hydra" / "config.yaml").task._target_
+        == "finetune.data.TextClassificationData"
+    )
     result = run_py("resume=stopped", cwd=root)
     assert result.returncode == 0, result.output[-4000:]
     (root / "resume.out").write_text(result.output, encoding="utf-8")
@@ -31,13 +34,21 @@ def saved_runs(tmp_path_factory) -> Path:
 
 def test_a_run_stopped_by_the_old_code_resumes_from_its_checkpoint_and_finishes(saved_runs):
     run_dir = saved_runs / "stopped"
-    assert "Resuming from" in (saved_runs / "resume.out").read_text() and "checkpoint-10" in (saved_runs / "resume.out").read_text()
+    assert (
+        "Resuming from" in (saved_runs / "resume.out").read_text()
+        and "checkpoint-10" in (saved_runs / "resume.out").read_text()
+    )
     metrics = read_json(run_dir / "metrics.json")
-    assert metrics["train"]["steps"] == 20 and metrics["train"]["samples"] == 80  # 2 epochs of 10 batches, the first 10 before the stop
+    assert (
+        metrics["train"]["steps"] == 20 and metrics["train"]["samples"] == 80
+    )  # 2 epochs of 10 batches, the first 10 before the stop
     assert read_json(run_dir / "environment.json")["resumed_from"] == "checkpoint-10"
     assert (run_dir / "model" / "model.safetensors").is_file() and (run_dir / "predictions_test.parquet").is_file()
     # The original record of the run stays as it was written: the old names, read through the map.
-    assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").callbacks.stop_on_signal._target_ == "finetune.callbacks.StopOnSignal"
+    assert (
+        OmegaConf.load(run_dir / ".hydra" / "config.yaml").callbacks.stop_on_signal._target_
+        == "finetune.callbacks.StopOnSignal"
+    )
 
 
 def test_a_finished_run_of_the_old_code_predicts_as_it_scored(saved_runs, monkeypatch, capsys):
@@ -49,7 +60,9 @@ def test_a_finished_run_of_the_old_code_predicts_as_it_scored(saved_runs, monkey
     assert predictor(["coach league goal the season match"])[0][0]["label"] in predictor.labels
     assert main(["finished", "--input", "data/test.csv", "--output", "predicted.csv"]) == 0
     rescored = json.loads(Path("predicted.metrics.json").read_text())
-    assert rescored["accuracy"] == pytest.approx(read_json(saved_runs / "finished" / "metrics.json")["test"]["accuracy"])
+    assert rescored["accuracy"] == pytest.approx(
+        read_json(saved_runs / "finished" / "metrics.json")["test"]["accuracy"]
+    )
     assert "Wrote 20 rows to predicted.csv" in capsys.readouterr().out
 
 
@@ -57,7 +70,9 @@ def test_a_finished_run_of_the_old_code_exports_with_parity(saved_runs, monkeypa
     from finetune.serving.export import export
 
     monkeypatch.chdir(saved_runs)
-    record = export(Path("finished"), output=saved_runs / "export")  # checked on the run's own validation split, rebuilt from its config
+    record = export(
+        Path("finished"), output=saved_runs / "export"
+    )  # checked on the run's own validation split, rebuilt from its config
     assert record["parity"]["checked_on"].startswith("the validation split of the run (20 rows")
     assert record["parity"]["agreement"] == 1.0 and (saved_runs / "export" / "model.onnx").is_file()
 

@@ -22,12 +22,26 @@ from tests.helpers import REPO, read_json, write_csv
 
 pytestmark = pytest.mark.uses_trained_runs
 
-KIND_RUNS = {"single_label": "topic_run", "pairs": "pair_run", "multi_label": "multi_label_run", "regression": "regression_run"}
+KIND_RUNS = {
+    "single_label": "topic_run",
+    "pairs": "pair_run",
+    "multi_label": "multi_label_run",
+    "regression": "regression_run",
+}
 PROBES = {  # what each run reads, of varied lengths so that sorting and padding matter
-    "single_label": ["coach league goal the season match", "shares profit market", "treaty minister", "robot " * 20 + "chip"],
+    "single_label": [
+        "coach league goal the season match",
+        "shares profit market",
+        "treaty minister",
+        "robot " * 20 + "chip",
+    ],
     "pairs": [("dog cat car house tree", "river city yes"), ("man", "woman child no"), ("tree " * 10, "dog yes")],
     "multi_label": ["coach league goal treaty minister border", "software chip robot", "the a on"],
-    "regression": [("dog cat car house", "tree river yes yes yes"), ("dog cat", "tree river city"), ("man woman", "yes")],
+    "regression": [
+        ("dog cat car house", "tree river yes yes yes"),
+        ("dog cat", "tree river city"),
+        ("man woman", "yes"),
+    ],
 }
 
 
@@ -35,43 +49,74 @@ def body(value) -> bytes:
     return json.dumps(value).encode()
 
 
-@pytest.mark.parametrize("request_body, pairs, expected", [
-    ({"text": "a"}, False, (["a"], True)),
-    ({"text": "a", "text_pair": "b"}, True, ([("a", "b")], True)),
-    ({"texts": ["a", "b", "c"]}, False, (["a", "b", "c"], False)),
-    ({"texts": [["a", "b"], ["c", "d"]]}, True, ([("a", "b"), ("c", "d")], False)),
-    ({"inputs": "a"}, False, (["a"], True)),
-    ({"inputs": ["a", "b"]}, False, (["a", "b"], False)),  # a run of single texts: a list of two texts
-    ({"inputs": ["a", "b"]}, True, ([("a", "b")], True)),  # a run of pairs: TEI's pair
-    ({"inputs": [["a", "b"]], "truncate": True}, True, ([("a", "b")], False)),
-])
+@pytest.mark.parametrize(
+    "request_body, pairs, expected",
+    [
+        ({"text": "a"}, False, (["a"], True)),
+        ({"text": "a", "text_pair": "b"}, True, ([("a", "b")], True)),
+        ({"texts": ["a", "b", "c"]}, False, (["a", "b", "c"], False)),
+        ({"texts": [["a", "b"], ["c", "d"]]}, True, ([("a", "b"), ("c", "d")], False)),
+        ({"inputs": "a"}, False, (["a"], True)),
+        ({"inputs": ["a", "b"]}, False, (["a", "b"], False)),  # a run of single texts: a list of two texts
+        ({"inputs": ["a", "b"]}, True, ([("a", "b")], True)),  # a run of pairs: TEI's pair
+        ({"inputs": [["a", "b"]], "truncate": True}, True, ([("a", "b")], False)),
+    ],
+)
 def test_each_request_shape_reads_as_the_texts_it_holds(request_body, pairs, expected):
     parsed = parse(body(request_body), Limits(pairs=pairs))
     assert (parsed.texts, parsed.single) == expected
 
 
-@pytest.mark.parametrize("raw, limits, status, message", [
-    (b"", Limits(), 400, "empty body"),
-    (b"{not json", Limits(), 400, "the body is not JSON"),
-    (body(["a"]), Limits(), 422, "the body must be a JSON object such as"),
-    (body({"txt": "a"}), Limits(), 422, "unknown field 'txt'"),
-    (body({}), Limits(), 422, "give exactly one of text, texts or inputs (got none)"),
-    (body({"text": "a", "texts": ["b"]}), Limits(), 422, "give exactly one of text, texts or inputs (got text and texts)"),
-    (body({"text": 5}), Limits(), 422, "text must be a string, got a number (5)"),
-    (body({"texts": "a"}), Limits(), 422, "texts must be a list of texts or of [first, second] pairs, got a string"),
-    (body({"texts": ["a", None]}), Limits(), 422, "texts[1] must be a text or a [first, second] pair, got null"),
-    (body({"texts": [["a", 1]]}), Limits(), 422, "texts[0][1] must be a string, got a number (1)"),
-    (body({"texts": []}), Limits(), 422, "the list of texts is empty"),
-    (body({"texts": ["a", ["b", "c"]]}), Limits(), 422, "a mix of single texts and pairs"),
-    (body({"text": "a", "text_pair": "b"}), Limits(pairs=False), 422, "this run classifies one text at a time, not pairs"),
-    (body({"inputs": [["a", "b"]]}), Limits(pairs=False), 422, "this run classifies one text at a time, not pairs"),
-    (body({"text": "a"}), Limits(pairs=True), 422, "this run classifies pairs"),
-    (body({"texts": ["a"] * 4}), Limits(max_texts=3), 413, "4 texts in one request; this server takes at most 3 (--max-texts)"),
-    (body({"texts": ["a", "b" * 11]}), Limits(max_chars=10), 413, "text 1 has 11 characters; this server takes at most 10 (--max-chars)"),
-    (body({"text": "a", "top_k": 0}), Limits(), 422, "top_k must be a whole number >= 1, got 0"),
-    (body({"inputs": "a", "raw_scores": True}), Limits(), 422, "raw_scores is not served"),
-    (body({"texts": ["a"], "text_pair": "b"}), Limits(), 422, "text_pair goes with text"),
-])
+@pytest.mark.parametrize(
+    "raw, limits, status, message",
+    [
+        (b"", Limits(), 400, "empty body"),
+        (b"{not json", Limits(), 400, "the body is not JSON"),
+        (body(["a"]), Limits(), 422, "the body must be a JSON object such as"),
+        (body({"txt": "a"}), Limits(), 422, "unknown field 'txt'"),
+        (body({}), Limits(), 422, "give exactly one of text, texts or inputs (got none)"),
+        (
+            body({"text": "a", "texts": ["b"]}),
+            Limits(),
+            422,
+            "give exactly one of text, texts or inputs (got text and texts)",
+        ),
+        (body({"text": 5}), Limits(), 422, "text must be a string, got a number (5)"),
+        (
+            body({"texts": "a"}),
+            Limits(),
+            422,
+            "texts must be a list of texts or of [first, second] pairs, got a string",
+        ),
+        (body({"texts": ["a", None]}), Limits(), 422, "texts[1] must be a text or a [first, second] pair, got null"),
+        (body({"texts": [["a", 1]]}), Limits(), 422, "texts[0][1] must be a string, got a number (1)"),
+        (body({"texts": []}), Limits(), 422, "the list of texts is empty"),
+        (body({"texts": ["a", ["b", "c"]]}), Limits(), 422, "a mix of single texts and pairs"),
+        (
+            body({"text": "a", "text_pair": "b"}),
+            Limits(pairs=False),
+            422,
+            "this run classifies one text at a time, not pairs",
+        ),
+        (body({"inputs": [["a", "b"]]}), Limits(pairs=False), 422, "this run classifies one text at a time, not pairs"),
+        (body({"text": "a"}), Limits(pairs=True), 422, "this run classifies pairs"),
+        (
+            body({"texts": ["a"] * 4}),
+            Limits(max_texts=3),
+            413,
+            "4 texts in one request; this server takes at most 3 (--max-texts)",
+        ),
+        (
+            body({"texts": ["a", "b" * 11]}),
+            Limits(max_chars=10),
+            413,
+            "text 1 has 11 characters; this server takes at most 10 (--max-chars)",
+        ),
+        (body({"text": "a", "top_k": 0}), Limits(), 422, "top_k must be a whole number >= 1, got 0"),
+        (body({"inputs": "a", "raw_scores": True}), Limits(), 422, "raw_scores is not served"),
+        (body({"texts": ["a"], "text_pair": "b"}), Limits(), 422, "text_pair goes with text"),
+    ],
+)
 def test_a_bad_request_gets_its_status_and_one_line_naming_the_problem(raw, limits, status, message):
     with pytest.raises(RequestError) as caught:
         parse(raw, limits)
@@ -102,7 +147,9 @@ def call(url: str, path: str, payload=None, timeout: float = 60):
     if payload is None:
         response = httpx.get(url + path, timeout=timeout)
     else:
-        response = httpx.post(url + path, content=payload if isinstance(payload, bytes) else body(payload), timeout=timeout)
+        response = httpx.post(
+            url + path, content=payload if isinstance(payload, bytes) else body(payload), timeout=timeout
+        )
     return response.status_code, response.json()
 
 
@@ -181,7 +228,9 @@ def assert_same_as_cli(kind: str, answers, rows) -> None:
         if kind == "multi_label":
             assert sorted(item["label"] for item in answer) == sorted(filter(None, row["predicted_labels"].split(",")))
         else:
-            assert answer[0]["label"] == row["predicted_label"] and len(answer) == len([k for k in row if k.startswith("score_")])
+            assert answer[0]["label"] == row["predicted_label"] and len(answer) == len(
+                [k for k in row if k.startswith("score_")]
+            )
 
 
 @pytest.fixture(scope="module")
@@ -213,23 +262,36 @@ def test_the_server_answers_as_the_cli_for_each_kind_and_backend(kind, backend, 
         status, answers = call(url, "/predict", {"texts": as_lists})
         assert status == 200
         assert_same_as_cli(kind, answers, rows)
-        one = {"text": probes[0][0], "text_pair": probes[0][1]} if kind in ("pairs", "regression") else {"text": probes[0]}
-        for payload, expected in ((one, answers[0]),  # one input: its output, not a list
-                                  ({"inputs": as_lists[0]}, answers[0]),  # TEI: a text, or a pair
-                                  ({"inputs": as_lists[::-1]}, answers[::-1])):  # TEI: a list, in its own order
+        one = (
+            {"text": probes[0][0], "text_pair": probes[0][1]}
+            if kind in ("pairs", "regression")
+            else {"text": probes[0]}
+        )
+        for payload, expected in (
+            (one, answers[0]),  # one input: its output, not a list
+            ({"inputs": as_lists[0]}, answers[0]),  # TEI: a text, or a pair
+            ({"inputs": as_lists[::-1]}, answers[::-1]),
+        ):  # TEI: a list, in its own order
             status, answer = call(url, "/predict", payload)
             assert status == 200 and same_answers(answer, expected), (payload, answer)
         status, info = call(url, "/info")
     expected_kind = "single_label" if kind == "pairs" else kind
-    assert status == 200 and info["kind"] == expected_kind and info["backend"] == backend and info["precision"] == "fp32"
+    assert (
+        status == 200 and info["kind"] == expected_kind and info["backend"] == backend and info["precision"] == "fp32"
+    )
     assert info["inputs"] == ("pairs: [first, second]" if kind in ("pairs", "regression") else "single texts")
     assert (info["thresholds"] is not None) == (kind == "multi_label") and info["versions"]["fastapi"]
     if kind == "multi_label":
         saved = read_json(run_dir / "model" / "thresholds.json")["thresholds"]
-        assert info["thresholds"] == pytest.approx(saved, abs=0) and info["saved_with_model"]["thresholds.json"]["thresholds"] == saved
+        assert (
+            info["thresholds"] == pytest.approx(saved, abs=0)
+            and info["saved_with_model"]["thresholds.json"]["thresholds"] == saved
+        )
     id2label = read_json(run_dir / "model" / "config.json")["id2label"]
     assert info["labels"] == [id2label[str(i)] for i in range(len(id2label))]
-    calibration = run_dir / "model" / "calibration.json"  # regression fits none; the classifiers' temperatures, as the run saved them
+    calibration = (
+        run_dir / "model" / "calibration.json"
+    )  # regression fits none; the classifiers' temperatures, as the run saved them
     assert info["calibration"] == (read_json(calibration) if calibration.is_file() else {"method": "none"})
     assert info["long_text"]["strategy"] == "truncate"  # the tiny runs read every text whole
     assert info["batching"]["max_tokens_per_pass"] == 1024  # the CPU budget of either backend
@@ -248,7 +310,9 @@ def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_answers(
         bad = call(url, "/predict", {"texts": ["fine", 7]})  # a bad request between good ones changes nothing
         again = call(url, "/predict", {"texts": requests[0]})
     assert before["forward_passes"] == before["batches"] == len(requests) and before["texts"] == sum(map(len, requests))
-    assert all(status == 200 for status, _ in together)  # each caller gets its own texts' answers, whatever it was batched with
+    assert all(
+        status == 200 for status, _ in together
+    )  # each caller gets its own texts' answers, whatever it was batched with
     assert all(same_answers(answer, expected) for (_, answer), expected in zip(together, alone))
     passes = after["forward_passes"] - before["forward_passes"]
     assert after["requests"] - before["requests"] == len(requests) and passes < len(requests) / 2, after
@@ -291,7 +355,9 @@ def test_the_workers_socket_gives_each_connection_tcp_nodelay():
 
         class Report(asyncio.Protocol):
             def connection_made(self, transport):
-                accepted.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                accepted.set_result(
+                    transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                )
                 transport.close()
 
         server = await asyncio.get_running_loop().create_server(Report, sock=listener)
@@ -343,7 +409,18 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(topic_run):
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
-    command = [sys.executable, "-m", "finetune.serve", str(topic_run), "--port", str(port), "--max-wait-ms", "0", "--threads", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "finetune.serve",
+        str(topic_run),
+        "--port",
+        str(port),
+        "--max-wait-ms",
+        "0",
+        "--threads",
+        "1",
+    ]
     server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:

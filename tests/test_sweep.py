@@ -15,7 +15,9 @@ from tests.helpers import REPO, read_json, read_scalars
 
 QUICK = ["trainer=fast", "task.max_length=32", "task.validation_size=0.2", "task.examples=[]"]
 needs = {
-    name: pytest.mark.skipif(importlib.util.find_spec(module) is None, reason=f"needs {name}: pip install -e '.[sweeps]'")
+    name: pytest.mark.skipif(
+        importlib.util.find_spec(module) is None, reason=f"needs {name}: pip install -e '.[sweeps]'"
+    )
     for name, module in [
         ("optuna", "hydra_plugins.hydra_optuna_sweeper"),
         ("joblib", "hydra_plugins.hydra_joblib_launcher"),
@@ -49,9 +51,19 @@ def leaderboard(sweep_dir: Path) -> List[Dict[str, str]]:
 def script_sweep(tmp_path_factory, topic_files, tiny_models):
     """multirun_sweep.sh over two model presets x two max_lengths; max_length=1000 is too long for the model."""
     cwd = tmp_path_factory.mktemp("sweep")
-    command = [str(REPO / "multirun_sweep.sh"), "-m", "bert,distilbert", "-s", "1", *data_args(topic_files, tiny_models), "task.max_length=32,1000"]
+    command = [
+        str(REPO / "multirun_sweep.sh"),
+        "-m",
+        "bert,distilbert",
+        "-s",
+        "1",
+        *data_args(topic_files, tiny_models),
+        "task.max_length=32,1000",
+    ]
     env_python = {"PYTHON": sys.executable}
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env={**os.environ, **env_python})
+    result = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=600, env={**os.environ, **env_python}
+    )
     result.output = result.stdout + result.stderr
     assert result.returncode == 0, result.output[-4000:]
     return result, sweep_folder(cwd)
@@ -61,7 +73,10 @@ def script_sweep(tmp_path_factory, topic_files, tiny_models):
 def test_sweep_writes_a_ranked_leaderboard_with_metrics_and_failures(script_sweep):
     result, sweep_dir = script_sweep
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == [
-        "0_bert_ag_news", "1_bert_ag_news", "2_distilbert_ag_news", "3_distilbert_ag_news",
+        "0_bert_ag_news",
+        "1_bert_ag_news",
+        "2_distilbert_ag_news",
+        "3_distilbert_ag_news",
     ]
     rows = leaderboard(sweep_dir)
     assert [r["status"] for r in rows] == ["completed", "completed", "failed", "failed"]
@@ -69,10 +84,17 @@ def test_sweep_writes_a_ranked_leaderboard_with_metrics_and_failures(script_swee
     assert {r["job"] for r in completed} == {"0", "2"} and {r["job"] for r in failed} == {"1", "3"}
     assert float(completed[0]["val_accuracy"]) >= float(completed[1]["val_accuracy"])
     for row in completed:
-        assert 0 <= float(row["val_accuracy"]) <= 1 and float(row["val_f1_macro"]) >= 0 and float(row["train_time_s"]) > 0
-        assert "task.max_length=32" in row["overrides"] and (sweep_dir / Path(row["run_folder"]).name / "model").is_dir()
+        assert (
+            0 <= float(row["val_accuracy"]) <= 1 and float(row["val_f1_macro"]) >= 0 and float(row["train_time_s"]) > 0
+        )
+        assert (
+            "task.max_length=32" in row["overrides"] and (sweep_dir / Path(row["run_folder"]).name / "model").is_dir()
+        )
     for row in failed:
-        assert "task.max_length=1000 is more than" in row["error"] and not (sweep_dir / Path(row["run_folder"]).name / "model").exists()
+        assert (
+            "task.max_length=1000 is more than" in row["error"]
+            and not (sweep_dir / Path(row["run_folder"]).name / "model").exists()
+        )
     markdown = (sweep_dir / "summary.md").read_text()
     assert "| 0 | model=bert task.max_length=32 |" in markdown and "failed" in markdown
     assert "Leaderboard (4 jobs, 2 failed)" in result.output
@@ -90,14 +112,23 @@ def test_each_sweep_run_logs_hparams_for_tensorboard(script_sweep):
 @pytest.mark.trains
 def test_sweep_script_explains_itself():
     result = run_command([str(REPO / "multirun_sweep.sh"), "-h"], cwd=REPO)
-    assert "Usage: multirun_sweep.sh [-m MODELS] [-t TASKS] [-s SEEDS]" in result.stdout and "env MODELS" in result.stdout
+    assert (
+        "Usage: multirun_sweep.sh [-m MODELS] [-t TASKS] [-s SEEDS]" in result.stdout and "env MODELS" in result.stdout
+    )
 
 
 @pytest.mark.slow
 @needs["optuna"]
 def test_optuna_search_reports_the_best_parameters(tmp_path, topic_files, tiny_models):
     run_command(
-        [sys.executable, str(REPO / "run.py"), "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *data_args(topic_files, tiny_models)],
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "-m",
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=2",
+            *data_args(topic_files, tiny_models),
+        ],
         cwd=tmp_path,
     )
     sweep_dir = sweep_folder(tmp_path)
@@ -109,10 +140,19 @@ def test_optuna_search_reports_the_best_parameters(tmp_path, topic_files, tiny_m
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", [pytest.param("joblib", marks=needs["joblib"]), pytest.param("submitit_local", marks=needs["submitit"])])
+@pytest.mark.parametrize(
+    "launcher", [pytest.param("joblib", marks=needs["joblib"]), pytest.param("submitit_local", marks=needs["submitit"])]
+)
 def test_local_process_launchers_run_a_sweep(launcher, tmp_path, topic_files, tiny_models):
     result = run_command(
-        [sys.executable, str(REPO / "run.py"), "-m", f"hydra/launcher={launcher}", "seed=1,2", *data_args(topic_files, tiny_models)],
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "-m",
+            f"hydra/launcher={launcher}",
+            "seed=1,2",
+            *data_args(topic_files, tiny_models),
+        ],
         cwd=tmp_path,
     )
     rows = leaderboard(sweep_folder(tmp_path))
@@ -121,7 +161,12 @@ def test_local_process_launchers_run_a_sweep(launcher, tmp_path, topic_files, ti
     assert "Leaderboard (2 jobs, 0 failed)" in result.output
 
 
-TORCHRUN_TRAINING = ["trainer.num_train_epochs=4", "trainer.learning_rate=2e-3", "trainer.logging_steps=2", "hardware.precision=fp32"]
+TORCHRUN_TRAINING = [
+    "trainer.num_train_epochs=4",
+    "trainer.learning_rate=2e-3",
+    "trainer.logging_steps=2",
+    "hardware.precision=fp32",
+]
 
 
 @pytest.mark.slow
@@ -131,7 +176,15 @@ def test_torchrun_two_processes_share_one_run_folder_and_match_one_process(tmp_p
     two = tmp_path / "two"
     two.mkdir()
     run_command(
-        [torchrun, "--standalone", "--nproc_per_node=2", str(REPO / "run.py"), "hardware=ddp", "trainer.per_device_train_batch_size=4", *args],
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node=2",
+            str(REPO / "run.py"),
+            "hardware=ddp",
+            "trainer.per_device_train_batch_size=4",
+            *args,
+        ],
         cwd=two,
     )
     (run_dir,) = (two / "outputs").iterdir()  # all ranks wrote into one run folder
@@ -140,7 +193,17 @@ def test_torchrun_two_processes_share_one_run_folder_and_match_one_process(tmp_p
     assert (run_dir / "model" / "model.safetensors").is_file()
 
     one = tmp_path / "one"
-    run_command([sys.executable, str(REPO / "run.py"), "hardware=cpu", "trainer.per_device_train_batch_size=8", f"hydra.run.dir={one}", *args], cwd=tmp_path)
+    run_command(
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "hardware=cpu",
+            "trainer.per_device_train_batch_size=8",
+            f"hydra.run.dir={one}",
+            *args,
+        ],
+        cwd=tmp_path,
+    )
     ddp, single = read_json(run_dir / "metrics.json"), read_json(one / "metrics.json")
     assert ddp["train"]["steps"] == single["train"]["steps"] == 80  # same global batch: 160 rows / 8, 4 epochs
     assert ddp["train"]["samples"] == single["train"]["samples"] == 160
@@ -152,15 +215,25 @@ def test_torchrun_two_processes_share_one_run_folder_and_match_one_process(tmp_p
 @pytest.mark.trains
 def test_ddp_preset_without_a_launcher_says_how_to_launch(tmp_path, topic_files, tiny_models):
     result = subprocess.run(
-        [sys.executable, str(REPO / "run.py"), "hardware=ddp", f"hydra.run.dir={tmp_path}", *data_args(topic_files, tiny_models)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "hardware=ddp",
+            f"hydra.run.dir={tmp_path}",
+            *data_args(topic_files, tiny_models),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 1
     assert "torchrun --nproc_per_node=N run.py hardware=ddp" in result.stdout + result.stderr
 
 
 @pytest.mark.trains
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # isinstance() over gc.get_objects() touches deprecated torch names
+@pytest.mark.filterwarnings(
+    "ignore::FutureWarning"
+)  # isinstance() over gc.get_objects() touches deprecated torch names
 def test_nothing_of_a_finished_job_stays_in_memory(tmp_path, topic_files, tiny_models):
     import gc
 
@@ -177,7 +250,9 @@ def test_nothing_of_a_finished_job_stays_in_memory(tmp_path, topic_files, tiny_m
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=data_args(topic_files, tiny_models))
     gc.collect()
-    before = {id(o) for o in gc.get_objects() if isinstance(o, (Trainer, PreTrainedModel))}  # other tests' in this worker
+    before = {
+        id(o) for o in gc.get_objects() if isinstance(o, (Trainer, PreTrainedModel))
+    }  # other tests' in this worker
     run(cfg, tmp_path)
     release_memory()
     assert not [o for o in gc.get_objects() if isinstance(o, (Trainer, PreTrainedModel)) and id(o) not in before]

@@ -17,8 +17,13 @@ register_resolvers()
 # An evaluation and a checkpoint every 10 steps (20 steps an epoch, 4 epochs); nothing counts as an
 # improvement (threshold 10 on accuracy), so with patience 2 the third evaluation stops the run.
 EARLY_STOPPING = [
-    "callbacks=early_stopping", "callbacks.early_stopping.early_stopping_patience=2", "callbacks.early_stopping.early_stopping_threshold=10",
-    "trainer.eval_strategy=steps", "trainer.save_strategy=steps", "trainer.eval_steps=10", "trainer.save_steps=10",
+    "callbacks=early_stopping",
+    "callbacks.early_stopping.early_stopping_patience=2",
+    "callbacks.early_stopping.early_stopping_threshold=10",
+    "trainer.eval_strategy=steps",
+    "trainer.save_strategy=steps",
+    "trainer.eval_steps=10",
+    "trainer.save_steps=10",
 ]
 LORA = ["peft=lora", "trainer.learning_rate=1e-2"]
 TEXTS = [row["text"] for row in topic_rows(12, seed=5)]
@@ -30,12 +35,20 @@ def lora_run(tmp_path_factory, topic_files, tiny_models):
     cwd = tmp_path_factory.mktemp("lora")
     run_dir = cwd / "run"
     args = [
-        *topic_args(topic_files, tiny_models["bert"], run_dir), "hardware=cpu", "task.examples=[]", *LORA, *EARLY_STOPPING,
-        "trainer.eval_accumulation_steps=1", "+callbacks.crash._target_=tests.callbacks.KillAfterSave", "+callbacks.crash.step=20",
+        *topic_args(topic_files, tiny_models["bert"], run_dir),
+        "hardware=cpu",
+        "task.examples=[]",
+        *LORA,
+        *EARLY_STOPPING,
+        "trainer.eval_accumulation_steps=1",
+        "+callbacks.crash._target_=tests.callbacks.KillAfterSave",
+        "+callbacks.crash.step=20",
     ]
     crashed = run_py(*args, cwd=cwd)
     assert crashed.returncode == -signal.SIGKILL, crashed.output[-4000:]
-    assert (run_dir / "checkpoints" / "checkpoint-20" / "adapter_model.safetensors").is_file()  # a LoRA checkpoint holds the adapter
+    assert (
+        run_dir / "checkpoints" / "checkpoint-20" / "adapter_model.safetensors"
+    ).is_file()  # a LoRA checkpoint holds the adapter
     assert not (run_dir / "checkpoints" / "checkpoint-30").exists()
     resumed = run_py(f"resume={run_dir}", cwd=cwd)
     assert resumed.returncode == 0, resumed.output[-4000:]
@@ -66,18 +79,28 @@ def test_the_merged_model_is_a_plain_model_predicting_as_the_adapter_does(lora_r
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
     _, run_dir = lora_run
-    assert not (run_dir / "model" / "adapter_config.json").exists() and (run_dir / "model" / "model.safetensors").is_file()
+    assert (
+        not (run_dir / "model" / "adapter_config.json").exists() and (run_dir / "model" / "model.safetensors").is_file()
+    )
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (run_dir / "adapter").iterdir()}
     merged = pipeline("text-classification", model=str(run_dir / "model"), top_k=None)(TEXTS)
 
-    base = AutoModelForSequenceClassification.from_pretrained(tiny_models["bert"], num_labels=len(TOPICS), ignore_mismatched_sizes=True)
-    unmerged = PeftModel.from_pretrained(base, str(run_dir / "adapter")).eval()  # the model as it trained: base + adapter + head
+    base = AutoModelForSequenceClassification.from_pretrained(
+        tiny_models["bert"], num_labels=len(TOPICS), ignore_mismatched_sizes=True
+    )
+    unmerged = PeftModel.from_pretrained(
+        base, str(run_dir / "adapter")
+    ).eval()  # the model as it trained: base + adapter + head
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "model")
     # The run folded its calibration temperatures into the merged head (model/calibration.json); the adapter is as trained.
     calibration = run_dir / "model" / "calibration.json"
-    temperatures = list(read_json(calibration)["temperatures"].values()) if calibration.is_file() else [1.0] * len(TOPICS)
+    temperatures = (
+        list(read_json(calibration)["temperatures"].values()) if calibration.is_file() else [1.0] * len(TOPICS)
+    )
     with torch.no_grad():
-        probabilities = (unmerged(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits / torch.tensor(temperatures)).softmax(-1)
+        probabilities = (
+            unmerged(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits / torch.tensor(temperatures)
+        ).softmax(-1)
     names = list(TOPICS)
     for text_scores, expected in zip(merged, probabilities):
         got = {s["label"]: s["score"] for s in text_scores}
@@ -91,10 +114,20 @@ def test_early_stopping_stops_at_the_expected_evaluation_and_keeps_its_count_acr
     result, run_dir = lora_run
     metrics = read_json(run_dir / "metrics.json")
     stop = metrics["train"]["early_stopping"]
-    assert stop["stopped"] is True and (stop["evaluation"], stop["step"], stop["patience"], stop["threshold"]) == (3, 30, 2, 10)
+    assert stop["stopped"] is True and (stop["evaluation"], stop["step"], stop["patience"], stop["threshold"]) == (
+        3,
+        30,
+        2,
+        10,
+    )
     assert stop["metric"] == "eval_accuracy" and metrics["train"]["steps"] == 30
-    assert "Early stopping at evaluation 3 (step 30, epoch 1.50): eval_accuracy has not improved on the best" in result.output
-    assert metrics["validation"]["accuracy"] == pytest.approx(stop["best"])  # the best checkpoint was kept, not the last
+    assert (
+        "Early stopping at evaluation 3 (step 30, epoch 1.50): eval_accuracy has not improved on the best"
+        in result.output
+    )
+    assert metrics["validation"]["accuracy"] == pytest.approx(
+        stop["best"]
+    )  # the best checkpoint was kept, not the last
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +138,25 @@ def knobs_run(tmp_path_factory, topic_files, tiny_models):
     cwd = tmp_path_factory.mktemp("knobs")
     run_dir, calls = cwd / "run", cwd / "calls.jsonl"
     args = [
-        *topic_args(topic_files, tiny_models["distilbert"], run_dir), "hardware=cpu", "task.examples=[]", "trainer.num_train_epochs=2",
-        "trainer.gradient_checkpointing=true", "trainer.auto_find_batch_size=true", "trainer.eval_accumulation_steps=2",
-        "+callbacks.out_of_memory._target_=tests.callbacks.OutOfMemoryAbove", "+callbacks.out_of_memory.batch_size=4",
-        "+callbacks.record._target_=tests.callbacks.RecordCalls", f"+callbacks.record.path={calls}",
+        *topic_args(topic_files, tiny_models["distilbert"], run_dir),
+        "hardware=cpu",
+        "task.examples=[]",
+        "trainer.num_train_epochs=2",
+        "trainer.gradient_checkpointing=true",
+        "trainer.auto_find_batch_size=true",
+        "trainer.eval_accumulation_steps=2",
+        "+callbacks.out_of_memory._target_=tests.callbacks.OutOfMemoryAbove",
+        "+callbacks.out_of_memory.batch_size=4",
+        "+callbacks.record._target_=tests.callbacks.RecordCalls",
+        f"+callbacks.record.path={calls}",
         "trainer.report_to=[tensorboard,mlflow,wandb]",
     ]
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}", "WANDB_MODE": "offline", "WANDB_DIR": str(cwd), "WANDB_SILENT": "true"}
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(cwd),
+        "WANDB_SILENT": "true",
+    }
     result = run_py(*args, cwd=cwd, env=env)
     assert result.returncode == 0, result.output[-4000:]
     return result, run_dir, cwd, [json.loads(line) for line in calls.read_text().splitlines()]
@@ -144,7 +189,10 @@ def test_mlflow_holds_the_run_with_its_flat_config_final_scores_and_model_card(k
     [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.info.run_name == "run" and run.info.status == "FINISHED"
     params = run.data.params
-    assert params["config.task.max_length"] == "32" and params["config.peft._target_"] == "finetune.training.adapters.FullFineTuning"
+    assert (
+        params["config.task.max_length"] == "32"
+        and params["config.peft._target_"] == "finetune.training.adapters.FullFineTuning"
+    )
     assert json.loads(params["config.task.label_names"]) == list(TOPICS)
     assert params["config.callbacks.record._target_"] == "tests.callbacks.RecordCalls"
     metrics = read_json(run_dir / "metrics.json")
@@ -174,25 +222,36 @@ def test_flat_params_are_resolved_text_within_the_trackers_limit():
 
     from finetune.training.trackers import flat_params
 
-    cfg = OmegaConf.create({"seed": 3, "task": {"label_names": [f"label_{i}" for i in range(1000)], "max_length": "${seed}", "files": {}}})
+    cfg = OmegaConf.create(
+        {"seed": 3, "task": {"label_names": [f"label_{i}" for i in range(1000)], "max_length": "${seed}", "files": {}}}
+    )
     params = flat_params(cfg, max_length=6000)
     assert params["seed"] == "3" and params["task.max_length"] == "3" and params["task.files"] == "{}"
-    assert len(params["task.label_names"]) == 6000 and params["task.label_names"].startswith('["label_0", ') and params["task.label_names"].endswith("...")
+    assert (
+        len(params["task.label_names"]) == 6000
+        and params["task.label_names"].startswith('["label_0", ')
+        and params["task.label_names"].endswith("...")
+    )
 
 
-@pytest.mark.parametrize("model_type, targets, head", [
-    ("bert", ["query", "value"], ["classifier"]),
-    ("roberta", ["query", "value"], ["classifier"]),
-    ("distilbert", ["q_lin", "v_lin"], ["pre_classifier", "classifier"]),
-    ("deberta", ["in_proj"], ["pooler", "classifier"]),
-    ("xlnet", ["layer_1", "layer_2"], ["sequence_summary", "logits_proj"]),
-])
+@pytest.mark.parametrize(
+    "model_type, targets, head",
+    [
+        ("bert", ["query", "value"], ["classifier"]),
+        ("roberta", ["query", "value"], ["classifier"]),
+        ("distilbert", ["q_lin", "v_lin"], ["pre_classifier", "classifier"]),
+        ("deberta", ["in_proj"], ["pooler", "classifier"]),
+        ("xlnet", ["layer_1", "layer_2"], ["sequence_summary", "logits_proj"]),
+    ],
+)
 def test_lora_defaults_of_each_architecture(model_type, targets, head, tiny_models):
     from transformers import AutoModelForSequenceClassification
 
     from finetune.training.adapters import Lora, default_target_modules, head_modules, parameter_counts
 
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_models[model_type], num_labels=4, ignore_mismatched_sizes=True)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_models[model_type], num_labels=4, ignore_mismatched_sizes=True
+    )
     assert default_target_modules(model) == targets and head_modules(model) == head
     head_size = sum(p.numel() for name in head for p in getattr(model, name).parameters())
     wrapped = Lora(r=4, lora_alpha=8, lora_dropout=0.0).wrap(model)
@@ -202,17 +261,35 @@ def test_lora_defaults_of_each_architecture(model_type, targets, head, tiny_mode
     assert parameter_counts(wrapped)["trainable"] == adapters + head_size
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["callbacks=early_stopping", "trainer.load_best_model_at_end=false"], "without trainer.load_best_model_at_end=true the run would keep the last"),
-    (["callbacks=early_stopping", "trainer.eval_strategy=no", "trainer.load_best_model_at_end=false"], "set trainer.eval_strategy=epoch"),
-    (["callbacks=early_stopping", "trainer.save_strategy=steps"], "trainer.save_strategy=steps differs from trainer.eval_strategy=epoch"),
-    (["callbacks=early_stopping", "callbacks.early_stopping.early_stopping_patience=0"], "callbacks.early_stopping.early_stopping_patience=0: must be an integer >= 1"),
-    (["+trainer.early_stopping_patience=3"], "Early stopping is a callback: callbacks=early_stopping"),
-    (["~callbacks.stop_on_signal"], "callbacks.stop_on_signal (finetune.training.callbacks.StopOnSignal) is required"),
-    (["+callbacks.mine=3"], "callbacks.mine must be a node with a _target_"),
-    (["peft.r=16"], "peft.r is a LoRA setting, but this run fine-tunes every weight: add peft=lora."),
-    (["peft=lora", "peft.lora_dropout=1.5"], "peft.lora_dropout=1.5: must be a number in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["callbacks=early_stopping", "trainer.load_best_model_at_end=false"],
+            "without trainer.load_best_model_at_end=true the run would keep the last",
+        ),
+        (
+            ["callbacks=early_stopping", "trainer.eval_strategy=no", "trainer.load_best_model_at_end=false"],
+            "set trainer.eval_strategy=epoch",
+        ),
+        (
+            ["callbacks=early_stopping", "trainer.save_strategy=steps"],
+            "trainer.save_strategy=steps differs from trainer.eval_strategy=epoch",
+        ),
+        (
+            ["callbacks=early_stopping", "callbacks.early_stopping.early_stopping_patience=0"],
+            "callbacks.early_stopping.early_stopping_patience=0: must be an integer >= 1",
+        ),
+        (["+trainer.early_stopping_patience=3"], "Early stopping is a callback: callbacks=early_stopping"),
+        (
+            ["~callbacks.stop_on_signal"],
+            "callbacks.stop_on_signal (finetune.training.callbacks.StopOnSignal) is required",
+        ),
+        (["+callbacks.mine=3"], "callbacks.mine must be a node with a _target_"),
+        (["peft.r=16"], "peft.r is a LoRA setting, but this run fine-tunes every weight: add peft=lora."),
+        (["peft=lora", "peft.lora_dropout=1.5"], "peft.lora_dropout=1.5: must be a number in [0, 1)"),
+    ],
+)
 def test_inconsistent_settings_are_refused_before_any_work(overrides, message):
     with pytest.raises(FinetuneError) as error:
         validate(compose_config(*overrides))

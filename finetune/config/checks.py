@@ -32,7 +32,9 @@ def _unknown_keys(node: DictConfig, schema: type, prefix: str) -> List[str]:
     for key in node.keys():
         if key not in fields:
             valid = sorted(k for k in fields if not k.startswith("_"))
-            errors.append(f"Unknown config key '{prefix}.{key}'.{closest(str(key), valid)} Valid keys: {', '.join(valid)}.")
+            errors.append(
+                f"Unknown config key '{prefix}.{key}'.{closest(str(key), valid)} Valid keys: {', '.join(valid)}."
+            )
         elif dataclasses.is_dataclass(fields[key].type) and isinstance(node[key], DictConfig):
             errors.extend(_unknown_keys(node[key], fields[key].type, f"{prefix}.{key}"))
     return errors
@@ -49,7 +51,9 @@ def training_argument_names() -> List[str]:
     if source is not None and source.is_file():
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ClassDef) and node.name == "TrainingArguments":
-                names = [s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
+                names = [
+                    s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)
+                ]
                 if names:
                     return names
     from transformers import TrainingArguments  # layout changed: fall back to the slow, exact way
@@ -83,12 +87,22 @@ def validate(cfg: DictConfig) -> None:
     trainer_fields = set(training_argument_names())
     for key in cfg.trainer.keys():
         if key != "_target_" and key not in trainer_fields:
-            hint = EARLY_STOPPING_HINT if str(key).startswith("early_stopping") else closest(str(key), sorted(trainer_fields))
+            hint = (
+                EARLY_STOPPING_HINT
+                if str(key).startswith("early_stopping")
+                else closest(str(key), sorted(trainer_fields))
+            )
             errors.append(f"Unknown config key 'trainer.{key}': not a transformers.TrainingArguments field.{hint}")
-        elif _is_token_key(str(key)) and cfg.trainer[key] is not None and not OmegaConf.is_interpolation(cfg.trainer, key):
+        elif (
+            _is_token_key(str(key))
+            and cfg.trainer[key] is not None
+            and not OmegaConf.is_interpolation(cfg.trainer, key)
+        ):
             errors.append(f"trainer.{key} holds an access token in plain text, saved with the run; {TOKEN_HELP}.")
         elif key in RUN_OWNED_TRAINER_FIELDS:
-            errors.append(f"trainer.{key} is set by the run (the run folder); move the run with hydra.run.dir=... instead.")
+            errors.append(
+                f"trainer.{key} is set by the run (the run folder); move the run with hydra.run.dir=... instead."
+            )
     for dotted, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, dotted)
         if value not in allowed:
@@ -111,7 +125,9 @@ def group_errors(node: Any, group: str) -> List[str]:
     try:
         cls = get_class(str(node._target_))
     except Exception as error:  # a misspelt _target_: Hydra's message names what it tried
-        return [f"{group}._target_={node._target_}: cannot import it ({type(error).__name__}); check the spelling of the class path."]
+        return [
+            f"{group}._target_={node._target_}: cannot import it ({type(error).__name__}); check the spelling of the class path."
+        ]
     check = getattr(cls, "config_errors", None)
     return list(check(node)) if callable(check) else []
 
@@ -119,7 +135,11 @@ def group_errors(node: Any, group: str) -> List[str]:
 # A callback the run needs (train.py asks it whether a signal stopped training), and the early
 # stopping callbacks whose settings must agree with the trainer's.
 REQUIRED_CALLBACKS = {"stop_on_signal": "finetune.training.callbacks.StopOnSignal"}
-EARLY_STOPPING_TARGETS = ("finetune.training.callbacks.EarlyStopping", "transformers.EarlyStoppingCallback", "transformers.trainer_callback.EarlyStoppingCallback")
+EARLY_STOPPING_TARGETS = (
+    "finetune.training.callbacks.EarlyStopping",
+    "transformers.EarlyStoppingCallback",
+    "transformers.trainer_callback.EarlyStoppingCallback",
+)
 EARLY_STOPPING_HINT = (
     " Early stopping is a callback: callbacks=early_stopping callbacks.early_stopping.early_stopping_patience=3 "
     "(and callbacks.early_stopping.early_stopping_threshold)."
@@ -134,7 +154,9 @@ def callbacks_errors(cfg: DictConfig) -> List[str]:
     errors = []
     for name, node in callbacks.items():
         if node is not None and not (isinstance(node, DictConfig) and node.get("_target_")):
-            errors.append(f"callbacks.{name} must be a node with a _target_ (a transformers.TrainerCallback class), e.g. +callbacks.{name}._target_=my_module.MyCallback.")
+            errors.append(
+                f"callbacks.{name} must be a node with a _target_ (a transformers.TrainerCallback class), e.g. +callbacks.{name}._target_=my_module.MyCallback."
+            )
     targets = {str(node.get("_target_")) for node in callbacks.values() if isinstance(node, DictConfig)}
     for name, target in REQUIRED_CALLBACKS.items():
         if target not in targets:
@@ -143,10 +165,16 @@ def callbacks_errors(cfg: DictConfig) -> List[str]:
                 f"Keep it in your callbacks preset (callbacks.{name}._target_={target})."
             )
     trainer = cfg.trainer
-    for name in (name for name, node in callbacks.items() if isinstance(node, DictConfig) and node.get("_target_") in EARLY_STOPPING_TARGETS):
+    for name in (
+        name
+        for name, node in callbacks.items()
+        if isinstance(node, DictConfig) and node.get("_target_") in EARLY_STOPPING_TARGETS
+    ):
         where = f"callbacks.{name} (early stopping)"
         if trainer.get("eval_strategy", "no") == "no":
-            errors.append(f"{where} compares evaluations: set trainer.eval_strategy=epoch (or steps, with trainer.eval_steps).")
+            errors.append(
+                f"{where} compares evaluations: set trainer.eval_strategy=epoch (or steps, with trainer.eval_steps)."
+            )
         if not trainer.get("load_best_model_at_end"):
             errors.append(
                 f"{where} stops `patience` evaluations after the best one; without trainer.load_best_model_at_end=true "

@@ -40,7 +40,10 @@ def integer(low: int, below: Optional[int] = None) -> Check:
 
 def number(above: Optional[float] = None, at_least: Optional[float] = None, below: Optional[float] = None) -> Check:
     return lambda v: (
-        _is_number(v) and (above is None or v > above) and (at_least is None or v >= at_least) and (below is None or v < below)
+        _is_number(v)
+        and (above is None or v > above)
+        and (at_least is None or v >= at_least)
+        and (below is None or v < below)
     )
 
 
@@ -70,7 +73,9 @@ STRATEGIES = ("no", "steps", "epoch")
 RULES: Dict[str, Rule] = {
     "seed": SEED,
     "task.max_length": Rule(integer(1), "an integer >= 1 (tokens per text)", "128"),
-    "task.validation_size": Rule(fraction_or_count(), "a fraction in (0, 1) of the train rows, or a whole number of rows >= 1", "0.1"),
+    "task.validation_size": Rule(
+        fraction_or_count(), "a fraction in (0, 1) of the train rows, or a whole number of rows >= 1", "0.1"
+    ),
     "task.max_train_samples": Rule(optional(integer(1)), "null (all rows) or an integer >= 1", "1000"),
     "task.max_eval_samples": Rule(optional(integer(1)), "null (all rows) or an integer >= 1", "1000"),
     "task.max_test_samples": Rule(optional(integer(1)), "null (all rows) or an integer >= 1", "1000"),
@@ -78,9 +83,15 @@ RULES: Dict[str, Rule] = {
     "trainer.per_device_eval_batch_size": Rule(integer(1), BATCH, "64"),
     "trainer.gradient_accumulation_steps": Rule(integer(1), BATCH, "1"),
     "trainer.learning_rate": Rule(number(above=0), "a number > 0", "2e-5"),
-    "trainer.num_train_epochs": Rule(number(at_least=0), "a number > 0 (0 only with trainer.max_steps >= 1)", "3", needs=_trains_a_step),
-    "trainer.max_steps": Rule(lambda v: v == -1 or integer(1)(v), "an integer >= 1, or -1 to train for trainer.num_train_epochs", "1000"),
-    "trainer.warmup_steps": Rule(fraction_or_count(zero=True), "a fraction in [0, 1) of all steps, or a whole number of steps >= 1", "0.1"),
+    "trainer.num_train_epochs": Rule(
+        number(at_least=0), "a number > 0 (0 only with trainer.max_steps >= 1)", "3", needs=_trains_a_step
+    ),
+    "trainer.max_steps": Rule(
+        lambda v: v == -1 or integer(1)(v), "an integer >= 1, or -1 to train for trainer.num_train_epochs", "1000"
+    ),
+    "trainer.warmup_steps": Rule(
+        fraction_or_count(zero=True), "a fraction in [0, 1) of all steps, or a whole number of steps >= 1", "0.1"
+    ),
     "trainer.weight_decay": Rule(number(at_least=0), "a number >= 0", "0.01"),
     "trainer.max_grad_norm": Rule(optional(number(at_least=0)), "a number >= 0 (0: no clipping)", "1.0"),
     "trainer.adam_beta1": Rule(number(at_least=0, below=1), "a number in [0, 1)", "0.9"),
@@ -99,14 +110,22 @@ RULES: Dict[str, Rule] = {
     "trainer.dataloader_num_workers": Rule(integer(0), "an integer >= 0 (0: load in the main process)", "4"),
     "hardware.dataloader_num_workers": Rule(integer(0), "an integer >= 0 (0: load in the main process)", "4"),
     "hardware.num_proc": Rule(optional(integer(1)), "null (automatic) or an integer >= 1", "4"),
-    "trainer.eval_accumulation_steps": Rule(optional(integer(1)), "null (keep every prediction on the device) or an integer >= 1", "8"),
+    "trainer.eval_accumulation_steps": Rule(
+        optional(integer(1)), "null (keep every prediction on the device) or an integer >= 1", "8"
+    ),
     "peft.r": Rule(optional(integer(1)), "an integer >= 1", "8"),
     "peft.lora_alpha": Rule(optional(number(above=0)), "a number > 0", "16"),
     "peft.learning_rate": Rule(optional(number(above=0)), "null (the trainer's) or a number > 0", "2e-3"),
     "peft.lora_dropout": Rule(optional(number(at_least=0, below=1)), "a number in [0, 1)", "0.1"),
-    "callbacks.early_stopping.early_stopping_patience": Rule(integer(1), "an integer >= 1 (evaluations without improvement)", "3"),
-    "callbacks.early_stopping.early_stopping_threshold": Rule(number(at_least=0), "a number >= 0 (the least change that counts as improvement)", "0.001"),
-    "hardware.pad_to_multiple_of": Rule(optional(integer(1)), "null (automatic) or an integer >= 1 (1: to the longest row)", "8"),
+    "callbacks.early_stopping.early_stopping_patience": Rule(
+        integer(1), "an integer >= 1 (evaluations without improvement)", "3"
+    ),
+    "callbacks.early_stopping.early_stopping_threshold": Rule(
+        number(at_least=0), "a number >= 0 (the least change that counts as improvement)", "0.001"
+    ),
+    "hardware.pad_to_multiple_of": Rule(
+        optional(integer(1)), "null (automatic) or an integer >= 1 (1: to the longest row)", "8"
+    ),
 }
 
 _ABSENT = object()

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 missing_run_dirs = set()  # resume=<folder> named a folder that was not there: Hydra is about to create it
 
+
 def local_model_path(package: str, fallback: str) -> str:
     """Resolver ``${local_model:package,hub_id}``: the folder a model package ships, else the hub id."""
     if importlib.util.find_spec(package) is None:

@@ -54,7 +54,9 @@ class TaskFields:
     max_train_samples: Optional[int] = None
     max_eval_samples: Optional[int] = None
     max_test_samples: Optional[int] = None
-    metrics: List[str] = field(default_factory=list)  # names in finetune.tasks.metrics.METRICS; empty: the kind's defaults
+    metrics: List[str] = field(
+        default_factory=list
+    )  # names in finetune.tasks.metrics.METRICS; empty: the kind's defaults
     metric_for_best_model: Optional[str] = None  # one of metrics, or loss; None: the first of metrics
     examples: List[Any] = field(default_factory=list)  # texts, or [first, second] pairs
     # an unlabeled test split is predicted into <split>_predictions.tsv, or the name given here
@@ -72,7 +74,9 @@ class ModelFields:
     name_or_path: str = ""
     trust_remote_code: bool = False
     attn_implementation: Optional[str] = None  # e.g. "sdpa" or "eager"; None lets transformers choose
-    base_model: Optional[str] = None  # the hub id a local folder holds, for the model card; None: name_or_path if a hub id
+    base_model: Optional[str] = (
+        None  # the hub id a local folder holds, for the model card; None: name_or_path if a hub id
+    )
 
 
 @dataclass
@@ -110,7 +114,9 @@ class PeftFields:  # LoRA's settings (peft=lora); null under peft=none, where ev
     r: Optional[int] = None  # the adapters' rank
     lora_alpha: Optional[float] = None  # the adapters' output is scaled by lora_alpha / r
     lora_dropout: Optional[float] = None
-    target_modules: Optional[List[str]] = None  # Linear layers to adapt; null: the architecture's (finetune/training/adapters.py)
+    target_modules: Optional[List[str]] = (
+        None  # Linear layers to adapt; null: the architecture's (finetune/training/adapters.py)
+    )
     modules_to_save: Optional[List[str]] = None  # trained in full and saved; null: the classification head
     # The learning rate this method brings: trainer.learning_rate's default (${peft_learning_rate:...}); null: the trainer's.
     learning_rate: Optional[float] = None

@@ -23,19 +23,35 @@ def mistakes_file(run_dir: Path, split: str) -> Path:
     return Path(run_dir) / f"misclassified_{split}.csv"
 
 
-def write_examples(run_dir: Path, kind, splits: Mapping[str, Any], truth: Mapping[str, Any], logits: Mapping[str, Any], text_fields: Sequence[str]) -> Dict[str, Any]:
+def write_examples(
+    run_dir: Path,
+    kind,
+    splits: Mapping[str, Any],
+    truth: Mapping[str, Any],
+    logits: Mapping[str, Any],
+    text_fields: Sequence[str],
+) -> Dict[str, Any]:
     """Write each scored split's predictions and mistakes; return the mistakes (tables) by split."""
     import pandas as pd
 
     mistakes = {}
     for split in truth:
-        table = pd.DataFrame({ROW: range(len(truth[split])), **kind.example_columns(truth[split], kind.scores(logits[split]))})
+        table = pd.DataFrame(
+            {ROW: range(len(truth[split])), **kind.example_columns(truth[split], kind.scores(logits[split]))}
+        )
         with replaced_atomically(predictions_file(run_dir, split)) as tmp:
             table.to_parquet(tmp, index=False)
         texts = splits[split].select_columns(list(text_fields)).to_pandas()
         wrong = kind.mistakes(table)
         readable = [c for c in (ROW, "gold", "predicted", "confidence", "error") if c in wrong.columns]
-        wrong = pd.concat([wrong[[ROW]].reset_index(drop=True), texts.iloc[wrong[ROW].to_numpy()].reset_index(drop=True), wrong[readable[1:]].reset_index(drop=True)], axis=1)
+        wrong = pd.concat(
+            [
+                wrong[[ROW]].reset_index(drop=True),
+                texts.iloc[wrong[ROW].to_numpy()].reset_index(drop=True),
+                wrong[readable[1:]].reset_index(drop=True),
+            ],
+            axis=1,
+        )
         with replaced_atomically(mistakes_file(run_dir, split)) as tmp:
             wrong.to_csv(tmp, index=False)
         mistakes[split] = wrong
@@ -71,6 +87,11 @@ def confusion_lines(kind, mistakes: Mapping[str, Any], split: str = "validation"
     if not confusions:
         what = "largest errors first" if "error" in table.columns else "most confident first"
         return [f"Rows of the {split} split, {what}: [{Path(name).name}]({name}) (in the run folder)."]
-    lines = [f"The most frequent confusions on the {split} split ({len(table)} rows wrong; all of them, most confident first, "
-             f"in [{Path(name).name}]({name}) in the run folder):", "", "| gold | predicted | rows |", "|---|---|---|"]
+    lines = [
+        f"The most frequent confusions on the {split} split ({len(table)} rows wrong; all of them, most confident first, "
+        f"in [{Path(name).name}]({name}) in the run folder):",
+        "",
+        "| gold | predicted | rows |",
+        "|---|---|---|",
+    ]
     return lines + [f"| {gold} | {predicted or '(none)'} | {n} |" for gold, predicted, n in confusions]

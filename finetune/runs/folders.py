@@ -146,7 +146,11 @@ def sweep_refusal(folder: Path, key: str, running: Optional[str] = None) -> Opti
     found = _present(folder, SWEEP_FILES) + sorted(p.name for p in folder.iterdir() if (p / ".hydra").is_dir())[:3]
     if not found:
         return None
-    state = "a finished sweep (it has summary.csv)" if (folder / "summary.csv").is_file() else f"a sweep that did not finish (it has {', '.join(found)})"
+    state = (
+        "a finished sweep (it has summary.csv)"
+        if (folder / "summary.csv").is_file()
+        else f"a sweep that did not finish (it has {', '.join(found)})"
+    )
     return f"{folder} holds {state}: a new sweep never writes into it; {other}."
 
 
@@ -167,22 +171,32 @@ def claim(wanted: Path, named: bool, key: str, sweep: bool = False) -> Path:
             if not named:
                 continue
             if not folder.is_dir():
-                raise SystemExit(f"Cannot use {folder} as the {what} folder: it is a file. Choose another with {key}=<folder>.") from None
-            if (folder / ("summary.csv" if sweep else "metrics.json")).is_file():  # finished: refused without touching a file
+                raise SystemExit(
+                    f"Cannot use {folder} as the {what} folder: it is a file. Choose another with {key}=<folder>."
+                ) from None
+            if (
+                folder / ("summary.csv" if sweep else "metrics.json")
+            ).is_file():  # finished: refused without touching a file
                 raise SystemExit(refusal(folder, key))
         try:
             running = lock(folder)
         except OSError as error:
-            raise SystemExit(f"Cannot use {folder} as the {what} folder: {error.strerror}. Choose another with {key}=<folder>.") from None
+            raise SystemExit(
+                f"Cannot use {folder} as the {what} folder: {error.strerror}. Choose another with {key}=<folder>."
+            ) from None
         if running is None and not sweep:
             replaced = clear_unstarted(folder)
             if replaced:
-                notes.append(f"{folder} held a run that stopped before any work (it had only {', '.join(replaced)}): this run replaces it.")
+                notes.append(
+                    f"{folder} held a run that stopped before any work (it had only {', '.join(replaced)}): this run replaces it."
+                )
         problem = refusal(folder, key, running)
         if problem is None:
             _sign(folder)
             if n > 1:
-                notes.append(f"{wanted} was taken (another run started in the same second, or before): this {what} writes into {folder}.")
+                notes.append(
+                    f"{wanted} was taken (another run started in the same second, or before): this {what} writes into {folder}."
+                )
             return folder
         if running is None:
             release(folder)
@@ -223,7 +237,9 @@ def claim_job(folder: Path) -> None:
         if running is None:
             release(folder)
         who = f"{running} is running a job there" if running else f"it holds another job's {', '.join(used)}"
-        raise SystemExit(f"The job folder {folder} is taken: {who}. Give each job its own folder: hydra.sweep.subdir must contain ${{hydra:job.num}}.")
+        raise SystemExit(
+            f"The job folder {folder} is taken: {who}. Give each job its own folder: hydra.sweep.subdir must contain ${{hydra:job.num}}."
+        )
 
 
 def claim_made(folder: Path, resuming: bool) -> None:
@@ -238,9 +254,11 @@ def claim_made(folder: Path, resuming: bool) -> None:
     if running or used:
         if running is None:
             release(folder)
-    
+
         who = f"a run is running there ({running})" if running else f"it holds another run's {', '.join(used)}"
-        raise FinetuneError(f"The run folder {folder} is taken: {who}. Choose another folder with hydra.run.dir=<folder>.")
+        raise FinetuneError(
+            f"The run folder {folder} is taken: {who}. Choose another folder with hydra.run.dir=<folder>."
+        )
     _sign(folder)
 
 
@@ -248,11 +266,15 @@ def latest_checkpoint(run_dir: Path, remove_incomplete: bool = True) -> str:
     """The newest checkpoint that was completely written (the Trainer writes trainer_state.json last)."""
     folder = run_dir / "checkpoints"
     found = sorted(
-        (int(m.group(1)), p) for p in (folder.iterdir() if folder.is_dir() else []) if (m := CHECKPOINT.match(p.name)) and p.is_dir()
+        (int(m.group(1)), p)
+        for p in (folder.iterdir() if folder.is_dir() else [])
+        if (m := CHECKPOINT.match(p.name)) and p.is_dir()
     )
     complete = [p for _, p in found if (p / "trainer_state.json").is_file()]
     if not complete:
-        raise FinetuneError(f"Nothing to resume in {run_dir}: it has no complete checkpoint in checkpoints/. Start it anew without resume=.")
+        raise FinetuneError(
+            f"Nothing to resume in {run_dir}: it has no complete checkpoint in checkpoints/. Start it anew without resume=."
+        )
     latest = complete[-1]
     for step, partial in found:
         if step > int(CHECKPOINT.match(latest.name).group(1)) and remove_incomplete:

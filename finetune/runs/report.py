@@ -13,11 +13,30 @@ from omegaconf import DictConfig
 
 from finetune.files import replaced_atomically
 
-PACKAGES = ("torch", "transformers", "accelerate", "datasets", "tokenizers", "scikit-learn", "hydra-core", "omegaconf", "finetune")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "scikit-learn",
+    "hydra-core",
+    "omegaconf",
+    "finetune",
+)
 
 
-def write_figures(run_dir: Path, log_dir: Path, kind, metrics: Mapping[str, Any], truth: Mapping[str, Any], logits: Mapping[str, Any], title: str, step: int,
-                  raw_logits: Optional[Mapping[str, Any]] = None) -> None:
+def write_figures(
+    run_dir: Path,
+    log_dir: Path,
+    kind,
+    metrics: Mapping[str, Any],
+    truth: Mapping[str, Any],
+    logits: Mapping[str, Any],
+    title: str,
+    step: int,
+    raw_logits: Optional[Mapping[str, Any]] = None,
+) -> None:
     """Each scored split's pictures as ``<name>_<split>.png`` and in TensorBoard: confusion matrix, per-label F1 or
     scatter plot; with probabilities, the reliability diagram (``raw_logits``: before calibration) and the risk-coverage curve."""
     import matplotlib.pyplot as plt
@@ -99,7 +118,10 @@ def _scored_splits(metrics: Mapping[str, Any]) -> List[str]:
 
 
 def _score_rows(kind, metrics: Mapping[str, Any]) -> List[List[Any]]:
-    return [[split, *(metrics[split][m] for m in kind.metrics), metrics[split]["loss"], metrics[split]["rows"]] for split in _scored_splits(metrics)]
+    return [
+        [split, *(metrics[split][m] for m in kind.metrics), metrics[split]["loss"], metrics[split]["rows"]]
+        for split in _scored_splits(metrics)
+    ]
 
 
 def _per_class_rows(report: Mapping[str, Any]) -> Tuple[List[str], List[List[Any]]]:
@@ -116,25 +138,52 @@ def calibration_lines(metrics: Mapping[str, Any]) -> List[str]:
     if not scored:
         return []
     if "temperature" in fitted:
-        how = f"one temperature T = {fitted['temperature']:.3f}" + (f" ({fitted['note']})" if fitted.get("note") else "")
+        how = f"one temperature T = {fitted['temperature']:.3f}" + (
+            f" ({fitted['note']})" if fitted.get("note") else ""
+        )
     elif "shared_temperature" in fitted:
         how = f"a temperature per label (shared T = {fitted['shared_temperature']:.3f} for labels with few validation positives)"
     else:
         how = "none (task.calibration=none)"
     binning = metrics[scored[0]]["calibration"]["binning"]
-    rows = [[split, *(f"{metrics[split]['calibration']['before'][m]:.4f} -> {metrics[split]['calibration']['after'][m]:.4f}" for m in ("ece", "nll", "brier"))]
-            for split in scored]
-    lines = [f"Calibration fitted on validation: {how}, folded into the last layer. ECE over {binning}.", "",
-             *_table(["split", "ECE", "NLL", "Brier"], rows)]
+    rows = [
+        [
+            split,
+            *(
+                f"{metrics[split]['calibration']['before'][m]:.4f} -> {metrics[split]['calibration']['after'][m]:.4f}"
+                for m in ("ece", "nll", "brier")
+            ),
+        ]
+        for split in scored
+    ]
+    lines = [
+        f"Calibration fitted on validation: {how}, folded into the last layer. ECE over {binning}.",
+        "",
+        *_table(["split", "ECE", "NLL", "Brier"], rows),
+    ]
     for split in (s for s in scored if metrics[s].get("risk_coverage")):
         table = metrics[split]["risk_coverage"]
-        lines += ["", f"Risk-coverage ({split}): accuracy on the rows answered, surest first.", "",
-                  *_table(["coverage", "rows", "accuracy", "min confidence"], [[f"{r['coverage']:.0%}", r["rows"], r["accuracy"], r["min_confidence"]] for r in table])]
+        lines += [
+            "",
+            f"Risk-coverage ({split}): accuracy on the rows answered, surest first.",
+            "",
+            *_table(
+                ["coverage", "rows", "accuracy", "min confidence"],
+                [[f"{r['coverage']:.0%}", r["rows"], r["accuracy"], r["min_confidence"]] for r in table],
+            ),
+        ]
     return lines
 
 
-def model_card(cfg: DictConfig, kind, metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any], run_name: str, task_name: Optional[str],
-               errors: Sequence[str] = ()) -> str:
+def model_card(
+    cfg: DictConfig,
+    kind,
+    metrics: Mapping[str, Any],
+    hyperparameters: Mapping[str, Any],
+    run_name: str,
+    task_name: Optional[str],
+    errors: Sequence[str] = (),
+) -> str:
     """A Hugging Face model card: YAML front matter (base model, task, data set, results), then prose and tables."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -145,21 +194,41 @@ def model_card(cfg: DictConfig, kind, metrics: Mapping[str, Any], hyperparameter
     dataset_name = dataset or f"{task_name or 'task'} (local files)"
     results = [
         EvalResult(
-            task_type="text-classification", dataset_type=dataset or "local", dataset_name=dataset_name, dataset_split=split,
-            metric_type=metric, metric_name=metric, metric_value=round(metrics[split][metric], 4),
+            task_type="text-classification",
+            dataset_type=dataset or "local",
+            dataset_name=dataset_name,
+            dataset_split=split,
+            metric_type=metric,
+            metric_name=metric,
+            metric_value=round(metrics[split][metric], 4),
         )
         for split in _scored_splits(metrics)
         for metric in kind.metrics
     ]
     data = ModelCardData(
-        base_model=base_model, datasets=[dataset] if dataset else None, library_name="transformers",
-        pipeline_tag="text-classification", metrics=list(kind.metrics), model_name=run_name, eval_results=results or None,
+        base_model=base_model,
+        datasets=[dataset] if dataset else None,
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        metrics=list(kind.metrics),
+        model_name=run_name,
+        eval_results=results or None,
         tags=["text-classification", kind.name.replace("_", "-"), "finetune"],
     )
-    base = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"A local model folder (`{Path(source).name}`)"
-    data_text = f"[{dataset}](https://huggingface.co/datasets/{dataset})" if dataset else f"the local data files of task `{task_name or 'task'}`"
+    base = (
+        f"[{base_model}](https://huggingface.co/{base_model})"
+        if base_model
+        else f"A local model folder (`{Path(source).name}`)"
+    )
+    data_text = (
+        f"[{dataset}](https://huggingface.co/datasets/{dataset})"
+        if dataset
+        else f"the local data files of task `{task_name or 'task'}`"
+    )
     example = cfg.task.examples[0] if cfg.task.examples else "Some text to classify."
-    example_code = repr(example) if isinstance(example, str) else f"{{'text': {example[0]!r}, 'text_pair': {example[1]!r}}}"
+    example_code = (
+        repr(example) if isinstance(example, str) else f"{{'text': {example[0]!r}, 'text_pair': {example[1]!r}}}"
+    )
     body = [
         f"# {run_name}",
         "",
@@ -180,12 +249,29 @@ def model_card(cfg: DictConfig, kind, metrics: Mapping[str, Any], hyperparameter
         body += ["", "## Errors", "", *errors]
     body += _long_text_lines(metrics["train"], cfg.task.max_length)
     body += [
-        "", "## Labels", "", *_table(["id", "label"], list(enumerate(kind.label_names))),
-        "", "## Usage", "", "```python", "from transformers import pipeline", "",
+        "",
+        "## Labels",
+        "",
+        *_table(["id", "label"], list(enumerate(kind.label_names))),
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
         'classify = pipeline("text-classification", model="path/to/this/folder", top_k=None)',
-        f"classify({example_code})", "```", "",
-        "`finetune.Predictor.load(\"path/to/this/folder\")` gives the task's own output (for multi-label: the labels above their thresholds).",
-        "", "## Training", "", *_table(["hyperparameter", "value"], [[k, f"{v:g}" if isinstance(v, float) else v] for k, v in hyperparameters.items()]), "",
+        f"classify({example_code})",
+        "```",
+        "",
+        '`finetune.Predictor.load("path/to/this/folder")` gives the task\'s own output (for multi-label: the labels above their thresholds).',
+        "",
+        "## Training",
+        "",
+        *_table(
+            ["hyperparameter", "value"],
+            [[k, f"{v:g}" if isinstance(v, float) else v] for k, v in hyperparameters.items()],
+        ),
+        "",
     ]
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(body)).content
 
@@ -201,10 +287,17 @@ def _long_text_lines(train: Mapping[str, Any], max_length: int) -> List[str]:
         "head_tail": f"read as their first and last tokens ({max_length} in all; `task.long_text.head_tokens` from the start)",
         "chunks": f"read as windows of {max_length} tokens whose scores are aggregated per text ({reading.get('aggregation')})",
     }[reading["strategy"]]
-    rows = [[split, f"{s['median_tokens']:.0f}", f"{s['p90_tokens']:.0f}", f"{100 * s['share_over_max_length']:.1f}%"] for split, s in lengths.items()]
+    rows = [
+        [split, f"{s['median_tokens']:.0f}", f"{s['p90_tokens']:.0f}", f"{100 * s['share_over_max_length']:.1f}%"]
+        for split, s in lengths.items()
+    ]
     return [
-        "", "## Long texts", "", f"Texts longer than {max_length} tokens were {how} (`task.long_text.strategy={reading['strategy']}`). "
-        "`finetune.Predictor` and `finetune.predict` read them the same way; a plain `pipeline` on this folder truncates them.", "",
+        "",
+        "## Long texts",
+        "",
+        f"Texts longer than {max_length} tokens were {how} (`task.long_text.strategy={reading['strategy']}`). "
+        "`finetune.Predictor` and `finetune.predict` read them the same way; a plain `pipeline` on this folder truncates them.",
+        "",
         *_table(["split", "median tokens", "90th percentile", f"longer than {max_length}"], rows),
     ]
 
@@ -229,7 +322,9 @@ def hyperparameters(cfg: DictConfig, args, metrics: Mapping[str, Any], precision
         "seed": cfg.seed,
         "training rows": train["samples"],
         "steps": train["steps"],
-        "class weights": "none" if weights is None else f"{cfg.task.class_weights if isinstance(cfg.task.class_weights, str) else 'given'}: "
+        "class weights": "none"
+        if weights is None
+        else f"{cfg.task.class_weights if isinstance(cfg.task.class_weights, str) else 'given'}: "
         + ", ".join(f"{w:.3g}" for w in weights),
     }
 
@@ -246,9 +341,18 @@ def console_summary(kind, metrics: Mapping[str, Any], run_dir: Path, log_dir: Pa
     for split in scored:
         columns, rows = _per_class_rows(metrics[split])
         if rows:
-            lines += ["", f"  {split + ', per class:'}", "  " + "  ".join(["label".ljust(width), *(f"{c:>9}" for c in columns)])]
+            lines += [
+                "",
+                f"  {split + ', per class:'}",
+                "  " + "  ".join(["label".ljust(width), *(f"{c:>9}" for c in columns)]),
+            ]
             for name, *values in rows:
-                lines.append("  " + "  ".join([name.ljust(width), *(f"{v:>9.4f}" if isinstance(v, float) else f"{v:>9}" for v in values)]))
+                lines.append(
+                    "  "
+                    + "  ".join(
+                        [name.ljust(width), *(f"{v:>9.4f}" if isinstance(v, float) else f"{v:>9}" for v in values)]
+                    )
+                )
     calibration = calibration_lines(metrics)
     if calibration:
         lines += ["", *("  " + line for line in calibration if line)]

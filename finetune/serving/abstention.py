@@ -21,7 +21,9 @@ def check_min_confidence(kind, min_confidence: Optional[float]) -> None:
     if not 0 < min_confidence <= 1:
         raise FinetuneError(f"--min-confidence {min_confidence}: must be a probability in (0, 1], e.g. 0.8.")
     if kind.confidence(kind.scores(_one_row(kind))) is None:
-        raise FinetuneError(f"--min-confidence: a {kind.name} model gives no probabilities to abstain on; drop --min-confidence.")
+        raise FinetuneError(
+            f"--min-confidence: a {kind.name} model gives no probabilities to abstain on; drop --min-confidence."
+        )
 
 
 def _one_row(kind):
@@ -59,8 +61,13 @@ def abstention_report(kind, truth, logits, min_confidence: float) -> Dict[str, A
 
     answered = answered_mask(kind, kind.scores(logits), min_confidence)
     truth = np.asarray(truth)
-    report = {"min_confidence": min_confidence, "rows": int(len(answered)), "answered": int(answered.sum()),
-              "abstained": int((~answered).sum()), "coverage": float(answered.mean()) if len(answered) else 0.0}
+    report = {
+        "min_confidence": min_confidence,
+        "rows": int(len(answered)),
+        "answered": int(answered.sum()),
+        "abstained": int((~answered).sum()),
+        "coverage": float(answered.mean()) if len(answered) else 0.0,
+    }
     if answered.any():
         report["on_answered"] = kind.evaluate(truth[answered], np.asarray(logits)[answered])
     return report

@@ -60,7 +60,9 @@ class Batcher:
         predictor.runner = self.counter
         predictor.batch_size = max_batch  # a request of more texts than max_batch runs as several passes
         self.queue: "asyncio.Queue[Pending]" = asyncio.Queue()
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="forward")  # one pass at a time: the model's threads are its own
+        self.executor = ThreadPoolExecutor(
+            1, thread_name_prefix="forward"
+        )  # one pass at a time: the model's threads are its own
         self.held: Optional[Pending] = None  # a request that did not fit the last batch: first of the next
         self.last_requests = 0
         self.requests = self.texts = self.batches = 0
@@ -141,8 +143,13 @@ class Batcher:
 
     def stats(self) -> Dict[str, int]:
         """Counts since the server started: what a test or a dashboard reads to see the batching."""
-        return {"requests": self.requests, "texts": self.texts, "batches": self.batches,
-                "forward_passes": self.counter.passes, "rows": self.counter.rows}
+        return {
+            "requests": self.requests,
+            "texts": self.texts,
+            "batches": self.batches,
+            "forward_passes": self.counter.passes,
+            "rows": self.counter.rows,
+        }
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)

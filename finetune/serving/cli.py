@@ -66,12 +66,16 @@ def check_input(input_path: Path, path: Union[str, Path], chunk_rows: int = CHUN
     for chunk in read_chunks(input_path, info, chunk_rows):
         missing = [f for f in info.text_fields if f not in chunk.columns]
         if missing:
-            raise FinetuneError(f"--input {input_path} has no column {', '.join(map(repr, missing))}; its columns are {list(chunk.columns)}.")
+            raise FinetuneError(
+                f"--input {input_path} has no column {', '.join(map(repr, missing))}; its columns are {list(chunk.columns)}."
+            )
         if rows == 0:
             labeled = info.label_field in chunk.columns
         if labeled:
             if info.label_field not in chunk.columns:
-                raise FinetuneError(f"--input {input_path}: rows {rows + 1} to {rows + len(chunk)} have no '{info.label_field}' (the rows before them have).")
+                raise FinetuneError(
+                    f"--input {input_path}: rows {rows + 1} to {rows + len(chunk)} have no '{info.label_field}' (the rows before them have)."
+                )
             parsed_labels(chunk[info.label_field].tolist(), kind, first_row=rows)
         rows += len(chunk)
     return InputFile(input_path, info, kind, rows, labeled, chunk_rows)
@@ -81,7 +85,9 @@ def check_output(output_path: Path, input_path: Optional[Path], overwrite: bool)
     """Refuse an --output that would destroy a file: the input itself, or any existing file without --overwrite."""
     output_suffix(output_path)
     if output_path.is_dir():
-        raise FinetuneError(f"--output {output_path} is a folder; give a file name, e.g. {output_path / 'predictions.csv'}.")
+        raise FinetuneError(
+            f"--output {output_path} is a folder; give a file name, e.g. {output_path / 'predictions.csv'}."
+        )
     if not output_path.exists():
         return
     if input_path is not None and input_path.exists() and output_path.resolve() == input_path.resolve():
@@ -90,7 +96,9 @@ def check_output(output_path: Path, input_path: Optional[Path], overwrite: bool)
         raise FinetuneError(f"--output {output_path} exists; add --overwrite to replace it, or choose another file.")
 
 
-def predict_file(predictor: Predictor, source: InputFile, output_path: Path, all_scores: bool) -> Tuple[Optional[Dict[str, Any]], int]:
+def predict_file(
+    predictor: Predictor, source: InputFile, output_path: Path, all_scores: bool
+) -> Tuple[Optional[Dict[str, Any]], int]:
     """Write each row of ``source`` with the kind's prediction columns, a chunk at a time; return the task's metrics
     if it has labels (with ``abstention``: the answered rows' metrics and the coverage), and the rows abstained on.
 
@@ -120,10 +128,15 @@ def predict_file(predictor: Predictor, source: InputFile, output_path: Path, all
     if not source.labeled:
         return None, abstained
     metrics = kind.report(np.concatenate(truth), np.concatenate(logits_seen))
-    metrics["long_text"] = {**predictor.long_text.as_dict(), "tokens": predictor.tokens_scored, "windows_per_document":
-                            (predictor.windows_scored or source.rows) / max(source.rows, 1)}
+    metrics["long_text"] = {
+        **predictor.long_text.as_dict(),
+        "tokens": predictor.tokens_scored,
+        "windows_per_document": (predictor.windows_scored or source.rows) / max(source.rows, 1),
+    }
     if predictor.min_confidence is not None:
-        metrics["abstention"] = abstention_report(kind, np.concatenate(truth), np.concatenate(logits_seen), predictor.min_confidence)
+        metrics["abstention"] = abstention_report(
+            kind, np.concatenate(truth), np.concatenate(logits_seen), predictor.min_confidence
+        )
     write_json(output_path.with_name(output_path.stem + ".metrics.json"), metrics)
     return metrics, abstained
 
@@ -141,37 +154,76 @@ def positive_int(text: str) -> int:
 
 def add_model_options(parser: argparse.ArgumentParser, threads_help: str) -> None:
     """--device, --precision, --backend and --threads: how the model runs, for predict and serve alike."""
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, ... (default: CUDA, else Apple silicon's MPS, else the CPU)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                        help="auto: half precision on GPUs, bf16 on CPUs with native bf16, else fp32 (torch backend)")
-    parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="torch, or onnx: the run's export/ (python -m finetune.export), without PyTorch "
-                             "(default: onnx for an export folder, else torch)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:1, mps, ... (default: CUDA, else Apple silicon's MPS, else the CPU)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="auto: half precision on GPUs, bf16 on CPUs with native bf16, else fp32 (torch backend)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="torch, or onnx: the run's export/ (python -m finetune.export), without PyTorch "
+        "(default: onnx for an export folder, else torch)",
+    )
     parser.add_argument("--threads", type=positive_int, default=None, help=threads_help)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m finetune.predict", description="Predict with a trained run or model folder: classes, labels or scores.",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1],
+        prog="python -m finetune.predict",
+        description="Predict with a trained run or model folder: classes, labels or scores.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n")[1],
     )
     parser.add_argument("path", help="a run folder (uses its model/ and task settings) or a model folder")
     parser.add_argument("text", nargs="?", help="a text to classify")
     parser.add_argument("--text-pair", help="the second text of a pair (premise TEXT, hypothesis --text-pair)")
     parser.add_argument("--input", type=Path, help="a CSV, TSV, JSON/JSONL or Parquet file to classify, row by row")
-    parser.add_argument("--output", type=Path, help="where to write --input's rows with the predictions (label and score, labels, or score)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where to write --input's rows with the predictions (label and score, labels, or score)",
+    )
     parser.add_argument("--all-scores", action="store_true", help="with --output: a score_<label> column per class")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists (never the --input file)")
-    parser.add_argument("--chunk-rows", type=positive_int, default=CHUNK_ROWS,
-                        help=f"rows read, predicted and written at a time (default {CHUNK_ROWS}): memory does not grow with the file")
-    parser.add_argument("--min-confidence", type=float, default=None,
-                        help="abstain below this confidence (0-1): the prediction reads '(abstained)'; labeled input reports the answered rows' metrics and the coverage")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --output if it exists (never the --input file)"
+    )
+    parser.add_argument(
+        "--chunk-rows",
+        type=positive_int,
+        default=CHUNK_ROWS,
+        help=f"rows read, predicted and written at a time (default {CHUNK_ROWS}): memory does not grow with the file",
+    )
+    parser.add_argument(
+        "--min-confidence",
+        type=float,
+        default=None,
+        help="abstain below this confidence (0-1): the prediction reads '(abstained)'; labeled input reports the answered rows' metrics and the coverage",
+    )
     parser.add_argument("--top-k", type=positive_int, default=None, help="labels to print per text (default: all)")
     parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--max-length", type=positive_int, default=None, help="tokens per text (default: the model's limit, at most 512)")
-    parser.add_argument("--long-text", choices=STRATEGIES, default=None,
-                        help="how to read texts longer than --max-length: truncate, head_tail or chunks (default: as the run was trained)")
-    add_model_options(parser, "intra-op CPU threads (default: the CPUs this process may use for onnx, PyTorch's choice for torch)")
+    parser.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        help="tokens per text (default: the model's limit, at most 512)",
+    )
+    parser.add_argument(
+        "--long-text",
+        choices=STRATEGIES,
+        default=None,
+        help="how to read texts longer than --max-length: truncate, head_tail or chunks (default: as the run was trained)",
+    )
+    add_model_options(
+        parser, "intra-op CPU threads (default: the CPUs this process may use for onnx, PyTorch's choice for torch)"
+    )
     args = parser.parse_args(argv)
     if (args.text is None) == (args.input is None):
         parser.error("give either a TEXT or --input FILE")
@@ -190,9 +242,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # "Loading weights" bars: noise on a command line
-        predictor = Predictor.load(args.path, device=args.device, backend=args.backend, threads=args.threads,
-                                   batch_size=args.batch_size, max_length=args.max_length, precision=args.precision,
-                                   long_text=args.long_text, min_confidence=args.min_confidence)
+        predictor = Predictor.load(
+            args.path,
+            device=args.device,
+            backend=args.backend,
+            threads=args.threads,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            precision=args.precision,
+            long_text=args.long_text,
+            min_confidence=args.min_confidence,
+        )
         print(f"Model: {predictor.describe()}; long texts: {predictor.long_text.describe()}", file=sys.stderr)
         if source is None:
             text: Text = (args.text, args.text_pair) if args.text_pair is not None else args.text
@@ -204,15 +264,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     print(f"Wrote {source.rows} rows to {args.output}")
     if args.min_confidence is not None:
-        print(f"Abstained on {abstained} of {source.rows} rows (confidence below {args.min_confidence:g}): coverage {1 - abstained / max(source.rows, 1):.4f}")
+        print(
+            f"Abstained on {abstained} of {source.rows} rows (confidence below {args.min_confidence:g}): coverage {1 - abstained / max(source.rows, 1):.4f}"
+        )
     if metrics is not None:
         scores = "  ".join(f"{name} {metrics[name]:.4f}" for name in predictor.kind.metrics)
         print(f"{scores}  on {metrics['rows']} labeled rows")
         answered = (metrics.get("abstention") or {}).get("on_answered")
         if answered:
-            print("  ".join(f"{name} {answered[name]:.4f}" for name in predictor.kind.metrics) + f"  on the {metrics['abstention']['answered']} answered rows")
+            print(
+                "  ".join(f"{name} {answered[name]:.4f}" for name in predictor.kind.metrics)
+                + f"  on the {metrics['abstention']['answered']} answered rows"
+            )
         for name, row in (metrics.get("per_class") or {}).items():
-            print(f"  {name:<20} " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"n={v}" for k, v in row.items()))
+            print(
+                f"  {name:<20} "
+                + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"n={v}" for k, v in row.items())
+            )
         print(f"Metrics and per-class report: {args.output.with_name(args.output.stem + '.metrics.json')}")
     return 0
 

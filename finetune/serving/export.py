@@ -29,7 +29,16 @@ from typing import Any, Dict, List, Optional, Sequence
 from finetune.errors import FinetuneError
 from finetune.files import replaced_atomically
 from finetune.serving.cli import check_input, parsed_labels, positive_int
-from finetune.serving.predictor import EXPORT_DIR, EXPORT_INFO, Predictor, RunInfo, Text, locate, require_onnx, saved_kind
+from finetune.serving.predictor import (
+    EXPORT_DIR,
+    EXPORT_INFO,
+    Predictor,
+    RunInfo,
+    Text,
+    locate,
+    require_onnx,
+    saved_kind,
+)
 from finetune.serving.tables import one_line_error
 from finetune.tasks.data import quieted
 from finetune.tasks.kind import CALIBRATION_FILE, TaskKind
@@ -44,13 +53,19 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 class Int8Recipe:
     """How the int8 model is made: ONNX Runtime's dynamic quantization of the MatMul weights."""
 
-    fuse: bool = False  # fuse attention, LayerNorm and GELU first (onnxruntime.transformers.optimizer, BERT-family graphs)
+    fuse: bool = (
+        False  # fuse attention, LayerNorm and GELU first (onnxruntime.transformers.optimizer, BERT-family graphs)
+    )
     per_channel: bool = True  # one scale per output column instead of one per matrix
     keep_head_fp32: bool = True  # leave the classification head (pooler, classifier) in fp32
 
     def describe(self) -> Dict[str, Any]:
-        return {"method": "onnxruntime.quantization.quantize_dynamic (weights int8, activations quantized per batch)",
-                "fused": self.fuse, "per_channel": self.per_channel, "head_in_fp32": self.keep_head_fp32}
+        return {
+            "method": "onnxruntime.quantization.quantize_dynamic (weights int8, activations quantized per batch)",
+            "fused": self.fuse,
+            "per_channel": self.per_channel,
+            "head_in_fp32": self.keep_head_fp32,
+        }
 
 
 # Measured on a MiniLM AG News run (docs/inference.md, bench/int8_recipes.py): per-tensor
@@ -81,17 +96,23 @@ def run_validation(run_dir: Path, info: RunInfo) -> Reference:
 
     saved = run_dir / SAVED_CONFIG
     if not saved.is_file():
-        raise FinetuneError(f"{run_dir} is not a run folder (no {SAVED_CONFIG}), so it has no validation split: give the rows to check with --check-file FILE.")
+        raise FinetuneError(
+            f"{run_dir} is not a run folder (no {SAVED_CONFIG}), so it has no validation split: give the rows to check with --check-file FILE."
+        )
     register_resolvers()
     cfg = with_schemas(OmegaConf.load(saved))
     try:
         task = instantiate(cfg.task, _convert_="object")
         validation = task.load(seed=cfg.seed)["validation"]
     except FinetuneError as error:
-        raise FinetuneError(f"Rebuilding the validation split of {run_dir} failed ({error}); give the rows to check with --check-file FILE.") from error
+        raise FinetuneError(
+            f"Rebuilding the validation split of {run_dir} failed ({error}); give the rows to check with --check-file FILE."
+        ) from error
     columns = [validation[field] for field in info.text_fields]
     texts = columns[0] if len(columns) == 1 else list(zip(*columns))
-    return Reference(list(texts), label_array(validation), f"the validation split of the run ({len(texts)} rows, seed {cfg.seed})")
+    return Reference(
+        list(texts), label_array(validation), f"the validation split of the run ({len(texts)} rows, seed {cfg.seed})"
+    )
 
 
 def file_rows(path: Path, run: Path, kind: TaskKind) -> Reference:
@@ -106,7 +127,11 @@ def file_rows(path: Path, run: Path, kind: TaskKind) -> Reference:
         texts.extend(columns[0] if len(columns) == 1 else zip(*columns))
         if source.labeled:
             truth.extend(parsed_labels(frame[source.info.label_field].tolist(), kind, first_row=first))
-    return Reference(texts, np.array(truth) if source.labeled else None, f"{path} ({len(texts)} rows{'' if source.labeled else ', unlabeled'})")
+    return Reference(
+        texts,
+        np.array(truth) if source.labeled else None,
+        f"{path} ({len(texts)} rows{'' if source.labeled else ', unlabeled'})",
+    )
 
 
 def export_onnx(model_dir: Path, tokenizer, sample: Sequence[Text], path: Path) -> None:
@@ -132,10 +157,20 @@ def export_onnx(model_dir: Path, tokenizer, sample: Sequence[Text], path: Path) 
     try:
         with warnings.catch_warnings(), torch.inference_mode(False):
             warnings.simplefilter("ignore")  # the tracer's warnings about Python values it fixes: shapes stay dynamic
-            torch.onnx.export(Logits().eval(), tuple(encoded[n] for n in names), str(path), input_names=names, output_names=["logits"],
-                              dynamic_axes={**axes, "logits": {0: "batch"}}, opset_version=OPSET, dynamo=False)
+            torch.onnx.export(
+                Logits().eval(),
+                tuple(encoded[n] for n in names),
+                str(path),
+                input_names=names,
+                output_names=["logits"],
+                dynamic_axes={**axes, "logits": {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
     except Exception as error:  # the exporter raises many types; what failed is in the message
-        raise FinetuneError(f"Exporting the {model.config.model_type} model to ONNX failed: {one_line_error(error)}") from error
+        raise FinetuneError(
+            f"Exporting the {model.config.model_type} model to ONNX failed: {one_line_error(error)}"
+        ) from error
 
 
 def head_nodes(graph) -> List[str]:
@@ -159,7 +194,9 @@ def quantize_int8(fp32: Path, path: Path, config: Dict[str, Any], recipe: Int8Re
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     source = fp32
-    with quieted(None, logging.ERROR):  # ONNX Runtime's tools warn through the root logger about steps that do not apply here
+    with quieted(
+        None, logging.ERROR
+    ):  # ONNX Runtime's tools warn through the root logger about steps that do not apply here
         if recipe.fuse:
             from onnxruntime.transformers.optimizer import optimize_model
 
@@ -167,12 +204,20 @@ def quantize_int8(fp32: Path, path: Path, config: Dict[str, Any], recipe: Int8Re
             # Architectures without BERT's attention pattern (XLNet, DeBERTa) keep the fusions that do apply.
             heads = config.get("num_attention_heads") or config.get("n_heads") or 0
             hidden = config.get("hidden_size") or config.get("dim") or 0
-            optimize_model(str(fp32), model_type="bert", num_heads=heads, hidden_size=hidden).save_model_to_file(str(fused))
+            optimize_model(str(fp32), model_type="bert", num_heads=heads, hidden_size=hidden).save_model_to_file(
+                str(fused)
+            )
             source = fused
         excluded = head_nodes(onnx.load(str(source)).graph) if recipe.keep_head_fp32 else []
         # Fused operators live in ONNX Runtime's own domain, where ONNX's shape inference finds no types.
-        quantize_dynamic(source, path, per_channel=recipe.per_channel, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantize_dynamic(
+            source,
+            path,
+            per_channel=recipe.per_channel,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
 
 
 def metric_drop(name: str, reference: float, exported: float) -> float:
@@ -188,7 +233,9 @@ def parity(kind: TaskKind, reference_logits, exported_logits, truth) -> Dict[str
 
     numbers: Dict[str, Any] = {
         "rows": int(len(reference_logits)),
-        "max_abs_logit_difference": float(np.abs(reference_logits - exported_logits).max()) if len(reference_logits) else 0.0,
+        "max_abs_logit_difference": float(np.abs(reference_logits - exported_logits).max())
+        if len(reference_logits)
+        else 0.0,
         "agreement": kind.agreement(reference_logits, exported_logits),
         "agreement_rule": kind.agreement_rule,
         "metric": kind.metrics[0],
@@ -206,13 +253,17 @@ def refusal(precision: str, numbers: Dict[str, Any], max_drop: float) -> Optiona
     if precision == "fp32" and numbers["agreement"] < FP32_AGREEMENT:
         return f"the fp32 export agrees with the PyTorch model on {numbers['agreement']:.2%} of the rows ({numbers['agreement_rule']}); it must on {FP32_AGREEMENT:.1%}"
     if precision == "int8" and numbers["drop_points"] > max_drop:
-        return f"int8 loses {numbers['drop_points']:.2f} points of {numbers['metric']}, more than --max-drop {max_drop:g}"
+        return (
+            f"int8 loses {numbers['drop_points']:.2f} points of {numbers['metric']}, more than --max-drop {max_drop:g}"
+        )
     return None
 
 
 def summary(numbers: Dict[str, Any]) -> str:
-    text = (f"max |logit difference| {numbers['max_abs_logit_difference']:.3g}, agreement {numbers['agreement']:.2%} "
-            f"({numbers['agreement_rule']}) on {numbers['rows']} rows")
+    text = (
+        f"max |logit difference| {numbers['max_abs_logit_difference']:.3g}, agreement {numbers['agreement']:.2%} "
+        f"({numbers['agreement_rule']}) on {numbers['rows']} rows"
+    )
     if "pytorch" in numbers:
         text += f"; {numbers['metric']}: PyTorch {numbers['pytorch']:.4f}, ONNX {numbers['onnx']:.4f} (drop {numbers['drop_points']:.2f} points)"
     return text
@@ -222,8 +273,15 @@ class ExportRefused(FinetuneError):
     """The export failed its parity check."""
 
 
-def export(run: Path, output: Optional[Path] = None, quantize: Optional[str] = None, check_file: Optional[Path] = None,
-           max_drop: float = MAX_DROP, threads: Optional[int] = None, overwrite: bool = False) -> Dict[str, Any]:
+def export(
+    run: Path,
+    output: Optional[Path] = None,
+    quantize: Optional[str] = None,
+    check_file: Optional[Path] = None,
+    max_drop: float = MAX_DROP,
+    threads: Optional[int] = None,
+    overwrite: bool = False,
+) -> Dict[str, Any]:
     """Export ``run`` into ``output`` (default ``run/export``), check it, and return what ``export.json`` records.
 
     Raises ``FinetuneError`` (and leaves ``output`` as it was) when the check fails.
@@ -246,7 +304,9 @@ def export(run: Path, output: Optional[Path] = None, quantize: Optional[str] = N
             shutil.move(str(fp32), folder / "model.onnx")
         torch_predictor.tokenizer.save_pretrained(folder)
         shutil.copy(info.model_dir / "config.json", folder / "config.json")  # label names and problem type: the kind
-        if (info.model_dir / CALIBRATION_FILE).is_file():  # the temperatures folded into the exported layer: /info and readers tell them
+        if (
+            info.model_dir / CALIBRATION_FILE
+        ).is_file():  # the temperatures folded into the exported layer: /info and readers tell them
             shutil.copy(info.model_dir / CALIBRATION_FILE, folder / CALIBRATION_FILE)
         for name, content in kind.model_files().items():
             (folder / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
@@ -258,10 +318,20 @@ def export(run: Path, output: Optional[Path] = None, quantize: Optional[str] = N
         onnx_seconds = time.perf_counter() - started
         numbers = parity(kind, reference_logits, exported_logits, reference.truth)
         record["inputs"] = onnx_predictor.runner.inputs
-        record["sizes_bytes"] = {"model.onnx": (folder / "model.onnx").stat().st_size,
-                                 "pytorch_weights": sum(f.stat().st_size for f in info.model_dir.glob("*.safetensors"))}
-        record["parity"] = {"checked_on": reference.source, **numbers, "max_drop_points": max_drop, "threads": onnx_predictor.threads,
-                            "ms_per_text": {"pytorch_fp32": 1000 * torch_seconds / len(reference.texts), "onnx": 1000 * onnx_seconds / len(reference.texts)}}
+        record["sizes_bytes"] = {
+            "model.onnx": (folder / "model.onnx").stat().st_size,
+            "pytorch_weights": sum(f.stat().st_size for f in info.model_dir.glob("*.safetensors")),
+        }
+        record["parity"] = {
+            "checked_on": reference.source,
+            **numbers,
+            "max_drop_points": max_drop,
+            "threads": onnx_predictor.threads,
+            "ms_per_text": {
+                "pytorch_fp32": 1000 * torch_seconds / len(reference.texts),
+                "onnx": 1000 * onnx_seconds / len(reference.texts),
+            },
+        }
         record["versions"] = _versions()
         problem = refusal(precision, numbers, max_drop)
         if problem:
@@ -286,23 +356,33 @@ def _record(run: Path, info: RunInfo, kind: TaskKind, precision: str, torch_pred
     }
 
 
-def _checked_request(run: Path, output: Optional[Path], quantize: Optional[str], check_file: Optional[Path], overwrite: bool):
+def _checked_request(
+    run: Path, output: Optional[Path], quantize: Optional[str], check_file: Optional[Path], overwrite: bool
+):
     """The run, its kind and the rows to check on, once every check on the request has passed: before the slow work."""
     info = locate(run)
     if info.export_dir == info.model_dir:
         raise FinetuneError(f"{run} is an export folder; export from the run folder it came from.")
     output = output or run / EXPORT_DIR
-    if output.exists() and not (output / EXPORT_INFO).is_file():  # never replace a folder of anything else (the run, say)
-        raise FinetuneError(f"--output {output} exists and holds no export; choose a new folder (--overwrite replaces only an export).")
+    if (
+        output.exists() and not (output / EXPORT_INFO).is_file()
+    ):  # never replace a folder of anything else (the run, say)
+        raise FinetuneError(
+            f"--output {output} exists and holds no export; choose a new folder (--overwrite replaces only an export)."
+        )
     if output.exists() and not overwrite:
-        raise FinetuneError(f"--output {output} holds an export; add --overwrite to replace it, or choose another folder.")
+        raise FinetuneError(
+            f"--output {output} holds an export; add --overwrite to replace it, or choose another folder."
+        )
     kind = saved_kind(info)
     # The rows, and labels where the gate needs them.
     reference = file_rows(check_file, run, kind) if check_file else run_validation(run, info)
     if not reference.texts:
         raise FinetuneError(f"No rows to check the export on in {reference.source}.")
     if quantize == "int8" and reference.truth is None:
-        raise FinetuneError(f"--quantize int8 is gated on the task's metric, which needs labels: {check_file} has no '{info.label_field}' column.")
+        raise FinetuneError(
+            f"--quantize int8 is gated on the task's metric, which needs labels: {check_file} has no '{info.label_field}' column."
+        )
     return info, kind, reference
 
 
@@ -320,18 +400,43 @@ def _versions() -> Dict[str, str]:
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m finetune.export", description="Export a trained run to ONNX (fp32 or int8), checked against the PyTorch model.",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1],
+        prog="python -m finetune.export",
+        description="Export a trained run to ONNX (fp32 or int8), checked against the PyTorch model.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n")[1],
     )
     parser.add_argument("run", type=Path, help="a run folder (its model/ and saved config)")
     parser.add_argument("--format", choices=["onnx"], default="onnx")
-    parser.add_argument("--quantize", choices=["int8"], default=None, help="int8: dynamic quantization, refused if the metric drops more than --max-drop")
+    parser.add_argument(
+        "--quantize",
+        choices=["int8"],
+        default=None,
+        help="int8: dynamic quantization, refused if the metric drops more than --max-drop",
+    )
     parser.add_argument("--output", type=Path, default=None, help=f"the export folder (default RUN/{EXPORT_DIR})")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists (only once the new export passed its check)")
-    parser.add_argument("--check-file", type=Path, default=None,
-                        help="check on this CSV, TSV, JSON/JSONL or Parquet file instead of the run's validation split (labels needed for int8)")
-    parser.add_argument("--max-drop", type=float, default=MAX_DROP, help=f"points of the task's first metric int8 may lose (default {MAX_DROP})")
-    parser.add_argument("--threads", type=positive_int, default=None, help="intra-op CPU threads for the check (default: the CPUs this process may use)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --output if it exists (only once the new export passed its check)",
+    )
+    parser.add_argument(
+        "--check-file",
+        type=Path,
+        default=None,
+        help="check on this CSV, TSV, JSON/JSONL or Parquet file instead of the run's validation split (labels needed for int8)",
+    )
+    parser.add_argument(
+        "--max-drop",
+        type=float,
+        default=MAX_DROP,
+        help=f"points of the task's first metric int8 may lose (default {MAX_DROP})",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="intra-op CPU threads for the check (default: the CPUs this process may use)",
+    )
     return parser.parse_args(argv)
 
 
@@ -341,16 +446,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
-        record = export(args.run, args.output, args.quantize, args.check_file, args.max_drop, args.threads, args.overwrite)
+        record = export(
+            args.run, args.output, args.quantize, args.check_file, args.max_drop, args.threads, args.overwrite
+        )
     except FinetuneError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     output = args.output or args.run / EXPORT_DIR
     sizes = record["sizes_bytes"]
-    print(f"Exported {output / 'model.onnx'} ({record['precision']}, opset {record['opset']}, {sizes['model.onnx'] / 2**20:.1f} MiB; "
-          f"PyTorch weights {sizes['pytorch_weights'] / 2**20:.1f} MiB)")
-    print(f"Parity on {record['parity']['checked_on']}, {record['parity']['threads']} threads: {summary(record['parity'])}")
-    print(f"Serve it: python -m finetune.predict {output} \"some text\"  (or --backend onnx on the run folder)")
+    print(
+        f"Exported {output / 'model.onnx'} ({record['precision']}, opset {record['opset']}, {sizes['model.onnx'] / 2**20:.1f} MiB; "
+        f"PyTorch weights {sizes['pytorch_weights'] / 2**20:.1f} MiB)"
+    )
+    print(
+        f"Parity on {record['parity']['checked_on']}, {record['parity']['threads']} threads: {summary(record['parity'])}"
+    )
+    print(f'Serve it: python -m finetune.predict {output} "some text"  (or --backend onnx on the run folder)')
     return 0
 
 

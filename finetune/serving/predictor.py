@@ -44,7 +44,9 @@ class RunInfo:
     column_names: Optional[List[str]] = None  # how the task's files were read
     quoted: bool = False
     rename_columns: Dict[str, str] = field(default_factory=dict)
-    long_text: Dict[str, Any] = field(default_factory=dict)  # task.long_text: how the run read long texts; empty: truncate
+    long_text: Dict[str, Any] = field(
+        default_factory=dict
+    )  # task.long_text: how the run read long texts; empty: truncate
     export_dir: Optional[Path] = None  # the ONNX export: the folder itself, or the run's export/
 
     def task_settings(self) -> Dict[str, Any]:
@@ -64,7 +66,9 @@ def locate(path: Union[str, Path]) -> RunInfo:
         return RunInfo(path, export_dir=path, **saved["task"])
     model_dir = path / "model" if (path / "model" / "config.json").is_file() else path
     if not (model_dir / "config.json").is_file():
-        raise FinetuneError(f"{path} holds no model: expected a run folder with model/, or a folder with config.json and weights.")
+        raise FinetuneError(
+            f"{path} holds no model: expected a run folder with model/, or a folder with config.json and weights."
+        )
     info = RunInfo(model_dir)
     saved = path / ".hydra" / "config.yaml"
     if model_dir != path and saved.is_file():
@@ -120,13 +124,17 @@ class TorchModel:
 
     def describe(self) -> str:
         device = self.model.device.type
-        return f"PyTorch on {device.upper()}, {self.precision}" + (f", {self.threads} threads" if device == "cpu" else "")
+        return f"PyTorch on {device.upper()}, {self.precision}" + (
+            f", {self.threads} threads" if device == "cpu" else ""
+        )
 
     def __call__(self, batch: Dict[str, Any]):
         import torch
 
         batch = {k: v.to(self.model.device) for k, v in batch.items()}
-        autocast = torch.autocast(self.model.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+        autocast = torch.autocast(
+            self.model.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        )
         with torch.inference_mode(), autocast:
             return self.model(**batch).logits.float().cpu().numpy()
 
@@ -151,7 +159,9 @@ class OnnxModel:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1  # one graph at a time: its operators run in sequence
         options.log_severity_level = 3  # warnings about unused initializers are noise here
-        self.session = onnxruntime.InferenceSession(str(export_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(
+            str(export_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
         self.inputs = [i.name for i in self.session.get_inputs()]  # the exporter drops inputs a model ignores
         self.num_labels = self.session.get_outputs()[0].shape[1]
         # BERT's segment ids for pairs: asked of the tokenizer only where the model takes them, as the
@@ -178,15 +188,30 @@ class Predictor:
     the labels above their thresholds (multi-label), or ``{"score": x}`` (regression).
     """
 
-    def __init__(self, model, tokenizer, kind: Optional[TaskKind] = None, batch_size: int = 64, max_length: Optional[int] = None, precision: str = "auto",
-                 long_text: Any = None, min_confidence: Optional[float] = None, max_batch_tokens: Optional[int] = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        kind: Optional[TaskKind] = None,
+        batch_size: int = 64,
+        max_length: Optional[int] = None,
+        precision: str = "auto",
+        long_text: Any = None,
+        min_confidence: Optional[float] = None,
+        max_batch_tokens: Optional[int] = None,
+    ):
         """``model``: a PyTorch model, or an ``OnnxModel`` (whose precision was fixed when it was exported).
         ``batch_size`` texts at most per forward pass, and ``max_batch_tokens`` padded tokens at most
         (default: the backend's CPU budget, none on a GPU; a longer text still goes alone).
         ``long_text``: how texts longer than ``max_length`` are read (``task.long_text``; default: truncated).
         ``min_confidence``: texts the model is less sure of are answered ``{"label": "(abstained)", ...}``."""
         self.runner = model if isinstance(model, OnnxModel) else TorchModel(model, precision)
-        self.model, self.tokenizer, self.batch_size, self.max_batch_tokens = model, tokenizer, batch_size, max_batch_tokens
+        self.model, self.tokenizer, self.batch_size, self.max_batch_tokens = (
+            model,
+            tokenizer,
+            batch_size,
+            max_batch_tokens,
+        )
         self.kind = kind or kind_for_model(self.runner.config, self.runner.folder)
         self.max_length = max_length or min(tokenizer.model_max_length, 512)
         self.labels = self.kind.label_names
@@ -200,8 +225,14 @@ class Predictor:
         return self.runner.describe()
 
     @classmethod
-    def load(cls, path: Union[str, Path], device: Optional[str] = None, backend: Optional[str] = None, threads: Optional[int] = None,
-             **options: Any) -> "Predictor":
+    def load(
+        cls,
+        path: Union[str, Path],
+        device: Optional[str] = None,
+        backend: Optional[str] = None,
+        threads: Optional[int] = None,
+        **options: Any,
+    ) -> "Predictor":
         """Load from a run folder, a model folder or an export folder; ``device`` defaults to CUDA, else Apple silicon's MPS, else the CPU.
 
         ``backend``: ``torch`` (the default for a run or model folder) or ``onnx`` (the default for
@@ -246,14 +277,20 @@ class Predictor:
             return np.zeros((0, width), dtype=np.float32)
         columns = self._columns(texts)
         if self.long_text.windowed and len(texts) > WINDOWED_TEXTS:  # a group at a time: the progress bar moves
-            return np.concatenate([self.logits(texts[i : i + WINDOWED_TEXTS], progress) for i in range(0, len(texts), WINDOWED_TEXTS)])
+            return np.concatenate(
+                [self.logits(texts[i : i + WINDOWED_TEXTS], progress) for i in range(0, len(texts), WINDOWED_TEXTS)]
+            )
         documents = None
         if self.long_text.windowed:  # rows are windows from here on, aggregated per text at the end
             windowing = Windowing(self.long_text, self.max_length)
-            encoded, documents = encode_windows(self.tokenizer, columns, windowing, return_token_type_ids=self.runner.token_type_ids)
+            encoded, documents = encode_windows(
+                self.tokenizer, columns, windowing, return_token_type_ids=self.runner.token_type_ids
+            )
             self.windows_scored += len(documents)
         else:
-            encoded = self.tokenizer(*columns, truncation=True, max_length=self.max_length, return_token_type_ids=self.runner.token_type_ids)
+            encoded = self.tokenizer(
+                *columns, truncation=True, max_length=self.max_length, return_token_type_ids=self.runner.token_type_ids
+            )
         batches = self._batches(encoded)
         result = np.empty((len(encoded["input_ids"]), width), dtype=np.float32)
         outer = None if isinstance(progress, bool) else progress
@@ -281,7 +318,12 @@ class Predictor:
         if self.long_text.windowed or not texts:
             yield np.arange(len(texts)), self.scores(texts)
             return
-        encoded = self.tokenizer(*self._columns(texts), truncation=True, max_length=self.max_length, return_token_type_ids=self.runner.token_type_ids)
+        encoded = self.tokenizer(
+            *self._columns(texts),
+            truncation=True,
+            max_length=self.max_length,
+            return_token_type_ids=self.runner.token_type_ids,
+        )
         for rows in self._batches(encoded):
             yield rows, self.kind.scores(self._forward(encoded, rows))
 
@@ -298,11 +340,16 @@ class Predictor:
 
     def _forward(self, encoded: Dict[str, Any], rows: Any):
         """The logits of the encoded rows ``rows``, padded together as one batch."""
-        batch = self.tokenizer.pad([{k: encoded[k][i] for k in encoded} for i in rows], return_tensors=self.runner.tensors,
-                                   pad_to_multiple_of=self.runner.pad_multiple)
+        batch = self.tokenizer.pad(
+            [{k: encoded[k][i] for k in encoded} for i in rows],
+            return_tensors=self.runner.tensors,
+            pad_to_multiple_of=self.runner.pad_multiple,
+        )
         return self.runner(batch)
 
-    windows_scored = tokens_scored = 0  # what the calls so far computed: windows (long_text head_tail or chunks) and tokens
+    windows_scored = tokens_scored = (
+        0  # what the calls so far computed: windows (long_text head_tail or chunks) and tokens
+    )
 
 
 def long_text_for(info: RunInfo, override: Any = None) -> LongText:
@@ -317,7 +364,9 @@ def long_text_for(info: RunInfo, override: Any = None) -> LongText:
     return LongText.of(override)
 
 
-def length_batches(lengths: Sequence[int], max_rows: int, max_tokens: Optional[int], multiple: Optional[int]) -> List[Any]:
+def length_batches(
+    lengths: Sequence[int], max_rows: int, max_tokens: Optional[int], multiple: Optional[int]
+) -> List[Any]:
     """Row indices in batches of neighbours by length, shortest first: each batch holds ``max_rows``
     rows at most and, padded to its longest row (rounded up to ``multiple``), ``max_tokens`` at most."""
     import numpy as np
@@ -343,7 +392,9 @@ def _load_torch(info: RunInfo, path: Union[str, Path], device: Optional[str], th
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if info.export_dir == info.model_dir:
-        raise FinetuneError(f"{path} holds an ONNX export, not a PyTorch model: use --backend onnx (backend='onnx'), or give the run folder.")
+        raise FinetuneError(
+            f"{path} holds an ONNX export, not a PyTorch model: use --backend onnx (backend='onnx'), or give the run folder."
+        )
     if threads:
         torch.set_num_threads(threads)
     from finetune.devices import choose_device
@@ -357,18 +408,26 @@ def _load_torch(info: RunInfo, path: Union[str, Path], device: Optional[str], th
     return model, tokenizer
 
 
-def _load_export(info: RunInfo, path: Union[str, Path], device: Optional[str], threads: Optional[int], options: Dict[str, Any]):
+def _load_export(
+    info: RunInfo, path: Union[str, Path], device: Optional[str], threads: Optional[int], options: Dict[str, Any]
+):
     """The ONNX model and tokenizer of an export folder (or a run's export/), without PyTorch."""
     # The generic fast tokenizer reads tokenizer.json as the model's own class wrote it, and
     # unlike AutoTokenizer it does not import PyTorch.
     from transformers import PreTrainedTokenizerFast
 
     if info.export_dir is None:
-        raise FinetuneError(f"{path} has no ONNX export ({EXPORT_DIR}/{EXPORT_INFO}): create one with python -m finetune.export {path}")
+        raise FinetuneError(
+            f"{path} has no ONNX export ({EXPORT_DIR}/{EXPORT_INFO}): create one with python -m finetune.export {path}"
+        )
     if device not in (None, "cpu"):
-        raise FinetuneError(f"--device {device}: the ONNX backend runs on the CPU; drop --device, or use --backend torch.")
+        raise FinetuneError(
+            f"--device {device}: the ONNX backend runs on the CPU; drop --device, or use --backend torch."
+        )
     if options.pop("precision", "auto") not in ("auto", None):
-        raise FinetuneError("--precision applies to --backend torch; an ONNX export's precision is chosen when exporting (--quantize int8).")
+        raise FinetuneError(
+            "--precision applies to --backend torch; an ONNX export's precision is chosen when exporting (--quantize int8)."
+        )
     model = OnnxModel(info.export_dir, threads)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(info.export_dir)
     tokenizer.padding_side = model.info["padding_side"]  # XLNet pads on the left; the generic class does not know

@@ -59,12 +59,20 @@ class PredictRequest(BaseModel):
 
     text: Optional[str] = Field(None, description="one text")
     text_pair: Optional[str] = Field(None, description="with text: the second text of a pair")
-    texts: Optional[List[Union[str, Tuple[str, str]]]] = Field(None, description="a list of texts, or of [first, second] pairs")
+    texts: Optional[List[Union[str, Tuple[str, str]]]] = Field(
+        None, description="a list of texts, or of [first, second] pairs"
+    )
     inputs: Optional[Union[str, List[Union[str, Tuple[str, str]]]]] = Field(
-        None, description="Text Embeddings Inference's shape: a text, a pair [first, second], or a list of texts or pairs")
+        None,
+        description="Text Embeddings Inference's shape: a text, a pair [first, second], or a list of texts or pairs",
+    )
     top_k: Optional[int] = Field(None, ge=1, description="single-label: only the k most probable labels")
-    truncate: Optional[bool] = Field(None, description="accepted for TEI clients: texts are always truncated to the run's max_length")
-    raw_scores: Optional[bool] = Field(None, description="TEI's raw logits: refused, the server answers with the run's own scores")
+    truncate: Optional[bool] = Field(
+        None, description="accepted for TEI clients: texts are always truncated to the run's max_length"
+    )
+    raw_scores: Optional[bool] = Field(
+        None, description="TEI's raw logits: refused, the server answers with the run's own scores"
+    )
 
 
 def parse(body: bytes, limits: Limits) -> Parsed:
@@ -76,16 +84,20 @@ def parse(body: bytes, limits: Limits) -> Parsed:
     except (ValueError, UnicodeDecodeError) as error:
         raise RequestError(400, f"the body is not JSON ({error})") from None
     if not isinstance(request, dict):
-        raise RequestError(422, f"the body must be a JSON object such as {{\"texts\": [...]}}, got {_kind_of(request)}")
+        raise RequestError(422, f'the body must be a JSON object such as {{"texts": [...]}}, got {_kind_of(request)}')
     unknown = [k for k in request if k not in FIELDS]
     if unknown:
-        raise RequestError(422, f"unknown field {unknown[0]!r}: expected text (and text_pair), texts or inputs, and optionally top_k")
+        raise RequestError(
+            422, f"unknown field {unknown[0]!r}: expected text (and text_pair), texts or inputs, and optionally top_k"
+        )
     given = [k for k in ("text", "texts", "inputs") if request.get(k) is not None]
     if len(given) != 1:
         which = "none" if not given else " and ".join(given)
         raise RequestError(422, f"give exactly one of text, texts or inputs (got {which})")
     if request.get("raw_scores"):
-        raise RequestError(422, "raw_scores is not served: the answers are the run's own scores (probabilities, thresholds, values)")
+        raise RequestError(
+            422, "raw_scores is not served: the answers are the run's own scores (probabilities, thresholds, values)"
+        )
     if request.get("text_pair") is not None and given[0] != "text":
         raise RequestError(422, "text_pair goes with text; for a list of pairs use texts: [[first, second], ...]")
     parsed = _read(given[0], request, limits)
@@ -108,7 +120,9 @@ def _read(field: str, request: Dict[str, Any], limits: Limits) -> Parsed:
     if isinstance(value, str):
         return Parsed([value], single=True)
     if not isinstance(value, list):
-        raise RequestError(422, f"inputs must be a text, a [first, second] pair or a list of them, got {_kind_of(value)}")
+        raise RequestError(
+            422, f"inputs must be a text, a [first, second] pair or a list of them, got {_kind_of(value)}"
+        )
     if limits.pairs is not False and len(value) == 2 and all(isinstance(v, str) for v in value):
         return Parsed([(value[0], value[1])], single=True)
     return Parsed([_item(v, f"inputs[{i}]") for i, v in enumerate(value)], single=False)
@@ -142,22 +156,37 @@ def _check(parsed: Parsed, limits: Limits) -> None:
     if not texts:
         raise RequestError(422, "the list of texts is empty: send at least one text")
     if len(texts) > limits.max_texts:
-        raise RequestError(413, f"{len(texts)} texts in one request; this server takes at most {limits.max_texts} (--max-texts): split the request")
+        raise RequestError(
+            413,
+            f"{len(texts)} texts in one request; this server takes at most {limits.max_texts} (--max-texts): split the request",
+        )
     kinds = {isinstance(t, tuple) for t in texts}
     if len(kinds) > 1:
         raise RequestError(422, "a mix of single texts and pairs in one request: send them separately")
     if limits.pairs is False and parsed.pairs:
         raise RequestError(422, "this run classifies one text at a time, not pairs: send texts, not [first, second]")
     if limits.pairs is True and not parsed.pairs:
-        raise RequestError(422, "this run classifies pairs: send {\"text\": first, \"text_pair\": second} or texts: [[first, second], ...]")
+        raise RequestError(
+            422, 'this run classifies pairs: send {"text": first, "text_pair": second} or texts: [[first, second], ...]'
+        )
     for i, text in enumerate(texts):
         longest = max(map(len, text)) if isinstance(text, tuple) else len(text)
         if longest > limits.max_chars:
-            raise RequestError(413, f"text {i} has {longest} characters; this server takes at most {limits.max_chars} (--max-chars)")
+            raise RequestError(
+                413, f"text {i} has {longest} characters; this server takes at most {limits.max_chars} (--max-chars)"
+            )
 
 
 def _kind_of(value: Any) -> str:
     """A JSON value's type, as a client would name it."""
-    names = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object", type(None): "null"}
+    names = {
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+        type(None): "null",
+    }
     shown = json.dumps(value)
     return f"{names.get(type(value), type(value).__name__)} ({shown if len(shown) <= 40 else shown[:37] + '...'})"

@@ -54,18 +54,28 @@ def preflight(settings: Settings) -> RunInfo:
         raise FinetuneError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}.")
     if backend == "onnx":
         if info.export_dir is None:
-            raise FinetuneError(f"{settings.path} has no ONNX export ({EXPORT_DIR}/{EXPORT_INFO}): create one with python -m finetune.export {settings.path}")
+            raise FinetuneError(
+                f"{settings.path} has no ONNX export ({EXPORT_DIR}/{EXPORT_INFO}): create one with python -m finetune.export {settings.path}"
+            )
         require_onnx()
         if settings.precision not in ("auto", None):
-            raise FinetuneError("--precision applies to --backend torch; an ONNX export's precision is chosen when exporting (--quantize int8).")
+            raise FinetuneError(
+                "--precision applies to --backend torch; an ONNX export's precision is chosen when exporting (--quantize int8)."
+            )
     elif info.export_dir == info.model_dir:
-        raise FinetuneError(f"{settings.path} holds an ONNX export, not a PyTorch model: use --backend onnx, or give the run folder.")
+        raise FinetuneError(
+            f"{settings.path} holds an ONNX export, not a PyTorch model: use --backend onnx, or give the run folder."
+        )
     return info
 
 
 def takes_pairs(info: RunInfo, path: str) -> Optional[bool]:
     """Whether the run reads pairs (two text fields); None for a plain model folder, which does not say."""
-    from_run = info.export_dir == info.model_dir or info.model_dir != Path(path).expanduser() and (Path(path).expanduser() / ".hydra").is_dir()
+    from_run = (
+        info.export_dir == info.model_dir
+        or info.model_dir != Path(path).expanduser()
+        and (Path(path).expanduser() / ".hydra").is_dir()
+    )
     return len(info.text_fields) == 2 if from_run else None
 
 
@@ -85,7 +95,9 @@ class Service:
 
         transformers_logging.disable_progress_bar()
         s = self.settings
-        return Predictor.load(s.path, device=s.device, backend=s.backend, threads=s.threads, batch_size=s.max_batch, precision=s.precision)
+        return Predictor.load(
+            s.path, device=s.device, backend=s.backend, threads=s.threads, batch_size=s.max_batch, precision=s.precision
+        )
 
     async def start(self) -> None:
         """Load the model in a thread (the server answers /health meanwhile), then serve the queue."""
@@ -106,16 +118,30 @@ class Service:
         predictor, info = self.predictor, self.info
         kind = predictor.kind
         thresholds = kind.threshold_array().tolist() if hasattr(kind, "threshold_array") else None
-        inputs = {True: "pairs: [first, second]", False: "single texts", None: "single texts or pairs"}[self.limits.pairs]
+        inputs = {True: "pairs: [first, second]", False: "single texts", None: "single texts or pairs"}[
+            self.limits.pairs
+        ]
         return {
-            "kind": kind.name, "labels": kind.label_names, "inputs": inputs, "text_fields": info.text_fields,
+            "kind": kind.name,
+            "labels": kind.label_names,
+            "inputs": inputs,
+            "text_fields": info.text_fields,
             "thresholds": dict(zip(kind.label_names, thresholds)) if thresholds is not None else None,
-            "calibration": saved_calibration(info.model_dir), "long_text": predictor.long_text.as_dict(),
-            "saved_with_model": kind.model_files(), "max_length": predictor.max_length,
-            "backend": predictor.backend, "precision": predictor.precision, "threads": predictor.threads, "model": predictor.describe(),
-            "run": str(Path(self.settings.path).expanduser().resolve()), "model_dir": str(info.model_dir.resolve()),
-            "batching": {"max_batch": self.settings.max_batch, "max_wait_ms": self.settings.max_wait_ms,
-                         "max_tokens_per_pass": predictor.tokens_per_pass},
+            "calibration": saved_calibration(info.model_dir),
+            "long_text": predictor.long_text.as_dict(),
+            "saved_with_model": kind.model_files(),
+            "max_length": predictor.max_length,
+            "backend": predictor.backend,
+            "precision": predictor.precision,
+            "threads": predictor.threads,
+            "model": predictor.describe(),
+            "run": str(Path(self.settings.path).expanduser().resolve()),
+            "model_dir": str(info.model_dir.resolve()),
+            "batching": {
+                "max_batch": self.settings.max_batch,
+                "max_wait_ms": self.settings.max_wait_ms,
+                "max_tokens_per_pass": predictor.tokens_per_pass,
+            },
             "limits": {"max_texts": self.limits.max_texts, "max_chars": self.limits.max_chars},
             "versions": versions(predictor.backend),
         }
@@ -129,7 +155,14 @@ def saved_calibration(model_dir: Path) -> Dict[str, Any]:
 
 def versions(backend: str) -> Dict[str, str]:
     """The versions of what computes the answers."""
-    names = ["finetune", "transformers", "tokenizers", "torch" if backend == "torch" else "onnxruntime", "fastapi", "uvicorn"]
+    names = [
+        "finetune",
+        "transformers",
+        "tokenizers",
+        "torch" if backend == "torch" else "onnxruntime",
+        "fastapi",
+        "uvicorn",
+    ]
     found = {"python": sys.version.split()[0]}
     for name in names:
         try:
@@ -154,7 +187,11 @@ def create_app(settings: Settings):
         if service.batcher is not None:
             service.batcher.close()
 
-    app = FastAPI(title="finetune", description=f"Predictions of the run in {settings.path}, as the run means them.", lifespan=lifespan)
+    app = FastAPI(
+        title="finetune",
+        description=f"Predictions of the run in {settings.path}, as the run means them.",
+        lifespan=lifespan,
+    )
     app.state.service = service
 
     def not_ready() -> Optional[JSONResponse]:
@@ -162,7 +199,9 @@ def create_app(settings: Settings):
             return None
         if service.error is not None:
             return JSONResponse({"status": "failed", "error": service.error}, status_code=500)
-        return JSONResponse({"status": "loading", "error": "the model is loading; retry when GET /health says ready"}, status_code=503)
+        return JSONResponse(
+            {"status": "loading", "error": "the model is loading; retry when GET /health says ready"}, status_code=503
+        )
 
     @app.get("/health", summary="200 once the model is loaded, 503 while it loads")
     async def health():
@@ -176,9 +215,18 @@ def create_app(settings: Settings):
     async def stats():
         return not_ready() or service.batcher.stats()
 
-    body_schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}}
+    body_schema = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+        }
+    }
 
-    @app.post("/predict", openapi_extra=body_schema, summary="the run's outputs for a text, a pair, or a list of them, in input order")
+    @app.post(
+        "/predict",
+        openapi_extra=body_schema,
+        summary="the run's outputs for a text, a pair, or a list of them, in input order",
+    )
     async def predict(request: Request):
         waiting = not_ready()
         if waiting is not None:
@@ -186,7 +234,9 @@ def create_app(settings: Settings):
         try:
             declared = int(request.headers.get("content-length") or 0)
             if declared > 8 * service.limits.max_texts * (service.limits.max_chars + 16):
-                raise RequestError(413, f"a body of {declared} bytes: more than --max-texts texts of --max-chars characters can fill")
+                raise RequestError(
+                    413, f"a body of {declared} bytes: more than --max-texts texts of --max-chars characters can fill"
+                )
             parsed = parse(await request.body(), service.limits)
         except RequestError as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
@@ -205,7 +255,9 @@ def app_from_environment():
     return create_app(Settings(**json.loads(os.environ[SETTINGS_VARIABLE])))
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, access_log: bool = False) -> int:
+def serve(
+    settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, access_log: bool = False
+) -> int:
     """Run the server until SIGTERM or Ctrl-C: stop accepting, finish the requests in flight, return 0."""
     import uvicorn
 
@@ -216,9 +268,13 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
         signal.signal(sig, lambda *_: None)
     if workers > 1:  # uvicorn's own worker processes, each loading the run; the port is shared
         if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
-            options["timeout_worker_healthcheck"] = 120  # a worker imports the ML stack before it answers; 5 s restarted slow ones
+            options["timeout_worker_healthcheck"] = (
+                120  # a worker imports the ML stack before it answers; 5 s restarted slow ones
+            )
         os.environ[SETTINGS_VARIABLE] = json.dumps(asdict(settings))
-        run_workers(uvicorn.Config("finetune.serving.server:app_from_environment", factory=True, workers=workers, **options))
+        run_workers(
+            uvicorn.Config("finetune.serving.server:app_from_environment", factory=True, workers=workers, **options)
+        )
         return 0
     app = create_app(settings)
     uvicorn.Server(uvicorn.Config(app, **options)).run()
@@ -231,7 +287,9 @@ def run_workers(config) -> None:
     from uvicorn.supervisors import Multiprocess
 
     listener = listening_socket(config)
-    if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn 0.29 to 0.36 at least: as its own run() calls it
+    if (
+        "target" in inspect.signature(Multiprocess).parameters
+    ):  # uvicorn 0.29 to 0.36 at least: as its own run() calls it
         Multiprocess(config, target=uvicorn.Server(config).run, sockets=[listener]).run()
     else:
         Multiprocess(config, sockets=[listener]).run()

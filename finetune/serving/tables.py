@@ -58,7 +58,12 @@ def read_chunks(path: Path, info: Optional[RunInfo] = None, rows: int = CHUNK_RO
             if len(chunk):
                 empty = False
                 yield chunk.rename(columns={old: new for old, new in renames.items() if new not in chunk.columns})
-    except (pd.errors.EmptyDataError, ValueError, UnicodeDecodeError, OSError) as error:  # pyarrow's errors are ValueErrors
+    except (
+        pd.errors.EmptyDataError,
+        ValueError,
+        UnicodeDecodeError,
+        OSError,
+    ) as error:  # pyarrow's errors are ValueErrors
         raise FinetuneError(f"--input: could not read {path}: {one_line_error(error)}") from error
     if empty:
         raise FinetuneError(f"--input: {path} has no rows.")
@@ -102,7 +107,9 @@ def table_writer(path: Path) -> Iterator[Callable[[Any], None]]:
                 try:
                     table = pa.Table.from_pandas(frame, schema=parquet.get("schema"), preserve_index=False)
                 except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-                    raise FinetuneError(f"--output {path}: a column changes type between rows ({one_line_error(error)}); write .csv or .jsonl instead.") from error
+                    raise FinetuneError(
+                        f"--output {path}: a column changes type between rows ({one_line_error(error)}); write .csv or .jsonl instead."
+                    ) from error
                 if "writer" not in parquet:
                     parquet.update(schema=table.schema, writer=pq.ParquetWriter(tmp, table.schema))
                 parquet["writer"].write_table(table)

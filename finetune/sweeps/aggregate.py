@@ -51,7 +51,13 @@ def by_configuration(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     summaries = []
     for (task, config), members in groups.items():
         done = [r for r in members if r["status"] == "completed"]
-        summary: Dict[str, Any] = {"config": config, "task": task, "metric": members[0]["metric"], "n": len(done), "failed": len(members) - len(done)}
+        summary: Dict[str, Any] = {
+            "config": config,
+            "task": task,
+            "metric": members[0]["metric"],
+            "n": len(done),
+            "failed": len(members) - len(done),
+        }
         for column in scores:
             values = [float(r[column]) for r in done if r.get(column) is not None]
             if values:
@@ -75,17 +81,36 @@ def write_by_configuration(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optio
     if not any(s["n"] + s["failed"] > 1 for s in summaries):
         return None
     scores = [c[: -len("_mean")] for c in dict.fromkeys(k for s in summaries for k in s) if c.endswith("_mean")]
-    columns = ["config", "task", "metric", "n", "failed", *(f"{c}_{k}" for c in scores for k in ("mean", "std", "ci_low", "ci_high")), "run_folders"]
-    with replaced_atomically(sweep_dir / "summary_by_config.csv") as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+    columns = [
+        "config",
+        "task",
+        "metric",
+        "n",
+        "failed",
+        *(f"{c}_{k}" for c in scores for k in ("mean", "std", "ci_low", "ci_high")),
+        "run_folders",
+    ]
+    with (
+        replaced_atomically(sweep_dir / "summary_by_config.csv") as tmp,
+        tmp.open("w", newline="", encoding="utf-8") as f,
+    ):
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({**s, "run_folders": " ".join(s["run_folders"])} for s in summaries)
     shared = set.intersection(*(set(s["config"].split()) for s in summaries))
-    shown = [{**s, "config": " ".join(o for o in s["config"].split() if o not in shared) or "(all)",
-              **{c: _cell(s, c) for c in scores}} for s in summaries]
-    text = (f"# Sweep {sweep_dir}, by configuration\n\nEach cell: mean ± standard deviation [{CONFIDENCE:.0%} t-interval of the mean] "
-            f"over the jobs that differ only in {' or '.join(REPEATS)}; n = finished jobs.\n\n"
-            f"{markdown_table(shown, ['config', 'task', 'metric', 'n', 'failed', *scores])}\n")
+    shown = [
+        {
+            **s,
+            "config": " ".join(o for o in s["config"].split() if o not in shared) or "(all)",
+            **{c: _cell(s, c) for c in scores},
+        }
+        for s in summaries
+    ]
+    text = (
+        f"# Sweep {sweep_dir}, by configuration\n\nEach cell: mean ± standard deviation [{CONFIDENCE:.0%} t-interval of the mean] "
+        f"over the jobs that differ only in {' or '.join(REPEATS)}; n = finished jobs.\n\n"
+        f"{markdown_table(shown, ['config', 'task', 'metric', 'n', 'failed', *scores])}\n"
+    )
     figure = draw(sweep_dir / "summary.png", shown, summaries)
     text += f"\n![each configuration's mean and interval, its runs as dots]({figure.name})\n"
     comparison = compare_best_two(sweep_dir, summaries)
@@ -118,9 +143,25 @@ def draw(path: Path, shown: List[Dict[str, Any]], summaries: List[Dict[str, Any]
             continue
         low, high = summary.get(f"val_{summary['metric']}_ci_low"), summary.get(f"val_{summary['metric']}_ci_high")
         error = [[mean - low], [high - mean]] if low is not None else None
-        axes.errorbar([mean], [y], xerr=error, fmt="o", color="tab:blue", markersize=8, capsize=4, label="mean, 95% interval" if y == 0 else None)
+        axes.errorbar(
+            [mean],
+            [y],
+            xerr=error,
+            fmt="o",
+            color="tab:blue",
+            markersize=8,
+            capsize=4,
+            label="mean, 95% interval" if y == 0 else None,
+        )
         values = [v for v in summary["scores"] if v is not None]
-        axes.scatter(values, y + rng.uniform(-0.12, 0.12, len(values)), color="tab:orange", s=18, zorder=3, label="runs" if y == 0 else None)
+        axes.scatter(
+            values,
+            y + rng.uniform(-0.12, 0.12, len(values)),
+            color="tab:orange",
+            s=18,
+            zorder=3,
+            label="runs" if y == 0 else None,
+        )
     labels = [f"{s['config']} ({s['task']}, n={summaries[i]['n']})" for i, s in enumerate(shown)]
     axes.set_yticks(range(len(summaries)), labels, fontsize=8)
     axes.set_ylim(len(summaries) - 0.5, -0.5)  # best on top
@@ -151,5 +192,7 @@ def compare_best_two(sweep_dir: Path, summaries: List[Dict[str, Any]]) -> Option
     except FinetuneError as error:
         log.warning("The best two configurations were not compared: %s", error)
         return None
-    write_json(sweep_dir / "comparison.json", {"a_config": ranked[0]["config"], "b_config": ranked[1]["config"], **result})
+    write_json(
+        sweep_dir / "comparison.json", {"a_config": ranked[0]["config"], "b_config": ranked[1]["config"], **result}
+    )
     return describe(result)

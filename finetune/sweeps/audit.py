@@ -38,7 +38,10 @@ def out_of_fold_groups(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     for key, files in jobs.items():
         table = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sort_values(TRAIN_ROW, kind="stable")
         if table[TRAIN_ROW].tolist() != list(range(len(table))):
-            log.warning("Label audit: the fold jobs of '%s' do not predict every train row once (a fold failed or is missing); left out.", key or "(all)")
+            log.warning(
+                "Label audit: the fold jobs of '%s' do not predict every train row once (a fold failed or is missing); left out.",
+                key or "(all)",
+            )
             continue
         groups[key] = table.reset_index(drop=True)
     return groups
@@ -52,16 +55,26 @@ def label_audit(tables: List[Any], text_columns: Optional[List[str]] = None):
     from cleanlab.rank import get_label_quality_scores
 
     first = tables[0]
-    names = [c[len(PROBABILITY):] for c in first.columns if c.startswith(PROBABILITY)]
+    names = [c[len(PROBABILITY) :] for c in first.columns if c.startswith(PROBABILITY)]
     probabilities = np.mean([t[[PROBABILITY + n for n in names]].to_numpy(dtype="float64") for t in tables], axis=0)
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     given = first["gold"].map({n: i for i, n in enumerate(names)}).to_numpy()
-    text_columns = text_columns or [c for c in first.columns if c not in {TRAIN_ROW, "row", "gold", "predicted", "correct", "confidence"}
-                                    and not c.startswith(PROBABILITY)]
+    text_columns = text_columns or [
+        c
+        for c in first.columns
+        if c not in {TRAIN_ROW, "row", "gold", "predicted", "correct", "confidence"} and not c.startswith(PROBABILITY)
+    ]
     flagged = find_label_issues(given, probabilities, filter_by="prune_by_noise_rate")
-    audit = pd.DataFrame({"row": first[TRAIN_ROW], **{c: first[c] for c in text_columns}, "given_label": first["gold"],
-                          "suggested_label": [names[i] for i in probabilities.argmax(axis=1)],
-                          "score": get_label_quality_scores(given, probabilities), "flagged": flagged})
+    audit = pd.DataFrame(
+        {
+            "row": first[TRAIN_ROW],
+            **{c: first[c] for c in text_columns},
+            "given_label": first["gold"],
+            "suggested_label": [names[i] for i in probabilities.argmax(axis=1)],
+            "score": get_label_quality_scores(given, probabilities),
+            "flagged": flagged,
+        }
+    )
     return audit.sort_values(["score", "row"], kind="stable").reset_index(drop=True)
 
 
@@ -72,7 +85,11 @@ def write_label_audit(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optional[s
         return None
     sizes = {len(t) for t in groups.values()}
     if len(sizes) > 1 or not any(c.startswith(PROBABILITY) for c in next(iter(groups.values())).columns):
-        log.warning("Label audit: skipped; it needs single-label fold jobs on the same train rows (found %d groups of %s rows).", len(groups), sorted(sizes))
+        log.warning(
+            "Label audit: skipped; it needs single-label fold jobs on the same train rows (found %d groups of %s rows).",
+            len(groups),
+            sorted(sizes),
+        )
         return None
     try:
         audit = label_audit(list(groups.values()))
@@ -82,5 +99,7 @@ def write_label_audit(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optional[s
     with replaced_atomically(Path(sweep_dir) / AUDIT_FILE) as tmp:
         audit.to_csv(tmp, index=False)
     how = f"out-of-fold probabilities of {len(groups)} run(s) of every fold" + (", averaged" if len(groups) > 1 else "")
-    return (f"Label audit: {int(audit['flagged'].sum())} of {len(audit)} train rows flagged as likely mislabeled by cleanlab "
-            f"({how}); every row, most likely wrong first: [{AUDIT_FILE}]({AUDIT_FILE})")
+    return (
+        f"Label audit: {int(audit['flagged'].sum())} of {len(audit)} train rows flagged as likely mislabeled by cleanlab "
+        f"({how}); every row, most likely wrong first: [{AUDIT_FILE}]({AUDIT_FILE})"
+    )

@@ -62,7 +62,9 @@ def runs_of(spec: str) -> List[Path]:
         else:
             raise FinetuneError(f"{part}: no such folder.")
     if not runs:
-        raise FinetuneError(f"{spec}: holds no finished run (a run folder has metrics.json; a sweep folder holds run folders).")
+        raise FinetuneError(
+            f"{spec}: holds no finished run (a run folder has metrics.json; a sweep folder holds run folders)."
+        )
     return runs
 
 
@@ -80,8 +82,14 @@ def kind_of(task):
     return KINDS[task.problem](list(task.label_names), list(task.metrics), None, task.label_separator)
 
 
-def compare(runs_a: Sequence[Path], runs_b: Sequence[Path], split: Optional[str] = None, metric: Optional[str] = None,
-            resamples: int = RESAMPLES, seed: int = 0) -> Dict[str, Any]:
+def compare(
+    runs_a: Sequence[Path],
+    runs_b: Sequence[Path],
+    split: Optional[str] = None,
+    metric: Optional[str] = None,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> Dict[str, Any]:
     """The paired comparison of A and B (see the module doc); raises FinetuneError when they cannot be compared."""
     import numpy as np
 
@@ -98,7 +106,9 @@ def compare(runs_a: Sequence[Path], runs_b: Sequence[Path], split: Optional[str]
     resampled = np.dot(w, np.vstack([group["draws"] for group in scored]))
     low, high = np.percentile(resampled, [2.5, 97.5])
     # +1: the observed sample counts as a resample, so p is never exactly 0
-    p_bootstrap = min(1.0, 2 * min(((resampled <= 0).sum() + 1) / (resamples + 1), ((resampled >= 0).sum() + 1) / (resamples + 1)))
+    p_bootstrap = min(
+        1.0, 2 * min(((resampled <= 0).sum() + 1) / (resamples + 1), ((resampled >= 0).sum() + 1) / (resamples + 1))
+    )
     classified = scored[0]["classified"]
     one_each = all(len(side_a) == len(side_b) == 1 for side_a, side_b in groups.values())
     discordant = [sum(group["discordant"][i] for group in scored) for i in (0, 1)]
@@ -106,17 +116,25 @@ def compare(runs_a: Sequence[Path], runs_b: Sequence[Path], split: Optional[str]
         "split": split,
         "metric": metric,
         "greater_is_better": greater_is_better(metric),
-        "a": {"runs": [str(r.folder) for r in a], metric: float(np.mean([s for group in scored for s in group["run_scores"]["a"]]))},
-        "b": {"runs": [str(r.folder) for r in b], metric: float(np.mean([s for group in scored for s in group["run_scores"]["b"]]))},
+        "a": {
+            "runs": [str(r.folder) for r in a],
+            metric: float(np.mean([s for group in scored for s in group["run_scores"]["a"]])),
+        },
+        "b": {
+            "runs": [str(r.folder) for r in b],
+            metric: float(np.mean([s for group in scored for s in group["run_scores"]["b"]])),
+        },
         "groups": len(groups),
         "rows": int(sum(weights)),
         "difference": difference,
         "ci95": [float(low), float(high)],
         "bootstrap": {"resamples": resamples, "seed": seed, "p_value": float(p_bootstrap)},
         "mcnemar": _mcnemar(*discordant) if classified and one_each else None,
-        "mcnemar_skipped": None if not classified or one_each else "several runs of a side on the same rows; the bootstrap is the test",
+        "mcnemar_skipped": None
+        if not classified or one_each
+        else "several runs of a side on the same rows; the bootstrap is the test",
         "pooling": "runs paired by the rows they were scored on; within each group the mean over its runs, groups weighted by rows; "
-                   "bootstrap over rows within groups; McNemar summed over groups, only where each group holds one run per side",
+        "bootstrap over rows within groups; McNemar summed over groups, only where each group holds one run per side",
     }
 
 
@@ -127,23 +145,31 @@ def _what_to_compare(runs: List[Run], split: Optional[str], metric: Optional[str
     first = runs[0].task
     for run in runs[1:]:
         if (run.task.problem, list(run.task.label_names)) != (first.problem, list(first.label_names)):
-            raise FinetuneError(f"{run.folder} and {runs[0].folder} are runs of different tasks (kind or labels differ): nothing to compare.")
+            raise FinetuneError(
+                f"{run.folder} and {runs[0].folder} are runs of different tasks (kind or labels differ): nothing to compare."
+            )
     kind = kind_of(first)
     if split is None:
         split = "test" if all(predictions_file(r.folder, "test").is_file() for r in runs) else "validation"
     missing = [str(r.folder) for r in runs if not predictions_file(r.folder, split).is_file()]
     if missing:
-        raise FinetuneError(f"No {predictions_file(Path(), split).name} in {', '.join(missing)}: the {split} split was not scored there "
-                            "(unlabeled, or the run is older than saved predictions).")
+        raise FinetuneError(
+            f"No {predictions_file(Path(), split).name} in {', '.join(missing)}: the {split} split was not scored there "
+            "(unlabeled, or the run is older than saved predictions)."
+        )
     metric = metric or best_metric(first)
     if metric == "loss":  # not saved per row: the kind's first metric instead
         metric = kind.metrics[0]
     if metric not in METRICS or kind.name not in METRICS[metric].kinds:
-        raise FinetuneError(f"--metric {metric}: not a metric of a {kind.name} task; use one of {', '.join(m for m, d in METRICS.items() if kind.name in d.kinds)}.")
+        raise FinetuneError(
+            f"--metric {metric}: not a metric of a {kind.name} task; use one of {', '.join(m for m, d in METRICS.items() if kind.name in d.kinds)}."
+        )
     return kind, split, metric
 
 
-def _score_group(kind, metric: str, split: str, side_a: List[Run], side_b: List[Run], rng, resamples: int) -> Dict[str, Any]:
+def _score_group(
+    kind, metric: str, split: str, side_a: List[Run], side_b: List[Run], rng, resamples: int
+) -> Dict[str, Any]:
     """One group of runs scored on the same rows: the observed difference, its bootstrap draws, McNemar's counts."""
     import numpy as np
 
@@ -155,15 +181,26 @@ def _score_group(kind, metric: str, split: str, side_a: List[Run], side_b: List[
     for side, ts in tables.items():
         for run, table in zip(side_a if side == "a" else side_b, ts):
             if not np.array_equal(kind.gold_and_predicted(table)[0], gold):
-                raise FinetuneError(f"{run.folder}: its {split} labels differ from {side_a[0].folder}'s though the rows' fingerprints agree; rerun it.")
+                raise FinetuneError(
+                    f"{run.folder}: its {split} labels differ from {side_a[0].folder}'s though the rows' fingerprints agree; rerun it."
+                )
     rows = len(gold)
     indices = rng.integers(0, rows, size=(resamples, rows))
 
     def score(side: str, idx=None) -> float:
-        return float(np.mean([compute([metric], gold if idx is None else gold[idx], p if idx is None else p[idx])[metric] for p in predicted[side]]))
+        return float(
+            np.mean(
+                [
+                    compute([metric], gold if idx is None else gold[idx], p if idx is None else p[idx])[metric]
+                    for p in predicted[side]
+                ]
+            )
+        )
 
     if metric == "accuracy":  # mean over runs of accuracy = accuracy of the per-row share of runs that are right
-        right = {side: np.mean([np.asarray(t["correct"], dtype=float) for t in ts], axis=0) for side, ts in tables.items()}
+        right = {
+            side: np.mean([np.asarray(t["correct"], dtype=float) for t in ts], axis=0) for side, ts in tables.items()
+        }
         draws = (right["a"] - right["b"])[indices].mean(axis=1)
     else:
         draws = np.array([score("a", idx) - score("b", idx) for idx in indices])
@@ -173,7 +210,11 @@ def _score_group(kind, metric: str, split: str, side_a: List[Run], side_b: List[
         right = {side: np.asarray(ts[0]["correct"], dtype=bool) for side, ts in tables.items()}
         discordant = [int((right["a"] & ~right["b"]).sum()), int((~right["a"] & right["b"]).sum())]
     return {
-        "rows": rows, "observed": score("a") - score("b"), "draws": draws, "classified": classified, "discordant": discordant,
+        "rows": rows,
+        "observed": score("a") - score("b"),
+        "draws": draws,
+        "classified": classified,
+        "discordant": discordant,
         "run_scores": {side: [compute([metric], gold, p)[metric] for p in predicted[side]] for side in ("a", "b")},
     }
 
@@ -185,7 +226,12 @@ def _paired_groups(a: List[Run], b: List[Run], split: str) -> Dict[str, tuple]:
         for run in runs:
             fingerprint = run.fingerprints.get(split)
             groups.setdefault(fingerprint, ([], []))[side].append(run)
-    unpaired = [(side, runs) for fingerprint, pair in groups.items() for side, runs in zip("AB", pair) if not pair[0] or not pair[1]]
+    unpaired = [
+        (side, runs)
+        for fingerprint, pair in groups.items()
+        for side, runs in zip("AB", pair)
+        if not pair[0] or not pair[1]
+    ]
     if unpaired:
         side, runs = unpaired[0]
         other = "B" if side == "A" else "A"
@@ -207,7 +253,10 @@ def _mcnemar(only_a: int, only_b: int) -> Dict[str, Any]:
     elif total < EXACT_BELOW:
         test, p = "exact binomial", scipy.stats.binomtest(only_a, total, 0.5).pvalue
     else:
-        test, p = "chi-square with continuity correction", scipy.stats.chi2.sf((abs(only_a - only_b) - 1) ** 2 / total, df=1)
+        test, p = (
+            "chi-square with continuity correction",
+            scipy.stats.chi2.sf((abs(only_a - only_b) - 1) ** 2 / total, df=1),
+        )
     return {"only_a_right": only_a, "only_b_right": only_b, "test": test, "p_value": float(min(1.0, p))}
 
 
@@ -225,23 +274,37 @@ def describe(result: Dict[str, Any]) -> str:
     if result.get("mcnemar_skipped"):
         lines.append(f"McNemar: not computed ({result['mcnemar_skipped']})")
     if mcnemar:
-        lines.append(f"McNemar (right or wrong per row, as accuracy counts): {mcnemar['only_a_right']} rows only A gets right, {mcnemar['only_b_right']} only B; "
-                     f"p = {mcnemar['p_value']:.3g} ({mcnemar['test']})")
+        lines.append(
+            f"McNemar (right or wrong per row, as accuracy counts): {mcnemar['only_a_right']} rows only A gets right, {mcnemar['only_b_right']} only B; "
+            f"p = {mcnemar['p_value']:.3g} ({mcnemar['test']})"
+        )
     if not result["greater_is_better"]:
         lines.append(f"({metric}: lower is better)")
     return "\n".join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m finetune.compare", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
+    parser = argparse.ArgumentParser(
+        prog="python -m finetune.compare",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
     parser.add_argument("a", help="run folder, sweep folder, or run folders joined by commas")
     parser.add_argument("b", help="the same, for the other side")
-    parser.add_argument("--split", help="the split to compare on (default: test if every run scored a labeled test split, else validation)")
+    parser.add_argument(
+        "--split",
+        help="the split to compare on (default: test if every run scored a labeled test split, else validation)",
+    )
     parser.add_argument("--metric", help="default: the task's metric for the best model")
     parser.add_argument("--resamples", type=int, default=RESAMPLES, help=f"bootstrap resamples (default {RESAMPLES})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
-    parser.add_argument("--output", type=Path, default=Path("comparison.json"), help="where to write the result (default ./comparison.json)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("comparison.json"),
+        help="where to write the result (default ./comparison.json)",
+    )
     args = parser.parse_args(argv)
     if args.resamples < 1:
         parser.error(f"--resamples {args.resamples}: must be an integer >= 1, e.g. --resamples {RESAMPLES}")

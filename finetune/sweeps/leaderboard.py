@@ -25,7 +25,19 @@ from finetune.tasks.metrics import greater_is_better
 
 log = logging.getLogger("finetune")
 # The files the GLUE server takes, in its order; AX (the diagnostic set) is predicted by the MNLI model.
-GLUE_FILES = ("CoLA.tsv", "SST-2.tsv", "MRPC.tsv", "STS-B.tsv", "QQP.tsv", "MNLI-m.tsv", "MNLI-mm.tsv", "QNLI.tsv", "RTE.tsv", "WNLI.tsv", "AX.tsv")
+GLUE_FILES = (
+    "CoLA.tsv",
+    "SST-2.tsv",
+    "MRPC.tsv",
+    "STS-B.tsv",
+    "QQP.tsv",
+    "MNLI-m.tsv",
+    "MNLI-mm.tsv",
+    "QNLI.tsv",
+    "RTE.tsv",
+    "WNLI.tsv",
+    "AX.tsv",
+)
 
 
 def job_row(job_dir: Path) -> Dict[str, Any]:
@@ -52,8 +64,12 @@ def job_row(job_dir: Path) -> Dict[str, Any]:
                 row.update({f"{prefix}_{name}": report.get(name) for name in [*names, "loss"]})
         validation_splits = [s for s in metrics if s.startswith("validation") and metrics[s]]
         # GLUE's rule: a task with several metrics (or splits, MNLI) counts their mean
-        row["task_score"] = sum(metrics[s][n] for s in validation_splits for n in names) / max(len(validation_splits) * len(names), 1)
-        row.update(status="completed", score=row.get(f"val_{row['metric']}"), train_time_s=metrics["train"]["runtime_s"])
+        row["task_score"] = sum(metrics[s][n] for s in validation_splits for n in names) / max(
+            len(validation_splits) * len(names), 1
+        )
+        row.update(
+            status="completed", score=row.get(f"val_{row['metric']}"), train_time_s=metrics["train"]["runtime_s"]
+        )
     elif (job_dir / FAILED_FILE).is_file():
         row["error"] = json.loads((job_dir / FAILED_FILE).read_text())["error"].splitlines()[0]
     else:
@@ -81,19 +97,35 @@ def glue_submission(sweep_dir: Path, rows: List[Dict[str, Any]]) -> str:
     for row in rows:  # ranked: the first completed job of a task is its best
         if row["status"] == "completed" and row["task"] not in best:
             best[row["task"]] = row
-    files = {path.name: path for row in best.values() for path in row["predictions"].values() if path.name in GLUE_FILES and path.is_file()}
-    with replaced_atomically(sweep_dir / "glue_submission.zip") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+    files = {
+        path.name: path
+        for row in best.values()
+        for path in row["predictions"].values()
+        if path.name in GLUE_FILES and path.is_file()
+    }
+    with (
+        replaced_atomically(sweep_dir / "glue_submission.zip") as tmp,
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive,
+    ):
         for name in GLUE_FILES:
             if name in files:
                 archive.write(files[name], arcname=name)
     scores = {task: row["task_score"] for task, row in best.items()}
     missing = [name for name in GLUE_FILES if name not in files]
-    lines = ["", "## GLUE", "", f"GLUE score (validation, mean over {len(scores)} tasks; a task with several metrics counts their mean): "
-             f"**{100 * sum(scores.values()) / max(len(scores), 1):.1f}**", ""]
+    lines = [
+        "",
+        "## GLUE",
+        "",
+        f"GLUE score (validation, mean over {len(scores)} tasks; a task with several metrics counts their mean): "
+        f"**{100 * sum(scores.values()) / max(len(scores), 1):.1f}**",
+        "",
+    ]
     lines += [f"- {task}: {100 * score:.1f}" for task, score in sorted(scores.items())]
     lines += ["", f"`glue_submission.zip` holds {', '.join(n for n in GLUE_FILES if n in files) or 'no file'}."]
     if missing:
-        lines.append(f"Not in it (the task did not run, failed, or its test split was not given): {', '.join(missing)}.")
+        lines.append(
+            f"Not in it (the task did not run, failed, or its test split was not given): {', '.join(missing)}."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -132,12 +164,23 @@ class Leaderboard(Callback):
         rows = write_leaderboard(sweep_dir, self.glue)
         audit = write_label_audit(sweep_dir, rows)  # None unless every fold of a k-fold sweep finished
         if audit:
-            write_text(sweep_dir / "summary.md", (sweep_dir / "summary.md").read_text(encoding="utf-8") + f"\n{audit}\n")
+            write_text(
+                sweep_dir / "summary.md", (sweep_dir / "summary.md").read_text(encoding="utf-8") + f"\n{audit}\n"
+            )
         failed = sum(r["status"] != "completed" for r in rows)
         log.info(
             "Leaderboard (%d jobs, %d failed), also in %s and summary.csv:\n%s",
-            len(rows), failed, sweep_dir / "summary.md", (sweep_dir / "summary.md").read_text(),
+            len(rows),
+            failed,
+            sweep_dir / "summary.md",
+            (sweep_dir / "summary.md").read_text(),
         )
-        by_configuration = write_by_configuration(sweep_dir, rows)  # None unless a configuration ran with several seeds or folds
+        by_configuration = write_by_configuration(
+            sweep_dir, rows
+        )  # None unless a configuration ran with several seeds or folds
         if by_configuration:
-            log.info("By configuration, also in %s, summary_by_config.csv and summary.png:\n%s", sweep_dir / "summary_by_config.md", by_configuration)
+            log.info(
+                "By configuration, also in %s, summary_by_config.csv and summary.png:\n%s",
+                sweep_dir / "summary_by_config.md",
+                by_configuration,
+            )

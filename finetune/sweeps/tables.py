@@ -16,6 +16,7 @@ def columns_of(rows: List[Dict[str, Any]]) -> List[str]:
 
 def markdown_table(rows: List[Dict[str, Any]], columns: List[str]) -> str:
     """``rows`` as a Markdown table of ``columns``: floats to 4 decimals, pipes escaped."""
+
     def cell(value: Any) -> str:
         if value is None:
             return ""

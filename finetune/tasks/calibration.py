@@ -64,7 +64,10 @@ def reliability(probability, outcome, bins: int = BINS):
     """Per equal-width bin of ``probability``: ``(mean probability, observed frequency, rows)``; empty bins left out."""
     import numpy as np
 
-    probability, outcome = np.asarray(probability, dtype="float64").ravel(), np.asarray(outcome, dtype="float64").ravel()
+    probability, outcome = (
+        np.asarray(probability, dtype="float64").ravel(),
+        np.asarray(outcome, dtype="float64").ravel(),
+    )
     which = np.minimum((probability * bins).astype(int), bins - 1)
     rows = np.bincount(which, minlength=bins)
     filled = rows > 0
@@ -93,9 +96,14 @@ def risk_coverage(confidence, correct, coverages: Sequence[float] = COVERAGES) -
     for coverage in coverages:
         answered = max(1, math.ceil(coverage * len(order))) if len(order) else 0
         kept = order[:answered]
-        table.append({"coverage": float(coverage), "rows": int(answered),
-                      "accuracy": float(correct[kept].mean()) if answered else float("nan"),
-                      "min_confidence": float(confidence[kept[-1]]) if answered else float("nan")})
+        table.append(
+            {
+                "coverage": float(coverage),
+                "rows": int(answered),
+                "accuracy": float(correct[kept].mean()) if answered else float("nan"),
+                "min_confidence": float(confidence[kept[-1]]) if answered else float("nan"),
+            }
+        )
     return table
 
 

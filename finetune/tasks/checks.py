@@ -36,12 +36,18 @@ def fold_errors(task: Any) -> List[str]:
     """k-fold cross-validation carves validation out of train: it needs a fold in range and no validation file."""
     folds, fold = task.get("folds"), task.get("fold", 0)
     if folds is None:
-        return [] if fold == 0 else [f"task.fold={fold} needs task.folds=K (the number of folds), e.g. task.folds=5 task.fold={fold}."]
+        return (
+            []
+            if fold == 0
+            else [f"task.fold={fold} needs task.folds=K (the number of folds), e.g. task.folds=5 task.fold={fold}."]
+        )
     errors = []
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         return [f"task.folds={folds!r}: must be null (no cross-validation) or an integer >= 2, e.g. task.folds=5."]
     if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
-        errors.append(f"task.fold={fold!r}: must be an integer in [0, {folds}) with task.folds={folds}, e.g. task.fold=0.")
+        errors.append(
+            f"task.fold={fold!r}: must be an integer in [0, {folds}) with task.folds={folds}, e.g. task.fold=0."
+        )
     if task.data_files.get("validation"):
         errors.append(
             f"task.folds={folds} validates on folds of train, but task.data_files.validation={task.data_files.validation} is given: "

@@ -32,7 +32,13 @@ LOCAL_FORMATS = {
 }
 
 
-def reader(file: Path, key: str, column_names: Optional[List[str]] = None, quoted: bool = False, text_fields: Sequence[str] = ()) -> Tuple[str, Dict[str, Any]]:
+def reader(
+    file: Path,
+    key: str,
+    column_names: Optional[List[str]] = None,
+    quoted: bool = False,
+    text_fields: Sequence[str] = (),
+) -> Tuple[str, Dict[str, Any]]:
     """The ``datasets`` builder and the pandas-style options that read ``file`` as the task says.
 
     ``column_names`` name the columns of a file without a header line; a file whose first
@@ -41,7 +47,9 @@ def reader(file: Path, key: str, column_names: Optional[List[str]] = None, quote
     """
     suffix = file.suffix.lower()
     if suffix not in LOCAL_FORMATS:
-        raise FinetuneError(f"{key}: cannot read '{file.suffix}' files ({file}); use one of {', '.join(LOCAL_FORMATS)}.")
+        raise FinetuneError(
+            f"{key}: cannot read '{file.suffix}' files ({file}); use one of {', '.join(LOCAL_FORMATS)}."
+        )
     builder, options = LOCAL_FORMATS[suffix]
     options = dict(options)
     if builder == "csv":
@@ -78,7 +86,9 @@ class TextClassificationData(TaskFields):
     @cached_property
     def kind(self) -> TaskKind:
         """What the labels mean: parsing, loss, predictions, metrics (finetune/tasks/kinds.py)."""
-        return KINDS[self.problem](self.label_names, self.metrics, self.class_weights, self.label_separator, self.calibration)
+        return KINDS[self.problem](
+            self.label_names, self.metrics, self.class_weights, self.label_separator, self.calibration
+        )
 
     def load(self, seed: int):
         """Load every split, check columns, text and labels, carve validation if missing, apply max_*_samples."""
@@ -87,20 +97,36 @@ class TextClassificationData(TaskFields):
         raw = self._load_local() if self.data_files.get("train") else self._load_hub()
         splits = DatasetDict({split: self._checked(ds, split, source) for split, (ds, source) in raw.items()})
         if self.folds:
-            if "validation" in splits:  # the hub's own validation split (a validation file is refused by config.validate)
-                raise FinetuneError(f"task.folds={self.folds}: {self.path} has a validation split of its own; cross-validate on local files, or set task.folds=null.")
+            if (
+                "validation" in splits
+            ):  # the hub's own validation split (a validation file is refused by config.validate)
+                raise FinetuneError(
+                    f"task.folds={self.folds}: {self.path} has a validation split of its own; cross-validate on local files, or set task.folds=null."
+                )
             # the limit first: the folds then cover exactly the rows that are trained and validated on
             splits["train"] = limited(splits["train"], self.max_train_samples)
             splits["train"], splits["validation"] = self.fold_split(splits["train"], seed)
-            log.info("Fold %d of %d (seed %d): validating on %d train rows, training on the other %d",
-                     self.fold, self.folds, seed, len(splits["validation"]), len(splits["train"]))
+            log.info(
+                "Fold %d of %d (seed %d): validating on %d train rows, training on the other %d",
+                self.fold,
+                self.folds,
+                seed,
+                len(splits["validation"]),
+                len(splits["train"]),
+            )
         elif "validation" not in splits:
             splits["train"], splits["validation"] = self._carve_validation(splits["train"], seed)
         splits = DatasetDict({name: splits[name] for name in sorted(splits, key=split_order)})
         for split in splits:
             if split == "train" and self.folds:
                 continue  # limited before the folds were cut
-            limit = self.max_train_samples if split == "train" else self.max_eval_samples if split.startswith("validation") else self.max_test_samples
+            limit = (
+                self.max_train_samples
+                if split == "train"
+                else self.max_eval_samples
+                if split.startswith("validation")
+                else self.max_test_samples
+            )
             splits[split] = limited(splits[split], limit)
         return splits
 
@@ -116,11 +142,15 @@ class TextClassificationData(TaskFields):
 
         labels = label_array(train)
         if len(train) < 2 * self.folds:
-            raise FinetuneError(f"task.folds={self.folds} needs at least {2 * self.folds} train rows (two per fold), got {len(train)}: lower task.folds.")
+            raise FinetuneError(
+                f"task.folds={self.folds} needs at least {2 * self.folds} train rows (two per fold), got {len(train)}: lower task.folds."
+            )
         counts = np.bincount(labels) if self.kind.stratify else np.array([])
         stratify = bool(self.kind.stratify and counts[counts > 0].min() >= self.folds)
         splitter = (StratifiedKFold if stratify else KFold)(n_splits=self.folds, shuffle=True, random_state=seed)
-        train_rows, validation_rows = list(splitter.split(np.zeros(len(train)), labels if stratify else None))[self.fold]
+        train_rows, validation_rows = list(splitter.split(np.zeros(len(train)), labels if stratify else None))[
+            self.fold
+        ]
         self.fold_rows = validation_rows.tolist()  # the train rows this fold validates on: its out-of-fold predictions
         return train.select(train_rows), train.select(validation_rows)
 
@@ -144,7 +174,9 @@ class TextClassificationData(TaskFields):
                 f"task.validation_size={size} holds out {held_out} of the {rows} train rows{none_left}; {over} "
                 f"{classes} to {rows - classes}: e.g. task.validation_size={example}, or give task.data_files.validation."
             )
-        held_out_split = train.train_test_split(test_size=size, stratify_by_column=LABEL if stratify else None, seed=seed)
+        held_out_split = train.train_test_split(
+            test_size=size, stratify_by_column=LABEL if stratify else None, seed=seed
+        )
         return held_out_split["train"], held_out_split["test"]
 
     def _load_hub(self) -> SplitFiles:
@@ -153,7 +185,9 @@ class TextClassificationData(TaskFields):
         try:
             loaded = load_dataset(self.path, self.name)
         except Exception as error:  # datasets raises many kinds; every one means "not fetched"
-            raise FinetuneError(hub_failure("data set", "/".join(filter(None, [self.path, self.name])), error)) from error
+            raise FinetuneError(
+                hub_failure("data set", "/".join(filter(None, [self.path, self.name])), error)
+            ) from error
         renamed = {self.split_names.get(split, split): split for split in loaded}
         return {ours: (loaded[hub], f"{self.path} [{hub}]") for ours, hub in renamed.items() if SPLIT_NAME.match(ours)}
 
@@ -183,7 +217,11 @@ class TextClassificationData(TaskFields):
         a column the task names itself (``task.label_field=score``) is read as it is, not renamed away.
         """
         named = {*self.text_fields, self.label_field}
-        renames = {old: new for old, new in self.rename_columns.items() if old in ds.column_names and new not in ds.column_names and old not in named}
+        renames = {
+            old: new
+            for old, new in self.rename_columns.items()
+            if old in ds.column_names and new not in ds.column_names and old not in named
+        }
         if not renames:
             return ds, ""
         read_as = ", ".join(f"'{old}' as '{new}'" for old, new in renames.items())
@@ -205,7 +243,9 @@ class TextClassificationData(TaskFields):
             raise FinetuneError(f"{source}: the {split} split has no rows.")
         if self.label_field not in ds.column_names:
             if not split.startswith("test"):
-                raise FinetuneError(f"{source}: no label column '{self.label_field}'. Its columns are {columns}{renamed}; set task.label_field.")
+                raise FinetuneError(
+                    f"{source}: no label column '{self.label_field}'. Its columns are {columns}{renamed}; set task.label_field."
+                )
             labeled = False  # an unlabeled test file: predict it
         else:
             labeled = not (split.startswith("test") and all(v in UNLABELED_MARKERS for v in ds[self.label_field]))
@@ -215,14 +255,18 @@ class TextClassificationData(TaskFields):
             for field in self.text_fields:
                 for row, text in zip(rows, batch[field]):
                     if not isinstance(text, str) or not text.strip():
-                        raise FinetuneError(f"{source}: row {row + 1} has no text in column '{field}' ({text!r}); fill or remove that row.")
+                        raise FinetuneError(
+                            f"{source}: row {row + 1} has no text in column '{field}' ({text!r}); fill or remove that row."
+                        )
             if not labeled:
                 return {}
             labels = []
             for row, value in zip(rows, batch[self.label_field]):
                 label = kind.parse(value)
                 if label is None:
-                    raise FinetuneError(f"{source}: row {row + 1} has label {value!r}, which is {kind.expected()}. Fix that row, or task.label_names.")
+                    raise FinetuneError(
+                        f"{source}: row {row + 1} has label {value!r}, which is {kind.expected()}. Fix that row, or task.label_names."
+                    )
                 labels.append(label)
             return {LABEL: labels}
 
@@ -240,7 +284,9 @@ class TextClassificationData(TaskFields):
         lines = ["Dataset summary:"]
         for split, ds in splits.items():
             label_text = self.kind.describe(label_array(ds)) if self.is_labeled(ds) else "unlabeled"
-            lines.append(f"  {split:<10} {len(ds):>7} rows  columns: {', '.join(ds.column_names)}  labels: {label_text}")
+            lines.append(
+                f"  {split:<10} {len(ds):>7} rows  columns: {', '.join(ds.column_names)}  labels: {label_text}"
+            )
         return "\n".join(lines)
 
     def check_max_length(self, limit: Optional[int], model_name: str, source: str = "its tokenizer") -> None:
@@ -264,8 +310,15 @@ class TextClassificationData(TaskFields):
             sample = split.select(range(0, len(split), step)).select_columns(list(self.text_fields))[:]
             report[name] = length_summary(tokenizer, [sample[f] for f in self.text_fields], self.max_length)
             summary = report[name]
-            log.info("  %-10s tokens per row: median %.0f, 90th percentile %.0f; %.1f%% longer than task.max_length=%d (%d rows measured)",
-                     name, summary["median_tokens"], summary["p90_tokens"], 100 * summary["share_over_max_length"], self.max_length, summary["rows_measured"])
+            log.info(
+                "  %-10s tokens per row: median %.0f, 90th percentile %.0f; %.1f%% longer than task.max_length=%d (%d rows measured)",
+                name,
+                summary["median_tokens"],
+                summary["p90_tokens"],
+                100 * summary["share_over_max_length"],
+                self.max_length,
+                summary["rows_measured"],
+            )
             warning = cut_warning(name, summary, self.reading)
             if warning:
                 log.warning(warning)
@@ -295,11 +348,23 @@ class TextClassificationData(TaskFields):
 
         def mapped(name: str, split):
             if not self.reading.windowed:
-                return split.map(encode, batched=True, num_proc=num_proc, remove_columns=[c for c in split.column_names if c != LABEL],
-                                 desc=f"Tokenizing {name}")
+                return split.map(
+                    encode,
+                    batched=True,
+                    num_proc=num_proc,
+                    remove_columns=[c for c in split.column_names if c != LABEL],
+                    desc=f"Tokenizing {name}",
+                )
             cap = self.reading.max_train_windows if name == "train" else None
-            return split.map(encode_long, batched=True, with_indices=True, num_proc=num_proc, fn_kwargs={"cap": cap},
-                             remove_columns=split.column_names, desc=f"Tokenizing {name} into windows")
+            return split.map(
+                encode_long,
+                batched=True,
+                with_indices=True,
+                num_proc=num_proc,
+                fn_kwargs={"cap": cap},
+                remove_columns=split.column_names,
+                desc=f"Tokenizing {name} into windows",
+            )
 
         return DatasetDict({name: mapped(name, split) for name, split in splits.items()})
 
@@ -343,11 +408,13 @@ def _read_error(error: Exception, key: str, path: str, file: Path) -> FinetuneEr
         return FinetuneError(f"{key}: {path} has no rows.")
     if isinstance(cause, UnicodeDecodeError):
         return FinetuneError(
-            f"{key}: {path} is not valid UTF-8 (byte {cause.object[cause.start:cause.start + 1]!r}: {cause.reason}); save it as UTF-8, "
+            f"{key}: {path} is not valid UTF-8 (byte {cause.object[cause.start : cause.start + 1]!r}: {cause.reason}); save it as UTF-8, "
             f"e.g. iconv -f latin1 -t utf-8 {file.name} > {file.stem}.utf8{file.suffix}"
         )
     if kind in ("CSV", "TSV"):
-        return FinetuneError(f"{key}: {path} is not valid {kind}: {str(cause).strip().split('. ', 1)[-1]}. Fix that line (quote fields that hold the separator).")
+        return FinetuneError(
+            f"{key}: {path} is not valid {kind}: {str(cause).strip().split('. ', 1)[-1]}. Fix that line (quote fields that hold the separator)."
+        )
     return FinetuneError(f"{key}: could not read {path} as {kind}: {cause}")
 
 

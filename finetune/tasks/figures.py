@@ -39,7 +39,13 @@ def per_label_figure(per_label: Mapping[str, Mapping[str, float]], title: str):
     axes.invert_yaxis()
     axes.set_xlim(0, 1.25)
     for y, (_, scores) in enumerate(ranked):
-        axes.text(scores["f1"] + 0.01, y, f"n={scores['support']}  t={scores.get('threshold', 0.5):.2f}", va="center", fontsize=7)
+        axes.text(
+            scores["f1"] + 0.01,
+            y,
+            f"n={scores['support']}  t={scores.get('threshold', 0.5):.2f}",
+            va="center",
+            fontsize=7,
+        )
     axes.set_xlabel("F1 (at the label's threshold t; n = rows with the label)")
     axes.set_title(title, fontsize=10)
     fig.tight_layout()

@@ -46,8 +46,14 @@ class TaskKind(ABC):
     default_metrics: Tuple[str, ...] = ()
     stratify = False  # carve validation keeping the label mix (only where labels are classes)
 
-    def __init__(self, label_names: Sequence[str], metrics: Sequence[str] = (), class_weights: Any = None, label_separator: str = ",",
-                 calibration: str = "temperature"):
+    def __init__(
+        self,
+        label_names: Sequence[str],
+        metrics: Sequence[str] = (),
+        class_weights: Any = None,
+        label_separator: str = ",",
+        calibration: str = "temperature",
+    ):
         self.label_names = list(label_names)
         self.calibration = calibration  # task.calibration: temperature | none
         self.temperatures: Optional[List[float]] = None  # one per output, after calibrate(); None: logits as they are
@@ -82,11 +88,15 @@ class TaskKind(ABC):
         """Settings that cannot work for this kind (checked before any data is read)."""
         errors = []
         if self.num_labels < 2:
-            errors.append(f"task.label_names lists {self.num_labels} name(s): a {self.name} task needs its class names, in label-id order.")
+            errors.append(
+                f"task.label_names lists {self.num_labels} name(s): a {self.name} task needs its class names, in label-id order."
+            )
         weights = self.class_weights_setting
         if weights is not None and weights != "balanced":
             if not isinstance(weights, (list, tuple)) or len(weights) != self.num_labels:
-                errors.append(f"task.class_weights must be null, 'balanced' or a list of {self.num_labels} positive numbers (one per label), got {weights!r}.")
+                errors.append(
+                    f"task.class_weights must be null, 'balanced' or a list of {self.num_labels} positive numbers (one per label), got {weights!r}."
+                )
             elif not all(isinstance(w, (int, float)) and math.isfinite(w) and w > 0 for w in weights):
                 errors.append(f"task.class_weights must be positive numbers, got {list(weights)}.")
         return errors
@@ -111,8 +121,11 @@ class TaskKind(ABC):
         else:
             self.weights = [float(w) for w in setting]
         if self.weights is not None:
-            log.info("Loss weights (task.class_weights=%s): %s", setting if setting == "balanced" else "list",
-                     ", ".join(f"{n}: {w:.3g}" for n, w in zip(self.label_names, self.weights)))
+            log.info(
+                "Loss weights (task.class_weights=%s): %s",
+                setting if setting == "balanced" else "list",
+                ", ".join(f"{n}: {w:.3g}" for n, w in zip(self.label_names, self.weights)),
+            )
         return self.weights
 
     @abstractmethod
@@ -217,7 +230,11 @@ class TaskKind(ABC):
         before = self.calibration_scores(truth, raw_logits)
         if before is None:
             return None
-        return {"binning": f"{BINS} {BINNING} bins", "before": before, "after": self.calibration_scores(truth, self.calibrated(raw_logits))}
+        return {
+            "binning": f"{BINS} {BINNING} bins",
+            "before": before,
+            "after": self.calibration_scores(truth, self.calibrated(raw_logits)),
+        }
 
     def confidence(self, scores):
         """How sure the model is of each row's prediction (abstention, risk-coverage); None for a kind without probabilities."""
@@ -231,7 +248,9 @@ class TaskKind(ABC):
         confidence = self.confidence(scores)
         if confidence is None:
             return None
-        return confidence, (np.asarray(self.predict(scores)) == np.asarray(truth).astype(int)).reshape(len(scores), -1).all(axis=1)
+        return confidence, (np.asarray(self.predict(scores)) == np.asarray(truth).astype(int)).reshape(
+            len(scores), -1
+        ).all(axis=1)
 
     def risk_coverage(self, truth, logits) -> Optional[List[Dict[str, Any]]]:
         """Accuracy on the rows answered when only the surest 100/90/80/70/50% are (finetune/tasks/calibration.py)."""
@@ -247,8 +266,14 @@ class TaskKind(ABC):
         answered = self.confidence_and_right(truth, logits)
         if answered is None:
             return []
-        curves = {when: self.reliability_points(truth, self.scores(z)) for when, z in (("before", raw_logits), ("after", logits))}
-        return [("reliability", reliability_figure(curves, self.reliability_axis, title)), ("risk_coverage", risk_coverage_figure(*answered, title))]
+        curves = {
+            when: self.reliability_points(truth, self.scores(z))
+            for when, z in (("before", raw_logits), ("after", logits))
+        }
+        return [
+            ("reliability", reliability_figure(curves, self.reliability_axis, title)),
+            ("risk_coverage", risk_coverage_figure(*answered, title)),
+        ]
 
     reliability_axis = "probability"
 
@@ -281,11 +306,15 @@ class TaskKind(ABC):
         """JSON files saved beside the model that later predictions need (name -> content)."""
         if self.temperatures is None:
             return {}
-        return {CALIBRATION_FILE: {
-            "method": "temperature", "fitted_on": "validation", "folded_into_last_layer": True,
-            "temperatures": dict(zip(self.label_names, self.temperatures)),
-            "uncalibrated_layer": "multiply row j of the last layer's weight and bias element j by temperatures[j]",
-        }}
+        return {
+            CALIBRATION_FILE: {
+                "method": "temperature",
+                "fitted_on": "validation",
+                "folded_into_last_layer": True,
+                "temperatures": dict(zip(self.label_names, self.temperatures)),
+                "uncalibrated_layer": "multiply row j of the last layer's weight and bias element j by temperatures[j]",
+            }
+        }
 
     def prepare_model(self, model) -> None:
         """Adjust a freshly loaded model's head to the training labels (nothing for most kinds)."""

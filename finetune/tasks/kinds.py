@@ -14,7 +14,9 @@ KINDS = {kind.name: kind for kind in (SingleLabel, MultiLabel, Regression)}
 PROBLEM_TYPES = {kind.problem_type: kind for kind in KINDS.values()}
 
 
-def kind_for_model(config: Dict[str, Any], model_dir: Optional[Path] = None, metrics: Sequence[str] = (), label_separator: str = ",") -> TaskKind:
+def kind_for_model(
+    config: Dict[str, Any], model_dir: Optional[Path] = None, metrics: Sequence[str] = (), label_separator: str = ","
+) -> TaskKind:
     """The kind of a model (its config as a dict): ``problem_type``, labels, and the thresholds saved beside it."""
     id2label = config.get("id2label") or {}
     names = [id2label[k] for k in sorted(id2label, key=int)]

@@ -60,7 +60,9 @@ def _mse(truth, predicted) -> float:
 
 
 METRICS: Dict[str, Metric] = {
-    "accuracy": Metric(_accuracy, CLASSIFICATION, description="share of rows right (multi-label: all labels of the row right)"),
+    "accuracy": Metric(
+        _accuracy, CLASSIFICATION, description="share of rows right (multi-label: all labels of the row right)"
+    ),
     "f1_macro": Metric(_f1("macro"), CLASSIFICATION, description="mean of the per-class F1 scores"),
     "f1_micro": Metric(_f1("micro"), CLASSIFICATION, description="F1 over all decisions pooled"),
     "f1": Metric(_f1("binary"), ("single_label",), description="F1 of the positive class (id 1) of a two-class task"),
@@ -91,7 +93,9 @@ def metric_errors(kind: str, names: Sequence[str], best: str, num_labels: int) -
         elif kind not in METRICS[name].kinds:
             errors.append(f"task.metrics: {name!r} does not apply to a {kind} task ({METRICS[name].description}).")
         elif name == "f1" and num_labels != 2:
-            errors.append(f"task.metrics: 'f1' is the F1 of the positive class of a two-class task; with {num_labels} classes use f1_macro or f1_micro.")
+            errors.append(
+                f"task.metrics: 'f1' is the F1 of the positive class of a two-class task; with {num_labels} classes use f1_macro or f1_micro."
+            )
     if best != "loss" and best not in names:
         errors.append(f"task.metric_for_best_model={best!r} must be one of task.metrics {list(names)} or 'loss'.")
     return errors

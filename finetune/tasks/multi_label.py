@@ -45,8 +45,10 @@ class MultiLabel(TaskKind):
         return hot
 
     def expected(self) -> str:
-        return (f"not a list of task.label_names or ids 0-{self.num_labels - 1} "
-                f"(a list, or one cell separated by task.label_separator={self.separator!r})")
+        return (
+            f"not a list of task.label_names or ids 0-{self.num_labels - 1} "
+            f"(a list, or one cell separated by task.label_separator={self.separator!r})"
+        )
 
     def label_feature(self):
         from datasets import List as ListFeature
@@ -71,7 +73,9 @@ class MultiLabel(TaskKind):
         positives = matrix.sum(axis=0)
         if (positives == 0).any():
             missing = [n for n, c in zip(self.label_names, positives) if c == 0]
-            raise FinetuneError(f"task.class_weights=balanced: no training row has the label(s) {missing}; give the weights as a list instead.")
+            raise FinetuneError(
+                f"task.class_weights=balanced: no training row has the label(s) {missing}; give the weights as a list instead."
+            )
         return ((len(matrix) - positives) / positives).tolist()  # BCE's pos_weight: negatives per positive
 
     def fit(self, train_labels) -> Optional[List[float]]:
@@ -97,7 +101,9 @@ class MultiLabel(TaskKind):
     def loss(self, logits, labels):
         import torch.nn.functional as F
 
-        return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=self._weight_tensor(logits))
+        return F.binary_cross_entropy_with_logits(
+            logits.float(), labels.float(), pos_weight=self._weight_tensor(logits)
+        )
 
     def scores(self, logits):
         import scipy.special
@@ -129,8 +135,10 @@ class MultiLabel(TaskKind):
         scores, truth = self.scores(logits), np.asarray(truth).astype(int)
         positives = truth.sum(axis=0)
         shared = self.shared_threshold(scores, truth)
-        self.thresholds = [self.own_threshold(scores[:, j], truth[:, j]) if positives[j] >= self.MIN_POSITIVES else shared
-                           for j in range(self.num_labels)]
+        self.thresholds = [
+            self.own_threshold(scores[:, j], truth[:, j]) if positives[j] >= self.MIN_POSITIVES else shared
+            for j in range(self.num_labels)
+        ]
         self.shared = shared
         return self.thresholds
 
@@ -161,8 +169,14 @@ class MultiLabel(TaskKind):
         """Temperatures (one per label with ``MIN_POSITIVES`` validation positives, one shared by the others), then thresholds on the calibrated scores."""
         fitted = self.fit_temperatures(truth, logits) if self.calibration == "temperature" else {"method": "none"}
         self.tune_thresholds(truth, self.calibrated(logits))
-        return {**fitted, "thresholds": {"min_positives_for_own": self.MIN_POSITIVES, "shared": self.shared,
-                                         "own": int(sum(t != self.shared for t in self.thresholds))}}
+        return {
+            **fitted,
+            "thresholds": {
+                "min_positives_for_own": self.MIN_POSITIVES,
+                "shared": self.shared,
+                "own": int(sum(t != self.shared for t in self.thresholds)),
+            },
+        }
 
     def fit_temperatures(self, truth, logits) -> Dict[str, Any]:
         import numpy as np
@@ -171,17 +185,27 @@ class MultiLabel(TaskKind):
 
         truth, logits = np.asarray(truth).astype(int), np.asarray(logits, dtype="float64")
         shared = fit_temperature(sigmoid_nll, logits, truth)
-        self.temperatures = [fit_temperature(sigmoid_nll, logits[:, j], truth[:, j]) if truth[:, j].sum() >= self.MIN_POSITIVES else shared
-                             for j in range(self.num_labels)]
+        self.temperatures = [
+            fit_temperature(sigmoid_nll, logits[:, j], truth[:, j])
+            if truth[:, j].sum() >= self.MIN_POSITIVES
+            else shared
+            for j in range(self.num_labels)
+        ]
         # T = 1 where no temperature lowered the label's validation NLL (or every decision was right: see fit_temperature)
-        return {"method": "temperature", "fitted_on": "validation", "shared_temperature": shared,
-                "temperatures": dict(zip(self.label_names, self.temperatures)),
-                "kept_at_1": [name for name, t in zip(self.label_names, self.temperatures) if t == 1.0]}
+        return {
+            "method": "temperature",
+            "fitted_on": "validation",
+            "shared_temperature": shared,
+            "temperatures": dict(zip(self.label_names, self.temperatures)),
+            "kept_at_1": [name for name, t in zip(self.label_names, self.temperatures) if t == 1.0],
+        }
 
     def same_decisions(self, raw_logits, calibrated_logits) -> bool:
         import numpy as np
 
-        return bool(np.array_equal(np.asarray(raw_logits) >= 0, np.asarray(calibrated_logits) >= 0))  # each label at 0.5
+        return bool(
+            np.array_equal(np.asarray(raw_logits) >= 0, np.asarray(calibrated_logits) >= 0)
+        )  # each label at 0.5
 
     def calibration_scores(self, truth, logits) -> Dict[str, float]:
         import numpy as np
@@ -190,7 +214,9 @@ class MultiLabel(TaskKind):
 
         truth = np.asarray(truth).astype(int)
         scores = self.scores(np.asarray(logits))
-        return scores_of(sigmoid_nll(logits, truth), float(((scores - truth) ** 2).mean()), *self.reliability_points(truth, scores))
+        return scores_of(
+            sigmoid_nll(logits, truth), float(((scores - truth) ** 2).mean()), *self.reliability_points(truth, scores)
+        )
 
     reliability_axis = "score of each label, every row"
 
@@ -207,10 +233,18 @@ class MultiLabel(TaskKind):
 
     def model_files(self) -> Dict[str, Any]:
         thresholds = self.threshold_array().tolist()
-        rule = (f"per label with at least {self.MIN_POSITIVES} positives in validation, the cut-off with its best F1; "
-                "every other label, the one cut-off with the best micro-F1 over all labels")
-        return {**super().model_files(),
-                THRESHOLDS_FILE: {"thresholds": dict(zip(self.label_names, thresholds)), "tuned_on": "validation", "rule": rule}}
+        rule = (
+            f"per label with at least {self.MIN_POSITIVES} positives in validation, the cut-off with its best F1; "
+            "every other label, the one cut-off with the best micro-F1 over all labels"
+        )
+        return {
+            **super().model_files(),
+            THRESHOLDS_FILE: {
+                "thresholds": dict(zip(self.label_names, thresholds)),
+                "tuned_on": "validation",
+                "rule": rule,
+            },
+        }
 
     def evaluate(self, truth, logits):
         # During training the Trainer evaluates checkpoints on validation: score each with
@@ -225,15 +259,22 @@ class MultiLabel(TaskKind):
         from sklearn.metrics import precision_recall_fscore_support
 
         scores = self.scores(logits)
-        precision, recall, f1, support = precision_recall_fscore_support(truth, self.predict(scores), average=None, zero_division=0)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            truth, self.predict(scores), average=None, zero_division=0
+        )
         fixed = (scores >= self.DEFAULT_THRESHOLD).astype(int)
         thresholds = self.threshold_array()
         return {
             **super().report(truth, logits),
             f"at_{self.DEFAULT_THRESHOLD}": compute(self.metrics, truth, fixed),  # what a fixed cut-off would give
             "per_class": {
-                name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                       "support": int(support[i]), "threshold": float(thresholds[i])}
+                name: {
+                    "precision": float(precision[i]),
+                    "recall": float(recall[i]),
+                    "f1": float(f1[i]),
+                    "support": int(support[i]),
+                    "threshold": float(thresholds[i]),
+                }
                 for i, name in enumerate(self.label_names)
             },
         }
@@ -253,8 +294,10 @@ class MultiLabel(TaskKind):
 
     def output_columns(self, scores):
         predicted = self.predict(scores)
-        return {"predicted_labels": [self.prediction_cell(row) for row in predicted],
-                "score": [float(s[p.astype(bool)].max()) if p.any() else 0.0 for s, p in zip(scores, predicted)]}
+        return {
+            "predicted_labels": [self.prediction_cell(row) for row in predicted],
+            "score": [float(s[p.astype(bool)].max()) if p.any() else 0.0 for s, p in zip(scores, predicted)],
+        }
 
     def example_columns(self, truth, scores):
         import numpy as np
@@ -268,6 +311,8 @@ class MultiLabel(TaskKind):
             "predicted": [self.prediction_cell(row) for row in predicted],
             "correct": (~wrong.any(axis=1)).tolist(),  # every label of the row right, as accuracy counts
             # a wrong row: its most confident wrong decision; a right one: its least sure decision
-            "confidence": np.where(wrong.any(axis=1), np.where(wrong, certainty, 0).max(axis=1), certainty.min(axis=1)).tolist(),
+            "confidence": np.where(
+                wrong.any(axis=1), np.where(wrong, certainty, 0).max(axis=1), certainty.min(axis=1)
+            ).tolist(),
             **{f"score_{name}": scores[:, i].tolist() for i, name in enumerate(self.label_names)},
         }

@@ -9,6 +9,7 @@ from finetune.tasks.kind import TaskKind
 
 log = logging.getLogger(__name__)
 
+
 class Regression(TaskKind):
     """A score per row (GLUE STS-B: 0-5); one output, mean squared error."""
 
@@ -58,13 +59,19 @@ class Regression(TaskKind):
     def config_errors(self) -> List[str]:
         errors = []
         if self.num_labels != 1:
-            errors.append(f"task.label_names: a regression task predicts one score; give at most one name (got {self.label_names}).")
+            errors.append(
+                f"task.label_names: a regression task predicts one score; give at most one name (got {self.label_names})."
+            )
         if self.class_weights_setting is not None:
-            errors.append("task.class_weights: a regression task has no classes to weight; set task.class_weights=null.")
+            errors.append(
+                "task.class_weights: a regression task has no classes to weight; set task.class_weights=null."
+            )
         return errors
 
     def _balanced_weights(self, train_labels) -> List[float]:
-        raise FinetuneError("task.class_weights: a regression task has no classes to weight; set task.class_weights=null.")
+        raise FinetuneError(
+            "task.class_weights: a regression task has no classes to weight; set task.class_weights=null."
+        )
 
     def fit(self, train_labels) -> Optional[List[float]]:
         import numpy as np
@@ -87,7 +94,9 @@ class Regression(TaskKind):
         import torch.nn.functional as F
 
         # (N, 1) against (N,) would broadcast to (N, N) and silently train on nonsense.
-        assert logits.shape == (labels.shape[0], 1), f"regression logits {tuple(logits.shape)} for labels {tuple(labels.shape)}"
+        assert logits.shape == (labels.shape[0], 1), (
+            f"regression logits {tuple(logits.shape)} for labels {tuple(labels.shape)}"
+        )
         return F.mse_loss(logits.float().squeeze(-1), labels.float())
 
     def scores(self, logits):

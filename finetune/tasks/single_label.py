@@ -8,6 +8,7 @@ from finetune.tasks.kind import TaskKind, label_index
 
 log = logging.getLogger(__name__)
 
+
 class SingleLabel(TaskKind):
     """One class per row out of ``label_names``; softmax and (weighted) cross-entropy."""
 
@@ -42,13 +43,17 @@ class SingleLabel(TaskKind):
         counts = np.bincount(np.asarray(train_labels, dtype=int), minlength=self.num_labels)
         if (counts == 0).any():
             missing = [n for n, c in zip(self.label_names, counts) if c == 0]
-            raise FinetuneError(f"task.class_weights=balanced: no training row has the label(s) {missing}; give the weights as a list instead.")
+            raise FinetuneError(
+                f"task.class_weights=balanced: no training row has the label(s) {missing}; give the weights as a list instead."
+            )
         return (counts.sum() / (self.num_labels * counts)).tolist()  # scikit-learn's "balanced"
 
     def loss(self, logits, labels):
         import torch.nn.functional as F
 
-        return F.cross_entropy(logits.float().view(-1, self.num_labels), labels.view(-1), weight=self._weight_tensor(logits))
+        return F.cross_entropy(
+            logits.float().view(-1, self.num_labels), labels.view(-1), weight=self._weight_tensor(logits)
+        )
 
     def scores(self, logits):
         import scipy.special
@@ -79,7 +84,9 @@ class SingleLabel(TaskKind):
         self.temperatures = [temperature] * self.num_labels
         fitted = {"method": "temperature", "fitted_on": "validation", "temperature": temperature}
         if temperature == 1.0:
-            fitted["note"] = "no temperature lowered the validation NLL, or the fit ran to the edge of its range (a validation split the model gets all right): T kept at 1"
+            fitted["note"] = (
+                "no temperature lowered the validation NLL, or the fit ran to the edge of its range (a validation split the model gets all right): T kept at 1"
+            )
         return fitted
 
     def calibration_scores(self, truth, logits) -> Dict[str, float]:
@@ -108,20 +115,32 @@ class SingleLabel(TaskKind):
 
         predicted = self.predict(self.scores(logits))
         indices = list(range(self.num_labels))
-        precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=indices, zero_division=0)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            truth, predicted, labels=indices, zero_division=0
+        )
         return {
             **super().report(truth, logits),
             "per_class": {
-                name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+                name: {
+                    "precision": float(precision[i]),
+                    "recall": float(recall[i]),
+                    "f1": float(f1[i]),
+                    "support": int(support[i]),
+                }
                 for i, name in enumerate(self.label_names)
             },
-            "confusion_matrix": {"labels": self.label_names, "rows_true_columns_predicted": confusion_matrix(truth, predicted, labels=indices).tolist()},
+            "confusion_matrix": {
+                "labels": self.label_names,
+                "rows_true_columns_predicted": confusion_matrix(truth, predicted, labels=indices).tolist(),
+            },
         }
 
     def figure(self, report, truth, logits, title):
         from finetune.tasks.figures import confusion_figure
 
-        return "confusion", confusion_figure(report["confusion_matrix"]["rows_true_columns_predicted"], self.label_names, title)
+        return "confusion", confusion_figure(
+            report["confusion_matrix"]["rows_true_columns_predicted"], self.label_names, title
+        )
 
     def output(self, row_scores, top_k=None):
         ranked = sorted(zip(self.label_names, row_scores.tolist()), key=lambda pair: -pair[1])

@@ -71,12 +71,18 @@ def long_text_errors(task: Any) -> List[str]:
     if aggregation not in AGGREGATIONS:
         errors.append(f"{key}.aggregation={aggregation!r} is not one of {', '.join(AGGREGATIONS)}.")
     elif aggregation != "mean" and task.problem == "regression":
-        errors.append(f"{key}.aggregation={aggregation}: a regression task aggregates its windows by their mean score; set {key}.aggregation=mean.")
+        errors.append(
+            f"{key}.aggregation={aggregation}: a regression task aggregates its windows by their mean score; set {key}.aggregation=mean."
+        )
     stride, head = settings.get("stride"), settings.get("head_tokens")
     if stride is not None and not 0 <= stride < max_length:
-        errors.append(f"{key}.stride={stride} must be at least 0 and less than task.max_length={max_length} (it is the tokens two windows share), e.g. {key}.stride={max_length // 2}.")
+        errors.append(
+            f"{key}.stride={stride} must be at least 0 and less than task.max_length={max_length} (it is the tokens two windows share), e.g. {key}.stride={max_length // 2}."
+        )
     if head is not None and not 0 <= head < max_length:
-        errors.append(f"{key}.head_tokens={head} must be at least 0 and less than task.max_length={max_length}, e.g. {key}.head_tokens={max_length // 4}.")
+        errors.append(
+            f"{key}.head_tokens={head} must be at least 0 and less than task.max_length={max_length}, e.g. {key}.head_tokens={max_length // 4}."
+        )
     windows = settings.get("max_train_windows")
     if windows is not None and windows < 1:
         errors.append(f"{key}.max_train_windows={windows} must be null (every window) or at least 1.")
@@ -118,11 +124,19 @@ class Windowing:
         room = self.max_length - specials
         key = "task.long_text"
         if self.settings.strategy == "chunks" and self.settings.stride is not None and self.settings.stride >= room:
-            raise FinetuneError(f"{key}.stride={self.settings.stride} leaves no step: a window holds {room} text tokens here "
-                                f"(task.max_length={self.max_length} less {specials} special tokens); set {key}.stride below {room}.")
-        if self.settings.strategy == "head_tail" and self.settings.head_tokens is not None and self.settings.head_tokens > room:
-            raise FinetuneError(f"{key}.head_tokens={self.settings.head_tokens} is more than the {room} text tokens a window holds "
-                                f"(task.max_length={self.max_length} less {specials} special tokens); set {key}.head_tokens={room // 4}.")
+            raise FinetuneError(
+                f"{key}.stride={self.settings.stride} leaves no step: a window holds {room} text tokens here "
+                f"(task.max_length={self.max_length} less {specials} special tokens); set {key}.stride below {room}."
+            )
+        if (
+            self.settings.strategy == "head_tail"
+            and self.settings.head_tokens is not None
+            and self.settings.head_tokens > room
+        ):
+            raise FinetuneError(
+                f"{key}.head_tokens={self.settings.head_tokens} is more than the {room} text tokens a window holds "
+                f"(task.max_length={self.max_length} less {specials} special tokens); set {key}.head_tokens={room // 4}."
+            )
 
     def spans(self, length: int, room: int, cap: Optional[int]) -> List[List[Span]]:
         """Per window, the spans of the windowed text it keeps (``room``: the tokens left for that text)."""
@@ -136,7 +150,9 @@ class Windowing:
         return [[(0, min(length, room))]]
 
 
-def window_positions(sequence_ids: Sequence[Optional[int]], windowing: Windowing, cap: Optional[int] = None) -> List[List[int]]:
+def window_positions(
+    sequence_ids: Sequence[Optional[int]], windowing: Windowing, cap: Optional[int] = None
+) -> List[List[int]]:
     """Per window, the positions of a whole (untruncated) encoding to keep.
 
     ``sequence_ids``: per position None (a special token), 0 (first text) or 1 (second text), as the
@@ -148,7 +164,7 @@ def window_positions(sequence_ids: Sequence[Optional[int]], windowing: Windowing
     first = [i for i in kept if sequence_ids[i] is not None]
     room = windowing.max_length - len(kept)
     if first and room < windowing.max_length // 2:  # a long first text: cut its end, leave the second half the window
-        drop = set(first[len(first) - (windowing.max_length // 2 - room):])
+        drop = set(first[len(first) - (windowing.max_length // 2 - room) :])
         kept = [i for i in kept if i not in drop]
         room = windowing.max_length - len(kept)
     windows = []
@@ -158,8 +174,13 @@ def window_positions(sequence_ids: Sequence[Optional[int]], windowing: Windowing
     return windows
 
 
-def encode_windows(tokenizer: Any, columns: Sequence[Sequence[str]], windowing: Windowing, cap: Optional[int] = None,
-                   return_token_type_ids: Optional[bool] = None) -> Tuple[Dict[str, List[List[int]]], List[int]]:
+def encode_windows(
+    tokenizer: Any,
+    columns: Sequence[Sequence[str]],
+    windowing: Windowing,
+    cap: Optional[int] = None,
+    return_token_type_ids: Optional[bool] = None,
+) -> Tuple[Dict[str, List[List[int]]], List[int]]:
     """Windows of each text (or pair) as the model takes them, and for each window its text's index."""
     windowing.check(tokenizer.num_special_tokens_to_add(pair=len(columns) == 2))
     encoded = tokenizer(*columns, truncation=False, return_token_type_ids=return_token_type_ids, verbose=False)
@@ -193,5 +214,7 @@ def cut_warning(split: str, summary: Mapping[str, Any], settings: LongText) -> O
     if share <= CUT_WARNING_SHARE or settings.strategy == "chunks":
         return None
     lost = "lose their end" if settings.strategy == "truncate" else "lose their middle (head_tail)"
-    return (f"{share:.0%} of the {split} rows are longer than task.max_length={summary['max_length']} tokens and {lost}: "
-            f"raise task.max_length, or read them whole with task.long_text.strategy=chunks.")
+    return (
+        f"{share:.0%} of the {split} rows are longer than task.max_length={summary['max_length']} tokens and {lost}: "
+        f"raise task.max_length, or read them whole with task.long_text.strategy=chunks."
+    )

@@ -46,13 +46,19 @@ def default_target_modules(model) -> List[str]:
 def linear_layer_names(model) -> List[str]:
     import torch
 
-    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)})
+    return sorted(
+        {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    )
 
 
 def head_modules(model) -> List[str]:
     """The classification head: every top-level module with weights outside the pretrained encoder
     (``classifier``; DistilBERT's ``pre_classifier``; DeBERTa's ``pooler``; XLNet's ``sequence_summary``, ``logits_proj``)."""
-    return [name for name, module in model.named_children() if name != model.base_model_prefix and any(True for _ in module.parameters())]
+    return [
+        name
+        for name, module in model.named_children()
+        if name != model.base_model_prefix and any(True for _ in module.parameters())
+    ]
 
 
 def parameter_counts(model) -> Dict[str, Any]:
@@ -69,7 +75,11 @@ class FullFineTuning(PeftFields):
     @staticmethod
     def config_errors(peft_cfg: Any) -> List[str]:
         """LoRA settings given without ``peft=lora`` would be ignored: say so."""
-        given = [k for k in ("r", "lora_alpha", "lora_dropout", "target_modules", "modules_to_save") if peft_cfg.get(k) is not None]
+        given = [
+            k
+            for k in ("r", "lora_alpha", "lora_dropout", "target_modules", "modules_to_save")
+            if peft_cfg.get(k) is not None
+        ]
         return [f"peft.{key} is a LoRA setting, but this run fine-tunes every weight: add peft=lora." for key in given]
 
     def describe(self) -> str:
@@ -117,17 +127,28 @@ class Lora(PeftFields):
         try:
             from peft import LoraConfig, TaskType, get_peft_model
         except ImportError as error:
-            raise FinetuneError('peft=lora needs the peft package: pip install -e ".[peft]" (or pip install peft).') from error
+            raise FinetuneError(
+                'peft=lora needs the peft package: pip install -e ".[peft]" (or pip install peft).'
+            ) from error
 
         targets = self.targets(model)
         head = list(self.modules_to_save) if self.modules_to_save is not None else head_modules(model)
         config = LoraConfig(
-            task_type=TaskType.SEQ_CLS, r=self.r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-            target_modules=targets, modules_to_save=list(head),  # a copy: peft adds to the list it gets
+            task_type=TaskType.SEQ_CLS,
+            r=self.r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=targets,
+            modules_to_save=list(head),  # a copy: peft adds to the list it gets
         )
         wrapped = get_peft_model(model, config)
         counts = parameter_counts(wrapped)
-        log.info(describe_counts(counts, f"LoRA r={self.r}, alpha={self.lora_alpha:g} on {', '.join(targets)}; trained in full: {', '.join(head) or 'nothing'}"))
+        log.info(
+            describe_counts(
+                counts,
+                f"LoRA r={self.r}, alpha={self.lora_alpha:g} on {', '.join(targets)}; trained in full: {', '.join(head) or 'nothing'}",
+            )
+        )
         return wrapped
 
     def finish(self, trainer, adapter_dir: Path) -> None:

@@ -29,11 +29,16 @@ class StopOnSignal(TrainerCallback):
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
-        log.warning("%s received: stopping after this step and saving a checkpoint (Ctrl-C again quits at once).", signal.Signals(signum).name)
+        log.warning(
+            "%s received: stopping after this step and saving a checkpoint (Ctrl-C again quits at once).",
+            signal.Signals(signum).name,
+        )
 
     def on_train_begin(self, args, state, control, **kwargs):
         # Not twice: trainer.auto_find_batch_size begins training again with a smaller batch.
-        if threading.current_thread() is threading.main_thread() and not self.previous:  # signal handlers live there only
+        if (
+            threading.current_thread() is threading.main_thread() and not self.previous
+        ):  # signal handlers live there only
             self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -98,18 +103,40 @@ class EarlyStopping(EarlyStoppingCallback):
     def on_evaluate(self, args, state, control, metrics, **kwargs):
         best = state.best_metric  # before this evaluation: the Trainer updates it afterwards
         super().on_evaluate(args, state, control, metrics, **kwargs)
-        if control.should_training_stop and self.stopped is None and self.early_stopping_patience_counter >= self.early_stopping_patience:
-            key = args.metric_for_best_model if args.metric_for_best_model.startswith("eval_") else f"eval_{args.metric_for_best_model}"
-            evaluations = sum(1 for entry in state.log_history if key in entry)  # this one included: it was logged first
+        if (
+            control.should_training_stop
+            and self.stopped is None
+            and self.early_stopping_patience_counter >= self.early_stopping_patience
+        ):
+            key = (
+                args.metric_for_best_model
+                if args.metric_for_best_model.startswith("eval_")
+                else f"eval_{args.metric_for_best_model}"
+            )
+            evaluations = sum(
+                1 for entry in state.log_history if key in entry
+            )  # this one included: it was logged first
             self.stopped = {
-                "evaluation": evaluations, "step": state.global_step, "epoch": state.epoch, "metric": key, "value": metrics.get(key),
-                "best": best, "patience": self.early_stopping_patience, "threshold": self.early_stopping_threshold,
+                "evaluation": evaluations,
+                "step": state.global_step,
+                "epoch": state.epoch,
+                "metric": key,
+                "value": metrics.get(key),
+                "best": best,
+                "patience": self.early_stopping_patience,
+                "threshold": self.early_stopping_threshold,
             }
             log.info(
                 "Early stopping at evaluation %d (step %d, epoch %.2f): %s has not improved on the best %.4g by more than %g "
                 "for %d evaluations (patience %d); the best checkpoint is kept.",
-                evaluations, state.global_step, state.epoch or 0, key, best, self.early_stopping_threshold,
-                self.early_stopping_patience_counter, self.early_stopping_patience,
+                evaluations,
+                state.global_step,
+                state.epoch or 0,
+                key,
+                best,
+                self.early_stopping_threshold,
+                self.early_stopping_patience_counter,
+                self.early_stopping_patience,
             )
 
     def report(self) -> Dict[str, Any]:
@@ -130,7 +157,9 @@ def instantiate_callbacks(callbacks_cfg: Optional[DictConfig]) -> List[TrainerCa
         try:
             callback = instantiate(node, _convert_="all")
         except InstantiationException as error:
-            raise FinetuneError(f"callbacks.{name}: cannot create {node._target_}: {error.__cause__ or error}") from error
+            raise FinetuneError(
+                f"callbacks.{name}: cannot create {node._target_}: {error.__cause__ or error}"
+            ) from error
         if not isinstance(callback, TrainerCallback):
             raise FinetuneError(f"callbacks.{name}: {node._target_} is not a transformers.TrainerCallback.")
         callbacks.append(callback)
@@ -144,7 +173,14 @@ def add_callbacks(trainer, callbacks: List[TrainerCallback]) -> None:
     trackers = tuple(INTEGRATION_TO_CALLBACK.values())
     for callback in callbacks:
         if isinstance(callback, trackers):
-            replaced = next((c for c in trainer.callback_handler.callbacks if type(c) in trackers and isinstance(callback, type(c))), None)
+            replaced = next(
+                (
+                    c
+                    for c in trainer.callback_handler.callbacks
+                    if type(c) in trackers and isinstance(callback, type(c))
+                ),
+                None,
+            )
             if replaced is None:
                 continue
             trainer.callback_handler.remove_callback(replaced)

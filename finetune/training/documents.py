@@ -47,10 +47,17 @@ def per_document(output: Any, documents: Sequence[int], kind: TaskKind, aggregat
 def window_counts(documents: Sequence[int], tokens: int) -> Dict[str, Any]:
     """What reading a split as windows costs: windows, documents, windows per document, tokens computed."""
     windows, count = len(documents), len(np.unique(np.asarray(documents)))
-    return {"documents": count, "windows": windows, "windows_per_document": windows / max(count, 1), "tokens": int(tokens)}
+    return {
+        "documents": count,
+        "windows": windows,
+        "windows_per_document": windows / max(count, 1),
+        "tokens": int(tokens),
+    }
 
 
-def scored_documents(outputs: Dict[str, Any], encoded: Dict[str, Any], kind: TaskKind, aggregation: str, document_column: str):
+def scored_documents(
+    outputs: Dict[str, Any], encoded: Dict[str, Any], kind: TaskKind, aggregation: str, document_column: str
+):
     """Each split's window outputs as document outputs, and what its windows cost (``window_counts``)."""
     documents, costs = {}, {}
     for split, output in outputs.items():

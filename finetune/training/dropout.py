@@ -41,11 +41,21 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
     """The library's SDPA attention, with the dropout on the attention probabilities done by ``integer_mask_dropout``."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if dropout == 0.0 or is_causal or query.shape[1] != key.shape[1]:  # evaluation, decoders, grouped heads: SDPA itself
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs)
-    scores = torch.matmul(query, key.transpose(2, 3)) * (scaling if scaling is not None else 1 / math.sqrt(query.shape[-1]))
+    if (
+        dropout == 0.0 or is_causal or query.shape[1] != key.shape[1]
+    ):  # evaluation, decoders, grouped heads: SDPA itself
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
+    scores = torch.matmul(query, key.transpose(2, 3)) * (
+        scaling if scaling is not None else 1 / math.sqrt(query.shape[-1])
+    )
     if attention_mask is not None:  # SDPA's: True where a token may be attended to (or an additive float mask)
-        scores = scores.masked_fill(~attention_mask, float("-inf")) if attention_mask.dtype == torch.bool else scores + attention_mask
+        scores = (
+            scores.masked_fill(~attention_mask, float("-inf"))
+            if attention_mask.dtype == torch.bool
+            else scores + attention_mask
+        )
     probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
     output = torch.matmul(integer_mask_dropout(probabilities, dropout), value)
     return output.transpose(1, 2).contiguous(), None

@@ -44,7 +44,9 @@ class Hardware(HardwareFields):
         self.precision_used = precision
         self.on_gpu = on_gpu
         self.padding_multiple = self.pad_to_multiple_of or (8 if on_gpu or self.torch_compile else 1)
-        self.integer_dropout = self.fast_dropout if self.fast_dropout is not None else self.device_used == "cpu"  # measured on CPUs
+        self.integer_dropout = (
+            self.fast_dropout if self.fast_dropout is not None else self.device_used == "cpu"
+        )  # measured on CPUs
         self.resolved = args
         return args
 
@@ -54,7 +56,9 @@ class Hardware(HardwareFields):
 
         if self.on_gpu:
             device = {
-                "device": "CUDA", "gpu": torch.cuda.get_device_name(torch.cuda.current_device()), "tf32": bool(self.resolved.get("tf32")),
+                "device": "CUDA",
+                "gpu": torch.cuda.get_device_name(torch.cuda.current_device()),
+                "tf32": bool(self.resolved.get("tf32")),
                 "pin_memory": self.resolved["dataloader_pin_memory"],
             }
         elif self.device_used == "mps":
@@ -62,8 +66,12 @@ class Hardware(HardwareFields):
         else:
             device = {"device": "CPU", "threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_native_bf16()}
         return {
-            **device, "precision": self.precision_used, "fused_adamw": self.resolved.get("optim") == "adamw_torch_fused",
-            "pad_to_multiple_of": self.padding_multiple, "fast_dropout": self.integer_dropout, "torch_compile": self.torch_compile,
+            **device,
+            "precision": self.precision_used,
+            "fused_adamw": self.resolved.get("optim") == "adamw_torch_fused",
+            "pad_to_multiple_of": self.padding_multiple,
+            "fast_dropout": self.integer_dropout,
+            "torch_compile": self.torch_compile,
             "processes": world_size(),
         }
 
@@ -73,7 +81,11 @@ class Hardware(HardwareFields):
         if self.on_gpu:
             device = f"Using device: CUDA\nGPU: {info['gpu']}\nTF32: {on(info['tf32'])}, pinned memory: {on(info['pin_memory'])}"
         else:
-            device = "Using device: MPS (Apple silicon)" if info["device"] == "MPS" else f"Using device: CPU ({info['threads']} threads)"
+            device = (
+                "Using device: MPS (Apple silicon)"
+                if info["device"] == "MPS"
+                else f"Using device: CPU ({info['threads']} threads)"
+            )
         padding = f"multiples of {self.padding_multiple} tokens" if self.padding_multiple > 1 else "to the longest row"
         processes = f"\nProcesses: {info['processes']} (data parallel)" if info["processes"] > 1 else ""
         return (

@@ -14,7 +14,12 @@ log = logging.getLogger(__name__)
 
 # Position ids of these architectures start after the padding id: their position table holds 2 rows more than they accept.
 POSITIONS_AFTER_PADDING = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "roberta-prelayernorm")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 @dataclass
@@ -27,12 +32,16 @@ class PretrainedClassifier(ModelFields):
 
     def _load(self, loader, what: str, **kwargs):
         if self.trust_remote_code:
-            log.warning("model.trust_remote_code=true: code shipped with '%s' will run on this machine.", self.name_or_path)
+            log.warning(
+                "model.trust_remote_code=true: code shipped with '%s' will run on this machine.", self.name_or_path
+            )
         try:
             return loader(self.name_or_path, trust_remote_code=self.trust_remote_code, **kwargs)
         except OSError as error:  # transformers reports missing files and failed downloads as OSError
             if self.is_local:
-                raise FinetuneError(f"Could not load the {what} from the folder {self.name_or_path}: {error}") from error
+                raise FinetuneError(
+                    f"Could not load the {what} from the folder {self.name_or_path}: {error}"
+                ) from error
             raise FinetuneError(hub_failure(what, self.name_or_path, error)) from error
 
     def load_tokenizer(self):

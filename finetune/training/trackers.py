@@ -112,7 +112,7 @@ def check_trackers(report_to: List[str]) -> None:
     for name in report_to:
         if name in PACKAGES and importlib.util.find_spec(PACKAGES[name]) is None:
             raise FinetuneError(
-                f"trainer.report_to names {name}, which is not installed: pip install -e \".[trackers]\" (or pip install {PACKAGES[name]}), "
+                f'trainer.report_to names {name}, which is not installed: pip install -e ".[trackers]" (or pip install {PACKAGES[name]}), '
                 f"or leave {name} out of trainer.report_to."
             )
     if "mlflow" in report_to or ("all" in report_to and importlib.util.find_spec("mlflow")):

@@ -73,7 +73,9 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
     validate(cfg)  # config mistakes fail here, before heavy imports and downloads
     checkpoint = latest_checkpoint(run_dir, remove_incomplete=rank() == 0) if cfg.get("resume") else None
     with setup_stage("Reading the config", ("task", "model", "hardware"), "task.*, model.*, hardware.*"):
-        task, source, hardware, adapter = (instantiate(cfg[group], _convert_="object") for group in ("task", "model", "hardware", "peft"))
+        task, source, hardware, adapter = (
+            instantiate(cfg[group], _convert_="object") for group in ("task", "model", "hardware", "peft")
+        )
     refuse_early(cfg, task, source, adapter)
     if (task.path and not task.data_files.get("train")) or not source.is_local:
         go_offline_if_unreachable()
@@ -103,10 +105,17 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
     if checkpoint:
         log.info("Resuming from %s", checkpoint)
     best = best_metric(task)
-    defaults = {**hardware_args, "metric_for_best_model": best, "greater_is_better": greater_is_better(best), "run_name": run_dir.name}
+    defaults = {
+        **hardware_args,
+        "metric_for_best_model": best,
+        "greater_is_better": greater_is_better(best),
+        "run_name": run_dir.name,
+    }
     with setup_stage("Building the TrainingArguments", ("trainer",), "trainer.*"):
         args = training_arguments(cfg.trainer, defaults, run_dir)
-    callbacks = instantiate_callbacks(cfg.callbacks)  # after training_arguments: the TensorBoard one reads where to write
+    callbacks = instantiate_callbacks(
+        cfg.callbacks
+    )  # after training_arguments: the TensorBoard one reads where to write
     with setup_stage("Loading the tokenizer", ("model",), "model.name_or_path"):
         tokenizer = source.load_tokenizer()
     task.check_max_length(tokenizer.model_max_length, source.name_or_path)
@@ -121,10 +130,33 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
     hardware.prepare_model(model)  # after wrap: LoRA's dropouts too
     with setup_stage("Building the Trainer", ("trainer", "hardware"), "trainer.*, hardware.*"):
         documents = encoded["validation"][DOCUMENT] if task.reading.windowed else None  # metrics per document
-        trainer = build_trainer(args, model, tokenizer, encoded["train"], encoded["validation"], task.kind, callbacks, hardware.padding_multiple,
-                                documents, task.reading.aggregation)
+        trainer = build_trainer(
+            args,
+            model,
+            tokenizer,
+            encoded["train"],
+            encoded["validation"],
+            task.kind,
+            callbacks,
+            hardware.padding_multiple,
+            documents,
+            task.reading.aggregation,
+        )
     use_run_trackers(trainer, cfg)
-    return PreparedRun(cfg, run_dir, task, hardware, adapter, splits, encoded, tokenizer, trainer, checkpoint, parameter_counts(model), lengths)
+    return PreparedRun(
+        cfg,
+        run_dir,
+        task,
+        hardware,
+        adapter,
+        splits,
+        encoded,
+        tokenizer,
+        trainer,
+        checkpoint,
+        parameter_counts(model),
+        lengths,
+    )
 
 
 def tokenized(task, splits, tokenizer, args, hardware) -> Tuple[Dict[str, Any], Any]:
@@ -132,9 +164,17 @@ def tokenized(task, splits, tokenizer, args, hardware) -> Tuple[Dict[str, Any], 
     log.info("Token lengths (the model's tokenizer; long texts read by %s):", task.reading.describe())
     lengths = task.lengths(splits, tokenizer)
     started = time.perf_counter()
-    with args.main_process_first(desc="tokenization"), setup_stage("Tokenizing", ("task", "hardware"), "task.max_length, task.long_text.*, task.text_fields, hardware.num_proc"):
+    with (
+        args.main_process_first(desc="tokenization"),
+        setup_stage(
+            "Tokenizing", ("task", "hardware"), "task.max_length, task.long_text.*, task.text_fields, hardware.num_proc"
+        ),
+    ):
         encoded = task.tokenize(splits, tokenizer, hardware.tokenizer_processes(len(splits["train"])))
-    log.info("Tokenized in %.1f s (cached by datasets: a rerun on the same data and tokenizer skips it)", time.perf_counter() - started)
+    log.info(
+        "Tokenized in %.1f s (cached by datasets: a rerun on the same data and tokenizer skips it)",
+        time.perf_counter() - started,
+    )
     return lengths, encoded
 
 
@@ -168,7 +208,9 @@ def train(prepared: PreparedRun):
             f"{run_dir / 'checkpoints'}. Continue with: python run.py resume={run_dir}",
             trainer.stop.signum,
         )
-    prepared.adapter.finish(trainer, run_dir / "adapter")  # LoRA: adapter/ saved, then merged: from here on a plain model
+    prepared.adapter.finish(
+        trainer, run_dir / "adapter"
+    )  # LoRA: adapter/ saved, then merged: from here on a plain model
     return result
 
 
@@ -190,11 +232,22 @@ def score(prepared: PreparedRun, result) -> Tuple[Dict[str, Any], Dict[str, Any]
     raw = {split: logits_of(output.predictions) for split, output in outputs.items()}
     calibration = kind.calibrate(outputs["validation"].label_ids, raw["validation"])
     logits = {split: calibrated_logits(kind, split, raw[split]) for split in raw}
-    metrics: Dict[str, Any] = {"validation": None, "test": None, **{split: None for split in encoded if split != "train"}}
+    metrics: Dict[str, Any] = {
+        "validation": None,
+        "test": None,
+        **{split: None for split in encoded if split != "train"},
+    }
     for split, output in outputs.items():
         truth = output.label_ids
-        metrics[split] = {"loss": output.metrics[f"{split}_loss"], **kind.report(truth, logits[split]), **costs.get(split, {})}
-        for key, value in (("calibration", kind.calibration_report(truth, raw[split])), ("risk_coverage", kind.risk_coverage(truth, logits[split]))):
+        metrics[split] = {
+            "loss": output.metrics[f"{split}_loss"],
+            **kind.report(truth, logits[split]),
+            **costs.get(split, {}),
+        }
+        for key, value in (
+            ("calibration", kind.calibration_report(truth, raw[split])),
+            ("risk_coverage", kind.risk_coverage(truth, logits[split])),
+        ):
             if value is not None:
                 metrics[split][key] = value
         if split == "validation" and "calibration" in metrics[split]:
@@ -229,7 +282,9 @@ def calibrated_logits(kind, split: str, raw):
     """The split's logits through the fitted temperatures; a temperature never moves a prediction, and this checks it."""
     calibrated = kind.calibrated(raw)
     if not kind.same_decisions(raw, calibrated):
-        raise FinetuneError(f"Calibration moved a prediction on the {split} split; temperatures {kind.temperatures} must be positive.")
+        raise FinetuneError(
+            f"Calibration moved a prediction on the {split} split; temperatures {kind.temperatures} must be positive."
+        )
     return calibrated
 
 
@@ -253,18 +308,34 @@ def write_outputs(prepared: PreparedRun, scored: Dict[str, Any], metrics: Dict[s
     cfg, run_dir, trainer, kind = prepared.cfg, prepared.run_dir, prepared.trainer, prepared.kind
     predict_unlabeled(prepared)
     names = _choices()
-    title = f"{names.get('model', Path(cfg.model.name_or_path).name)} on {names.get('task', cfg.task.path or 'local data')}"
+    title = (
+        f"{names.get('model', Path(cfg.model.name_or_path).name)} on {names.get('task', cfg.task.path or 'local data')}"
+    )
     truth = {split: output.label_ids for split, output in scored["outputs"].items()}
-    write_figures(run_dir, run_dir / "logs", kind, metrics, truth, scored["logits"], title, trainer.state.global_step, scored["raw_logits"])
+    write_figures(
+        run_dir,
+        run_dir / "logs",
+        kind,
+        metrics,
+        truth,
+        scored["logits"],
+        title,
+        trainer.state.global_step,
+        scored["raw_logits"],
+    )
     mistakes = write_examples(run_dir, kind, prepared.splits, truth, scored["logits"], prepared.task.text_fields)
     if prepared.task.fold_rows is not None:  # k-fold: this fold's out-of-fold predictions, for the sweep's label audit
         write_out_of_fold(run_dir, prepared.splits["validation"], prepared.task.fold_rows, prepared.task.text_fields)
-    settings = hyperparameters(cfg, trainer.args, metrics, prepared.hardware.precision_used, prepared.adapter.describe())
+    settings = hyperparameters(
+        cfg, trainer.args, metrics, prepared.hardware.precision_used, prepared.adapter.describe()
+    )
     card = model_card(cfg, kind, metrics, settings, run_dir.name, names.get("task"), confusion_lines(kind, mistakes))
     save_model(trainer, run_dir / "model", card, kind.model_files())
     write_json(run_dir / "metrics.json", metrics)
     log_hparams(run_dir / "logs", cfg, names, metrics)
-    finish_trackers(trainer, metrics, {"metrics": run_dir / "metrics.json", "model card": run_dir / "model" / "README.md"})
+    finish_trackers(
+        trainer, metrics, {"metrics": run_dir / "metrics.json", "model card": run_dir / "model" / "README.md"}
+    )
 
 
 def predict_unlabeled(prepared: PreparedRun) -> None:
@@ -272,8 +343,14 @@ def predict_unlabeled(prepared: PreparedRun) -> None:
     from finetune.serving.predictor import Predictor
 
     task, kind = prepared.task, prepared.kind
-    predictor = Predictor(prepared.trainer.model, prepared.tokenizer, kind=kind, max_length=task.max_length, precision=prepared.hardware.precision_used,
-                          long_text=task.reading)
+    predictor = Predictor(
+        prepared.trainer.model,
+        prepared.tokenizer,
+        kind=kind,
+        max_length=task.max_length,
+        precision=prepared.hardware.precision_used,
+        long_text=task.reading,
+    )
     for split in (s for s in prepared.encoded if s.startswith("test") and not task.is_labeled(prepared.encoded[s])):
         columns = prepared.splits[split].select_columns(list(task.text_fields))[:]
         texts = [columns[f] for f in task.text_fields]
@@ -288,7 +365,12 @@ def show_examples(prepared: PreparedRun) -> None:
     from finetune.serving.predictor import Predictor, rounded
 
     task = prepared.task
-    saved = Predictor.load(prepared.run_dir / "model", device=str(prepared.trainer.args.device), max_length=task.max_length, long_text=task.reading)
+    saved = Predictor.load(
+        prepared.run_dir / "model",
+        device=str(prepared.trainer.args.device),
+        max_length=task.max_length,
+        long_text=task.reading,
+    )
     log.info("Examples:")
     for example, output in zip(task.examples, saved([e if isinstance(e, str) else tuple(e) for e in task.examples])):
         log.info("  %s\n    %s", example, rounded(output))
@@ -310,4 +392,6 @@ def _choices() -> Dict[str, str]:
     if not HydraConfig.initialized():
         return {}
     choices = HydraConfig.get().runtime.choices
-    return {group: str(choices[group]) for group in ("task", "model", "trainer", "hardware", "peft") if group in choices}
+    return {
+        group: str(choices[group]) for group in ("task", "model", "trainer", "hardware", "peft") if group in choices
+    }

@@ -113,7 +113,11 @@ class TaskTrainer(Trainer):
             return super().create_optimizer(*args, **kwargs)
 
     def create_scheduler(self, *args, **kwargs):
-        with setup_stage("Creating the learning-rate scheduler", ("trainer",), "trainer.lr_scheduler_type, trainer.lr_scheduler_kwargs"):
+        with setup_stage(
+            "Creating the learning-rate scheduler",
+            ("trainer",),
+            "trainer.lr_scheduler_type, trainer.lr_scheduler_kwargs",
+        ):
             return super().create_scheduler(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -147,7 +151,9 @@ class TaskTrainer(Trainer):
         if not isinstance(self.eval_sampler, LongestFirstSampler):
             return output
         order = self.eval_sampler.order
-        return output._replace(predictions=in_order(output.predictions, order), label_ids=in_order(output.label_ids, order))
+        return output._replace(
+            predictions=in_order(output.predictions, order), label_ids=in_order(output.label_ids, order)
+        )
 
     def training_step(self, model, inputs, *args, **kwargs):
         # A new state: a checkpoint's when resuming, a fresh one when auto_find_batch_size begins again.
@@ -163,8 +169,16 @@ class TaskTrainer(Trainer):
 
 
 def build_trainer(
-    args, model, tokenizer, train_dataset, eval_dataset, kind: TaskKind, callbacks: Sequence[TrainerCallback], pad_to_multiple_of: Optional[int] = None,
-    documents: Optional[Sequence[int]] = None, aggregation: str = "mean",
+    args,
+    model,
+    tokenizer,
+    train_dataset,
+    eval_dataset,
+    kind: TaskKind,
+    callbacks: Sequence[TrainerCallback],
+    pad_to_multiple_of: Optional[int] = None,
+    documents: Optional[Sequence[int]] = None,
+    aggregation: str = "mean",
 ) -> TaskTrainer:
     """A Trainer with dynamic padding (to a multiple of ``pad_to_multiple_of`` tokens), the kind's loss and metrics,
     and ``callbacks``; ``trainer.stop`` tells of a signal. ``documents``: the document of each ``eval_dataset``
@@ -176,7 +190,9 @@ def build_trainer(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of),  # each batch to its own longest row
+        data_collator=DataCollatorWithPadding(
+            tokenizer, pad_to_multiple_of=pad_to_multiple_of
+        ),  # each batch to its own longest row
         compute_metrics=compute_metrics,
         kind=kind,
     )
