@@ -11,10 +11,9 @@ import hydra
 from omegaconf import DictConfig
 
 from finetune.config.checks import refuse_tokens_on_command_line
-from finetune.config.resolvers import register_resolvers
 from finetune.config.schemas import register_configs
 from finetune.distributed import agree_on_start_time
-from finetune.launch import refuse_wrong_types
+from finetune.launch import refuse_wrong_types, register_resolvers
 
 register_configs()
 register_resolvers()

@@ -185,7 +185,7 @@ def main() -> None:
     computed = sum(b["attention_mask"].numel() for b in train) * args.epochs
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        for epoch in range(args.epochs):
+        for _ in range(args.epochs):
             for batch in train:
                 if args.profile_steps and step == 10:
                     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])

@@ -7,7 +7,8 @@ and its int8 ONNX export (RUN/export_int8), each with several ``max_batch_tokens
 (none: passes of up to 64 texts, as before the budget existed), and for ONNX also with the
 lengths rounded up to a multiple of 8 as PyTorch's are. The settings take turns over slices of
 the data, so a busy moment of the machine slows each alike. Prints a Markdown table: ms/text,
-the mean texts per pass over all ROWS texts, accuracy. ``finetune.serving.predictor.CPU_BATCH_TOKENS`` holds the budgets kept.
+the mean texts per pass over all ROWS texts, accuracy.
+``finetune.inference.predictor.CPU_BATCH_TOKENS`` holds the budgets kept.
 """
 
 import argparse
@@ -20,7 +21,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from finetune.serving.predictor import Predictor, length_batches  # noqa: E402
+from finetune.inference.predictor import Predictor, length_batches  # noqa: E402
 
 NO_LIMIT = 10**9  # no token budget: passes of up to 64 texts
 

@@ -178,17 +178,20 @@ def main() -> None:
     import torch  # only for the versions line
 
     print(
-        f"Rows of {args.data} repeated; MiniLM tokenizer, max_length 128; torch {torch.__version__}, {os.cpu_count()} CPU cores.\n"
+        f"Rows of {args.data} repeated; MiniLM tokenizer, max_length 128; "
+        f"torch {torch.__version__}, {os.cpu_count()} CPU cores.\n"
     )
     print(
-        "| rows | CSV | load + check | tokenize (processes) | rows/s | peak anonymous memory, all processes | main process peak RSS | largest worker peak RSS | Arrow cache on disk |"
+        "| rows | CSV | load + check | tokenize (processes) | rows/s | peak anonymous memory, all processes "
+        "| main process peak RSS | largest worker peak RSS | Arrow cache on disk |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         seconds = r["load_s"] + r["tokenize_s"]
         worker = f"{r['worker_peak_rss_mb']:.0f} MB" if r["num_proc"] > 1 else "(one process)"
         print(
-            f"| {r['rows']:,} | {r['file_gb'] * 1024:.0f} MB | {r['load_s']:.1f} s | {r['tokenize_s']:.1f} s ({r['num_proc']}) | {r['rows'] / seconds:,.0f} | "
+            f"| {r['rows']:,} | {r['file_gb'] * 1024:.0f} MB | {r['load_s']:.1f} s | "
+            f"{r['tokenize_s']:.1f} s ({r['num_proc']}) | {r['rows'] / seconds:,.0f} | "
             f"{r['anon_peak_mb']:.0f} MB | {r['main_peak_rss_mb']:.0f} MB | {worker} | {r['cache_gb']:.2f} GB |"
         )
     print(

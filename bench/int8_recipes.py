@@ -26,8 +26,9 @@ import onnxruntime
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from finetune.serving.export import Int8Recipe, head_nodes, quantize_int8  # noqa: E402
-from finetune.serving.predictor import EXPORT_INFO, Predictor  # noqa: E402
+from finetune.inference.predictor import Predictor  # noqa: E402
+from finetune.runs.model_folder import ModelFolder, write_export_info  # noqa: E402
+from finetune.serving.onnx_graph import Int8Recipe, head_nodes, quantize_int8  # noqa: E402
 
 RECIPES = {
     "per-tensor": Int8Recipe(fuse=False, per_channel=False, keep_head_fp32=False),
@@ -54,7 +55,7 @@ class CalibrationRows:
         encoded = tokenizer(
             texts,
             truncation=True,
-            max_length=json.loads((export / EXPORT_INFO).read_text())["task"]["max_length"],
+            max_length=ModelFolder.open(export).record.max_length,
             return_token_type_ids="token_type_ids" in names,
         )
         self.rows = iter(
@@ -66,7 +67,8 @@ class CalibrationRows:
 
 
 def quantize_static_int8(export: Path, path: Path, quant_format: str, texts: List[str]) -> None:
-    """Static int8: weights per channel, activations with scales measured on ``texts`` (min-max); the head stays fp32."""
+    """Static int8: weights per channel, activations with scales measured on ``texts`` (min-max);
+    the head stays fp32."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -86,8 +88,7 @@ def quantize_static_int8(export: Path, path: Path, quant_format: str, texts: Lis
 def variant(source: Path, folder: Path, precision: str) -> Path:
     """A copy of the export folder ``source`` whose model.onnx will be replaced."""
     shutil.copytree(source, folder)
-    info = json.loads((folder / EXPORT_INFO).read_text())
-    (folder / EXPORT_INFO).write_text(json.dumps({**info, "precision": precision}))
+    write_export_info(folder, {**ModelFolder.open(folder).export_info(), "precision": precision})
     return folder
 
 
@@ -108,14 +109,15 @@ def main() -> None:
         "--train",
         type=Path,
         default=Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "train.csv",
-        help="the run's train file: static recipes calibrate on its first CALIBRATION_ROWS texts, rows the run trained on",
+        help="the run's train file: static recipes calibrate on its first CALIBRATION_ROWS texts, "
+        "rows the run trained on",
     )
     parser.add_argument("--calibration-rows", type=int, default=200)
     parser.add_argument(
         "--recipe", action="append", default=None, help="measure only this recipe (repeatable; the names of the table)"
     )
     args = parser.parse_args()
-    if json.loads((args.export / EXPORT_INFO).read_text())["precision"] != "fp32":
+    if ModelFolder.open(args.export).export_info()["precision"] != "fp32":
         raise SystemExit(f"{args.export} is not an fp32 export")
 
     frame = pd.read_csv(args.data, keep_default_na=False).head(args.rows)
@@ -155,13 +157,15 @@ def main() -> None:
     base = "fp32 (no quantization)"
     accuracy = {name: float((np.concatenate(parts).argmax(axis=1) == truth).mean()) for name, parts in logits.items()}
     print(
-        f"{len(texts)} texts of {args.data.name}, export {args.export}, ONNX Runtime, {threads} threads, the Predictor's batches\n"
+        f"{len(texts)} texts of {args.data.name}, export {args.export}, ONNX Runtime, {threads} threads, "
+        "the Predictor's batches\n"
     )
     print("| recipe | ms / text | vs fp32 | accuracy | change (points) | model.onnx |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in logits:
         print(
-            f"| {name} | {1000 * seconds[name] / len(texts):.2f} | {seconds[base] / seconds[name]:.2f}x | {accuracy[name]:.4f} | "
+            f"| {name} | {1000 * seconds[name] / len(texts):.2f} | {seconds[base] / seconds[name]:.2f}x | "
+            f"{accuracy[name]:.4f} | "
             f"{100 * (accuracy[name] - accuracy[base]):+.2f} | {sizes[name] / 2**20:.1f} MiB |"
         )
 

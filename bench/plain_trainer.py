@@ -85,9 +85,10 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     padding = "max_length" if args.pad_to_max_length else False
-    encode = lambda b: tokenizer(
-        *(b[f] for f in text_fields), truncation=True, max_length=args.max_length, padding=padding
-    )  # noqa: E731
+
+    def encode(b):
+        return tokenizer(*(b[f] for f in text_fields), truncation=True, max_length=args.max_length, padding=padding)
+
     keep = lambda ds: ds.map(encode, batched=True, remove_columns=[c for c in ds.column_names if c != "label"])  # noqa: E731
     train, validation = keep(train), keep(held_out["test"])
 

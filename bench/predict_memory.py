@@ -44,7 +44,8 @@ def missing_inputs(data: Path) -> str:
 
 
 def repeated_csv(source: Path, target: Path, rows: int, labeled: bool = True) -> None:
-    """``rows`` data rows: the rows of ``source`` over and over, under its header line (``labeled=False``: its text column only)."""
+    """``rows`` data rows: the rows of ``source`` over and over, under its header line
+    (``labeled=False``: its text column only)."""
     if labeled:
         with source.open(encoding="utf-8") as f:
             header, *lines = f.read().splitlines(keepends=True)

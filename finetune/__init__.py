@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     if name == "Predictor":  # imported on first use: it pulls in torch and transformers
-        from finetune.serving.predictor import Predictor
+        from finetune.inference.predictor import Predictor
 
         return Predictor
     raise AttributeError(f"module 'finetune' has no attribute {name!r}")

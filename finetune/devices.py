@@ -1,4 +1,7 @@
-"""Which device a run or a Predictor uses, and which number format it computes natively: shared by training and prediction."""
+"""Which device a run or a Predictor uses, and which number format it computes natively.
+
+Shared by training and prediction.
+"""
 
 from pathlib import Path
 
@@ -37,14 +40,16 @@ def available(device: str) -> bool:
 def choose_device(wanted: str = "auto", setting: str = "hardware.device") -> str:
     """The device to use: for ``auto`` CUDA, then Apple silicon's MPS, then the CPU; a device named must be there.
 
-    ``wanted`` may also name one device of several (``cuda:1``); ``setting`` is the key or option that asked, for the message.
+    ``wanted`` may also name one device of several (``cuda:1``); ``setting`` is the key or option that
+    asked, for the message.
     """
     if wanted == "auto":
         return next((device for device in ACCELERATORS if available(device)), "cpu")
     kind = wanted.split(":", 1)[0]
     if kind in ACCELERATORS and not available(kind):
         raise FinetuneError(
-            f"{setting}={wanted}, but PyTorch sees no {ACCELERATORS[kind]} on this machine: use auto (the best there is) or cpu."
+            f"{setting}={wanted}, but PyTorch sees no {ACCELERATORS[kind]} on this machine: "
+            "use auto (the best there is) or cpu."
         )
     return wanted
 

@@ -55,10 +55,10 @@ def _raised_here(error: BaseException) -> bool:
 
 
 def settings_named_in(message: str, node: Any, prefix: str) -> List[str]:
-    """The settings of ``node`` (a config group) that a library's error message names: by key, else by their (text) value.
+    """The settings of ``node`` (a config group) that a library's error message names.
 
-    Libraries name their own parameters (``--logging_steps``) or only the bad value (``bogus is not a
-    valid SchedulerType``); either way the user needs the key to change.
+    By key, else by their (text) value: libraries name their own parameters (``--logging_steps``) or
+    only the bad value (``bogus is not a valid SchedulerType``); either way the user needs the key to change.
     """
     words = set(re.findall(r"\w+", message))
     from omegaconf import OmegaConf

@@ -16,10 +16,20 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from finetune.config.ranges import RULES
 from finetune.config.schemas import GROUP_SCHEMAS, with_schemas
 from finetune.errors import FinetuneError, StoppedBySignal, one_line, settings_named_in, stage_of
-from finetune.runs.folders import FAILED_FILE
-from finetune.tasks.kinds import best_metric
+from finetune.runs.saved import SavedRun
+from finetune.tasks.registry import best_metric
 
 log = logging.getLogger("finetune")
+
+
+def register_resolvers() -> None:
+    """Every resolver conf/config.yaml uses: the config's own, and where Hydra writes its record of a run."""
+    from finetune.config import resolvers
+    from finetune.runs.saved import hydra_output_subdir
+
+    resolvers.register_resolvers()
+    if not OmegaConf.has_resolver("hydra_output_subdir"):
+        OmegaConf.register_new_resolver("hydra_output_subdir", hydra_output_subdir)
 
 
 def run_job(cfg: DictConfig) -> Optional[float]:
@@ -34,7 +44,6 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     from hydra.types import RunMode
 
     from finetune.distributed import quiet_replica_logging, rank
-    from finetune.files import write_json
     from finetune.runs import folders
     from finetune.runs.resume import resumed_config
     from finetune.training.train import run
@@ -72,7 +81,7 @@ def run_job(cfg: DictConfig) -> Optional[float]:
         else:
             log.error("Job %s failed:\n%s", hydra_cfg.job.num, traceback.format_exc())
         if folders.holds(run_dir):  # never into a folder that another job has
-            write_json(run_dir / FAILED_FILE, {"error": f"{type(error).__name__}: {error}"})
+            SavedRun(run_dir).write_failure({"error": f"{type(error).__name__}: {error}"})
         return float("nan")  # Optuna records a NaN objective as a failed trial
     finally:
         release_memory()
@@ -99,7 +108,10 @@ def setup_failure(error: Exception, cfg: DictConfig) -> Optional[str]:
         if isinstance(cfg.get(group), DictConfig)
         for key in settings_named_in(str(error), cfg[group], group)
     ]
-    return f"{what} failed; check {', '.join(keys) or default_keys}: {type(error).__name__}: {one_line(str(error))} {FULL_ERROR_HINT}"
+    return (
+        f"{what} failed; check {', '.join(keys) or default_keys}: "
+        f"{type(error).__name__}: {one_line(str(error))} {FULL_ERROR_HINT}"
+    )
 
 
 def refuse_wrong_types(overrides: List[str]) -> None:

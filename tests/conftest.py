@@ -124,7 +124,8 @@ def _trained(run_dir: Path, *args: str, cwd=None, **kwargs) -> Path:
 
 @pytest.fixture(scope="session")
 def topic_run(tmp_path_factory, topic_files, tiny_models) -> Path:
-    """Single-label: the tiny BERT on the topics, with a labeled test split and the preset's examples, from an empty working folder."""
+    """Single-label: the tiny BERT on the topics, with a labeled test split and the preset's examples,
+    from an empty working folder."""
     cwd = tmp_path_factory.mktemp("cwd")
     args = [
         a
@@ -136,7 +137,8 @@ def topic_run(tmp_path_factory, topic_files, tiny_models) -> Path:
 
 @pytest.fixture(scope="session")
 def pair_run(tmp_path_factory, pair_files, tiny_models) -> Path:
-    """Single-label pairs: the tiny XLNet (it pads on the left) on RTE-like pairs, with an unlabeled test split (predicted into a submission file)."""
+    """Single-label pairs: the tiny XLNet (it pads on the left) on RTE-like pairs,
+    with an unlabeled test split (predicted into a submission file)."""
     return _trained(
         tmp_path_factory.mktemp("pairs") / "rte",
         "task=rte",
@@ -154,7 +156,7 @@ def multi_label_run(tmp_path_factory, multi_label_files, tiny_models) -> Path:
     return _trained(
         tmp_path_factory.mktemp("kinds") / "multi",
         "task=ag_news",
-        "task.problem=multi_label",
+        "task.kind=multi_label",
         "task.label_field=labels",
         "task.metrics=[f1_micro,f1_macro,f1_samples,accuracy]",
         f"model.name_or_path={tiny_models['bert']}",

@@ -5,13 +5,15 @@ test file imports from another.
 """
 
 import csv
+import functools
 import json
 import os
 import random
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 # Offline before any Hugging Face library is imported: a hub lookup must fail at once, not retry.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -226,7 +228,20 @@ def topic_args(topic_files, model_dir: Path, run_dir: Path):
 
 
 def compose_config(*overrides: str, with_hydra: bool = False):
-    """The run's config as run.py composes it from conf/, with ``overrides`` (``with_hydra``: and Hydra's own node)."""
+    """The run's config as run.py composes it from conf/, with ``overrides`` (``with_hydra``: and Hydra's own node).
+
+    Each caller gets a copy of its own: the tests compose the same presets many times, and composing is slow.
+    """
+    import copy
+
+    # Keyed also on what composing reads besides conf/: the working folder (Hydra's runtime node) and the
+    # folders of the user's own presets.
+    key = (overrides, with_hydra, os.getcwd(), os.environ.get("FINETUNE_CONFIG_DIR"))
+    return copy.deepcopy(_composed(*key))
+
+
+@functools.lru_cache(maxsize=None)
+def _composed(overrides: Tuple[str, ...], with_hydra: bool, cwd: str, config_dirs: Optional[str]):
     from hydra import compose, initialize_config_dir
 
     from finetune.config.resolvers import register_resolvers
@@ -236,3 +251,73 @@ def compose_config(*overrides: str, with_hydra: bool = False):
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=with_hydra)
+
+
+def body(value) -> bytes:
+    return json.dumps(value).encode()
+
+
+def free_socket():
+    """A listening-ready TCP socket on a free loopback port."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def call(url: str, path: str, payload=None, timeout: float = 60, headers=None):
+    """(status, JSON answer) of a GET, or of a POST of ``payload`` (bytes sent as they are)."""
+    import httpx
+
+    if payload is None:
+        response = httpx.get(url + path, timeout=timeout, headers=headers)
+    else:
+        content = payload if isinstance(payload, bytes) else body(payload)
+        response = httpx.post(url + path, content=content, timeout=timeout, headers=headers)
+    return response.status_code, response.json()
+
+
+def wait_ready(url: str, timeout: float = 180):
+    """Poll /health until ready: every answer before is 503 "loading"."""
+    import time
+
+    import httpx
+
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        try:
+            status, answer = call(url, "/health", timeout=5)
+        except httpx.TransportError:
+            time.sleep(0.1)
+            continue
+        if status == 200:
+            assert answer == {"status": "ready"} and all(s == (503, "loading") for s in seen), seen
+            return seen
+        seen.append((status, answer.get("status")))
+        time.sleep(0.1)
+    raise AssertionError(f"the server was not ready within {timeout} s")
+
+
+@contextmanager
+def served(path: Path, **settings):
+    """The server of ``path``, in this process (uvicorn in a thread), on a free port: its URL."""
+    import threading
+
+    import uvicorn
+
+    from finetune.serving.server import Settings, create_app
+
+    sock = free_socket()
+    server = uvicorn.Server(uvicorn.Config(create_app(Settings(str(path), **settings)), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        wait_ready(url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        sock.close()

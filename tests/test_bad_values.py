@@ -196,7 +196,8 @@ def small_run_config(tmp_path: Path, model: Path, *overrides: str):
     [  # what fails: a call inside Trainer.create_optimizer, or inside a training step
         (
             "get_optimizer_cls_and_kwargs",
-            "Creating the optimizer failed; check trainer.optim, hardware.fused_optimizer: ImportError: no such optimizer",
+            "Creating the optimizer failed; check trainer.optim, hardware.fused_optimizer: "
+            "ImportError: no such optimizer",
         ),
         ("training_step", None),  # during training: a fault to see, with its traceback
     ],
@@ -258,7 +259,7 @@ def test_what_training_arguments_refuse_is_one_line_naming_the_key(overrides, ke
 @pytest.mark.parametrize("flag", ["--batch-size", "--max-length", "--top-k"])
 @pytest.mark.parametrize("value", ["0", "-2", "abc"])
 def test_predict_flags_take_whole_numbers_from_1(flag, value, tmp_path, capsys):
-    from finetune.serving.cli import parse_args
+    from finetune.serving.predict import parse_args
 
     with pytest.raises(SystemExit) as exit_:
         parse_args([str(tmp_path), "some text", flag, value])

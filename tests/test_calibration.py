@@ -6,13 +6,7 @@ import numpy as np
 import pytest
 
 from finetune.errors import FinetuneError
-from finetune.serving.abstention import (
-    ABSTAINED,
-    abstaining_columns,
-    abstaining_output,
-    abstention_report,
-    check_min_confidence,
-)
+from finetune.inference.answers import ABSTAINED, Answers, check_min_confidence
 from finetune.tasks.calibration import (
     expected_calibration_error,
     fit_temperature,
@@ -123,21 +117,19 @@ def test_abstention_counts_rows_below_the_cut_off_and_reports_the_answered_rows(
     kind = SingleLabel(["a", "b"])
     p = np.array([[0.95, 0.05], [0.6, 0.4], [0.1, 0.9], [0.55, 0.45]])
     truth = np.array([0, 1, 1, 1])
-    columns = abstaining_columns(kind, p, 0.8)
+    answers = Answers(kind, 0.8)
+    columns = answers.columns(p)
     assert columns["predicted_label"] == ["a", ABSTAINED, "b", ABSTAINED] and columns["abstained"] == [
         False,
         True,
         False,
         True,
     ]
-    report = abstention_report(kind, truth, np.log(p), 0.8)
+    report = answers.report(truth, np.log(p))
     assert (report["answered"], report["abstained"], report["coverage"]) == (2, 2, 0.5)
     assert report["on_answered"]["accuracy"] == 1.0 and kind.evaluate(truth, np.log(p))["accuracy"] == 0.5
-    assert (
-        abstaining_output(kind, p[1], 0.8, None)["label"] == ABSTAINED
-        and abstaining_output(kind, p[0], 0.8, None)[0]["label"] == "a"
-    )
-    assert abstaining_columns(kind, p, None) == kind.output_columns(p)
+    assert answers.rows(p)[1]["label"] == ABSTAINED and answers.rows(p)[0][0]["label"] == "a"
+    assert Answers(kind).columns(p) == kind.output_columns(p)
     with pytest.raises(FinetuneError, match="must be a probability in"):
         check_min_confidence(kind, 1.5)
     with pytest.raises(FinetuneError, match="a regression model gives no probabilities"):

@@ -1,4 +1,5 @@
-"""Calibration, abstention and the label audit in real runs of the tiny models (the session's runs, one k-fold sweep)."""
+"""Calibration, abstention and the label audit in real runs of the tiny models
+(the session's runs, one k-fold sweep)."""
 
 import csv
 import json
@@ -7,9 +8,9 @@ import numpy as np
 import pytest
 
 from finetune import Predictor
-from finetune.serving.abstention import ABSTAINED
-from finetune.serving.cli import main as predict_main
+from finetune.inference.answers import ABSTAINED
 from finetune.serving.export import main as export_main
+from finetune.serving.predict import main as predict_main
 from tests.helpers import TINY_TRAINING, printed, read_json, run_py, topic_rows, write_csv
 
 TEXTS = [

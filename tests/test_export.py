@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from finetune import Predictor
-from finetune.serving.cli import main as predict_main
 from finetune.serving.export import main as export_main
+from finetune.serving.predict import main as predict_main
 from tests.helpers import TINY_CONFIGS, python, read_json, topic_rows, write_csv
 
 KIND_RUNS = {"single_label": "topic_run", "multi_label": "multi_label_run", "regression": "regression_run"}
@@ -31,16 +31,15 @@ def test_fp32_export_of_each_kind_matches_the_pytorch_model_on_the_runs_validati
     export_dir = run_dir / "export"
     record = read_json(export_dir / "export.json")
     names = {p.name for p in export_dir.iterdir()}
-    assert {"model.onnx", "export.json", "config.json", "tokenizer.json", "tokenizer_config.json"} <= names
+    assert {"model.onnx", "export.json", "finetune.json", "config.json", "tokenizer.json"} <= names
     assert ("thresholds.json" in names) == (kind == "multi_label") and not list(run_dir.glob(".export*"))
     if kind == "multi_label":
         assert read_json(export_dir / "thresholds.json") == read_json(run_dir / "model" / "thresholds.json")
-    assert (
-        record["kind"] == kind
-        and record["precision"] == "fp32"
-        and record["opset"] == 17
-        and record["format"] == "onnx"
-    )
+    # What the answers mean is the model record, the same file as in model/; export.json tells how it was made.
+    model_record = read_json(export_dir / "finetune.json")
+    assert model_record == read_json(run_dir / "model" / "finetune.json") and model_record["kind"] == kind
+    assert record["outputs"] == ["logits", "embedding"]
+    assert record["precision"] == "fp32" and record["opset"] == 17 and record["format"] == "onnx"
     assert record["sizes_bytes"]["model.onnx"] == (export_dir / "model.onnx").stat().st_size > 0
     parity = record["parity"]
     validation = read_json(run_dir / "metrics.json")["validation"]
@@ -115,7 +114,8 @@ def test_int8_export_is_gated_on_the_metric_and_a_refusal_leaves_nothing(topic_r
     assert export_main([str(topic_run), "--quantize", "int8", "--output", str(refused), "--max-drop", "-1"]) == 1
     error = capsys.readouterr().err
     assert error.startswith(
-        f"error: Export refused, nothing written: int8 loses {parity['drop_points']:.2f} points of accuracy, more than --max-drop -1"
+        f"error: Export refused, nothing written: int8 loses {parity['drop_points']:.2f} points of accuracy, "
+        "more than --max-drop -1"
     )
     assert f"accuracy: PyTorch {parity['pytorch']:.4f}, ONNX {parity['onnx']:.4f}" in error and "Traceback" not in error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8"]  # neither the folder nor a temporary one
@@ -132,7 +132,7 @@ def test_int8_export_is_gated_on_the_metric_and_a_refusal_leaves_nothing(topic_r
 
 NO_TORCH = """
 import sys
-from finetune.serving.cli import main
+from finetune.serving.predict import main
 codes = [main(sys.argv[1:4]), main(sys.argv[4:9]), main(sys.argv[9:])]
 print("codes", codes, "torch imported:", "torch" in sys.modules)
 """
@@ -202,7 +202,8 @@ def test_onnx_backend_answers_a_text_a_pair_and_a_file_without_importing_torch(
     [
         (
             "plain_model",
-            "is not a run folder (no .hydra/config.yaml), so it has no validation split: give the rows to check with --check-file FILE.",
+            "is not a run folder (no .hydra/config.yaml), so it has no validation split: "
+            "give the rows to check with --check-file FILE.",
         ),
         ("output_exists", "exists and holds no export; choose a new folder (--overwrite replaces only an export)."),
         ("int8_unlabeled", "--quantize int8 is gated on the task's metric, which needs labels"),

@@ -69,11 +69,13 @@ def test_a_bad_lora_learning_rate_is_refused():
     [
         (
             ["task.max_length=512"],
-            "task.max_length=512 is more than {bert} accepts (64 tokens, says tokenizer_config.json); set task.max_length=64 or less.",
+            "task.max_length=512 is more than {bert} accepts (64 tokens, says tokenizer_config.json); "
+            "set task.max_length=64 or less.",
         ),
         (
             ["peft=lora", "peft.target_modules=[query,qkv]"],
-            "peft.target_modules: bert has no Linear layer named qkv; its Linear layers: classifier, dense, key, query, value.",
+            "peft.target_modules: bert has no Linear layer named qkv; "
+            "its Linear layers: classifier, dense, key, query, value.",
         ),
     ],
 )
@@ -122,7 +124,8 @@ def test_lora_targets_are_checked_on_the_architecture_alone(tiny_models):
     Lora(target_modules=None).check_model(source)  # q_lin, v_lin: there
     with pytest.raises(
         FinetuneError,
-        match="distilbert has no Linear layer named query; its Linear layers: classifier, k_lin, lin1, lin2, out_lin, pre_classifier, q_lin, v_lin.",
+        match="distilbert has no Linear layer named query; "
+        "its Linear layers: classifier, k_lin, lin1, lin2, out_lin, pre_classifier, q_lin, v_lin.",
     ):
         Lora(target_modules=["query"]).check_model(source)
     assert all(p.device.type == "meta" for p in source.empty_model().parameters())  # no weights were read
@@ -246,7 +249,8 @@ def test_auto_picks_cuda_then_mps_then_the_cpu(machine, cuda, mps, chosen):
         ),
         (
             "mps",
-            "hardware.device=mps, but PyTorch sees no Apple silicon GPU (MPS) on this machine: use auto (the best there is) or cpu.",
+            "hardware.device=mps, but PyTorch sees no Apple silicon GPU (MPS) on this machine: "
+            "use auto (the best there is) or cpu.",
         ),
     ],
 )
@@ -277,7 +281,7 @@ def test_training_on_apple_silicon_uses_mps_in_fp32_without_the_cpu_and_cuda_lev
 
 
 def test_the_predictor_chooses_its_device_the_same_way(machine, tiny_models):
-    from finetune.serving.predictor import Predictor
+    from finetune.inference.predictor import Predictor
 
     machine(cuda=False, mps=False)
     assert Predictor.load(tiny_models["bert"]).describe().startswith("PyTorch on CPU")

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from finetune.tasks.kinds import KINDS
 from finetune.tasks.metrics import METRICS, compute, greater_is_better, metric_errors
 from finetune.tasks.multi_label import MultiLabel
+from finetune.tasks.registry import KINDS
 from finetune.tasks.regression import Regression
 from finetune.tasks.single_label import SingleLabel
 
@@ -97,7 +97,8 @@ def test_thresholds_maximise_each_labels_f1():
     kind = MultiLabel(NAMES)
     kind.MIN_POSITIVES = 1  # four rows: a label with one positive gets its own threshold here
     # label 0: positives score 0.3 and 0.25, negatives 0.2 and 0.1 -> any cut-off in (0.2, 0.25] is perfect
-    # label 1: no positives -> the shared cut-off, best micro-F1 over all labels: 0.21;  label 2: positives are the top two of four scores
+    # label 1: no positives -> the shared cut-off, best micro-F1 over all labels: 0.21
+    # label 2: positives are the top two of four scores
     probabilities = np.array([[0.3, 0.9, 0.8], [0.25, 0.1, 0.7], [0.2, 0.2, 0.6], [0.1, 0.3, 0.1]])
     truth = np.array([[1, 0, 1], [1, 0, 1], [0, 0, 0], [0, 0, 0]])
     logits = np.log(probabilities / (1 - probabilities))

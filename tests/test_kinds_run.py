@@ -18,8 +18,8 @@ from tests.helpers import (
     write_csv,
 )
 
-# The training loss of each fixed tiny run (CPU, fp32, dropout with integer masks, seed 42), as torchtune pins its recipes' losses:
-# a change in data handling, loss or optimisation shows up here first.
+# The training loss of each fixed tiny run (CPU, fp32, dropout with integer masks, seed 42),
+# as torchtune pins its recipes' losses: a change in data handling, loss or optimisation shows up here first.
 REFERENCE_LOSS = {
     "single_label_weighted": 1.3120921015739442,
     "multi_label": 0.4966094397008419,

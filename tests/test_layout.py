@@ -2,6 +2,7 @@
 contracts in pyproject.toml), and no module or function grows past what a reader takes in at once."""
 
 import ast
+import re
 import shutil
 
 import pytest
@@ -57,3 +58,64 @@ def test_no_function_is_longer_than_a_screen():
                     f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
                 )
     assert not long, "name the stages of these: " + "; ".join(long)
+
+
+# The file names of a run folder, a model folder and an export folder: finetune/runs/saved.py alone writes them.
+RUN_FOLDER_NAMES = (
+    ".hydra",
+    "config.yaml",
+    "hydra.yaml",
+    "overrides.yaml",
+    "run.log",
+    ".lock",
+    "metrics.json",
+    "failed.json",
+    "environment.json",
+    "checkpoints",
+    "trainer_state.json",
+    "export.json",
+    "finetune.json",
+    "calibration.json",
+    "thresholds.json",
+    "model.onnx",
+    "out_of_fold.parquet",
+    "predictions_",
+    "misclassified_",
+    "summary.csv",
+)
+OWNER = REPO / "finetune" / "runs" / "saved.py"
+
+
+def string_literals(tree: ast.AST):
+    """Every string constant of a module, its docstrings left out (they may name files to the reader)."""
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node
+
+
+def test_the_run_folders_file_names_are_written_only_in_their_owner():
+    found = []
+    for path in python_files():
+        if path == OWNER:
+            continue
+        for node in string_literals(ast.parse(path.read_text(encoding="utf-8"))):
+            for name in RUN_FOLDER_NAMES:
+                if re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", node.value):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno} {name!r} in {node.value[:60]!r}")
+    assert not found, "name these through finetune/runs/saved.py: " + "; ".join(found)
+    owner = {node.value for node in string_literals(ast.parse(OWNER.read_text(encoding="utf-8")))}
+    assert all(any(name in value for value in owner) for name in RUN_FOLDER_NAMES)  # the list is the owner's
+
+
+@pytest.mark.trains
+@pytest.mark.parametrize("command", [("format", "--check"), ("check",)], ids=["ruff format", "ruff check"])
+def test_the_code_is_formatted_and_linted(command):
+    """ruff's settings are pyproject.toml's: the package, its tests, the benchmarks and run.py, lines of 120 at most."""
+    result = python("-m", "ruff", *command, ".")
+    assert result.returncode == 0, result.output[-3000:]

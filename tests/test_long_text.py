@@ -136,7 +136,7 @@ def test_a_regression_task_aggregates_by_the_mean_only():
 
 # --- aggregation per document, by each kind ---------------------------------------------------
 def test_each_kind_aggregates_a_documents_windows():
-    from finetune.tasks.kinds import KINDS
+    from finetune.tasks.registry import KINDS
 
     single = KINDS["single_label"](["a", "b"])
     logits = np.log(np.array([[0.8, 0.2], [0.4, 0.6], [0.3, 0.7], [0.9, 0.1]]))
@@ -159,7 +159,7 @@ def test_each_kind_aggregates_a_documents_windows():
 def test_per_document_metrics_equal_those_computed_by_hand_from_the_window_logits():
     from types import SimpleNamespace
 
-    from finetune.tasks.kinds import KINDS
+    from finetune.tasks.registry import KINDS
     from finetune.training.documents import DocumentMetrics
 
     kind = KINDS["single_label"](["negative", "positive"], ["accuracy", "f1"])
@@ -168,8 +168,7 @@ def test_per_document_metrics_equal_those_computed_by_hand_from_the_window_logit
     window_p1 = np.array([0.2, 0.9, 0.6, 0.7, 0.1, 0.4])  # P(positive) of each window
     # by hand: document means 0.55, 0.4667, 0.4 -> positive, negative, negative; truth positive, negative, positive
     order = [5, 3, 0, 1, 4, 2]  # the Trainer evaluated longest window first
-    metrics = DocumentMetrics(kind, documents, "mean")
-    metrics.trainer = SimpleNamespace(eval_sampler=SimpleNamespace(order=order))
+    metrics = DocumentMetrics(kind, documents, "mean", eval_order=lambda: order)
     logits = np.log(np.stack([1 - window_p1, window_p1], axis=1))[order]
     result = metrics(SimpleNamespace(predictions=logits, label_ids=labels[order]))
     assert result["accuracy"] == pytest.approx(2 / 3) and result["f1"] == pytest.approx(

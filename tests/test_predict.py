@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from finetune import FinetuneError, Predictor
-from finetune.serving.cli import main
+from finetune.serving.predict import main
 from tests.helpers import TOPICS, cli, pair_rows, topic_rows, write_csv
 
 
@@ -45,7 +45,7 @@ def test_api_single_list_and_order(topic_run):
 def test_length_batches_hold_neighbours_by_length_within_rows_and_padded_tokens(
     lengths, max_rows, max_tokens, multiple, expected
 ):
-    from finetune.serving.predictor import length_batches
+    from finetune.inference.predictor import length_batches
 
     assert [list(batch) for batch in length_batches(lengths, max_rows, max_tokens, multiple)] == expected
 

@@ -99,8 +99,10 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_metrics_and_curve(
     try:
         twice = run_py(f"resume={run_dir}", cwd=tmp_path)
         assert twice.returncode == 1 and twice.output.strip() == (
-            f"resume={run_dir}: the run in {run_dir} is still running (pid {process.pid} on {socket.gethostname()} holds its .lock); "
-            "a run is resumed once its process has ended. Wait for it, or stop it (Ctrl-C or kill: it saves a checkpoint first)."
+            f"resume={run_dir}: the run in {run_dir} is still running "
+            f"(pid {process.pid} on {socket.gethostname()} holds its .lock); "
+            "a run is resumed once its process has ended. "
+            "Wait for it, or stop it (Ctrl-C or kill: it saves a checkpoint first)."
         )
         joined = run_py(*args, cwd=tmp_path)  # the same command again, as a new run: refused too
         assert joined.returncode == 1 and f"{run_dir} holds a running run (pid {process.pid} on " in joined.output
@@ -144,7 +146,8 @@ def test_a_signal_saves_a_checkpoint_stops_and_resume_true_finishes_the_run(
         *args, cwd=tmp_path
     )  # the same command without resume=true: a new run, refused in a stopped run's folder
     assert again.returncode == 1 and again.output.strip() == (
-        f"{run_dir} holds a run that did not finish: continue it with resume={run_dir}, or choose another folder with hydra.run.dir=<folder>."
+        f"{run_dir} holds a run that did not finish: continue it with resume={run_dir}, "
+        "or choose another folder with hydra.run.dir=<folder>."
     )
     changed = run_py(*args, "resume=true", "trainer.learning_rate=1e-3", cwd=tmp_path)
     assert changed.returncode == 1 and "changes trainer.learning_rate: 0.002 -> 0.001" in changed.output

@@ -101,7 +101,7 @@ def test_pair_task_with_unlabeled_test_writes_predictions(pair_run):
     assert lines[0] == "index\tprediction" and len(lines) == 31
     assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
     assert [line.split("\t")[0] for line in lines[1:]] == [str(i) for i in range(30)]
-    from finetune.serving.predictor import Predictor  # the predictions belong to the rows in file order
+    from finetune.inference.predictor import Predictor  # the predictions belong to the rows in file order
 
     rows = pair_rows(30, seed=4, labeled=False)
     expected = Predictor.load(run_dir, precision="fp32")([(r["sentence1"], r["sentence2"]) for r in rows], top_k=1)
@@ -205,7 +205,8 @@ def test_a_loss_that_diverges_stops_the_run_and_names_the_step(tmp_path, topic_f
     )
     with pytest.raises(
         FinetuneError,
-        match=r"The (training loss|gradient norm) became (nan|inf) at step \d+ \(learning rate .*Lower trainer.learning_rate",
+        match=r"The (training loss|gradient norm) became (nan|inf) at step \d+ "
+        r"\(learning rate .*Lower trainer.learning_rate",
     ):
         run(cfg, tmp_path)
     assert not (tmp_path / "model").exists() and not (tmp_path / "metrics.json").exists()

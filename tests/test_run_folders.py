@@ -1,4 +1,5 @@
-"""Run and sweep folders through the real run.py: runs started together never share one, a finished run is never written over."""
+"""Run and sweep folders through the real run.py: runs started together never share one,
+a finished run is never written over."""
 
 import csv
 import os
@@ -114,7 +115,8 @@ def test_a_new_run_pointed_at_a_finished_run_is_refused_and_changes_nothing(four
         assert snapshot(finished) == before  # not a byte changed, no file added
     new_run = run_py(*data_args(topic_files, tiny_models), f"hydra.run.dir={finished}", cwd=cwd)
     assert new_run.output.strip() == (
-        f"{finished} holds a finished run (it has metrics.json): a new run never writes into it; choose another folder with hydra.run.dir=<folder>."
+        f"{finished} holds a finished run (it has metrics.json): a new run never writes into it; "
+        "choose another folder with hydra.run.dir=<folder>."
     )
 
 
@@ -144,7 +146,8 @@ def test_a_named_folder_may_exist_but_not_hold_a_run(tmp_path, topic_files, tiny
     before = snapshot(started)
     refused = run_py(*data_args(topic_files, tiny_models), f"hydra.run.dir={started}", cwd=tmp_path)
     assert refused.returncode == 1 and refused.output.strip() == (
-        f"{started} holds a run that stopped before its first checkpoint (it has .hydra, run.log, checkpoints, logs, environment.json; "
+        f"{started} holds a run that stopped before its first checkpoint "
+        "(it has .hydra, run.log, checkpoints, logs, environment.json; "
         "its run.log says why): choose another folder with hydra.run.dir=<folder>, or delete that folder."
     )
     assert snapshot(started) == before
@@ -179,7 +182,8 @@ def test_two_sweeps_started_in_the_same_second_each_get_their_own_folder(tmp_pat
         *common, "seed=5", f"hydra.sweep.dir={sweeps[0]}", cwd=tmp_path
     )  # a named sweep folder that holds a sweep
     assert again.returncode == 1 and again.output.strip() == (
-        f"{sweeps[0]} holds a finished sweep (it has summary.csv): a new sweep never writes into it; choose another folder with hydra.sweep.dir=<folder>."
+        f"{sweeps[0]} holds a finished sweep (it has summary.csv): a new sweep never writes into it; "
+        "choose another folder with hydra.sweep.dir=<folder>."
     )
     shared = run_py(*common, "seed=5,6", "hydra.sweep.subdir=same", cwd=tmp_path)
     assert shared.returncode == 1 and "hydra.sweep.subdir=same would give two jobs the same folder" in shared.output
@@ -195,7 +199,8 @@ def test_a_lock_dies_with_its_process(tmp_path):
         [
             sys.executable,
             "-c",
-            f"import sys, time; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path; from finetune.runs import folders; "
+            f"import sys, time; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path; "
+            "from finetune.runs import folders; "
             f"folders.lock(Path({str(tmp_path)!r})); print('locked', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,

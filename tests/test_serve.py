@@ -3,6 +3,7 @@ batching across requests, and a clean SIGTERM, on the session's tiny runs served
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -10,15 +11,14 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from finetune.serving.requests import Limits, RequestError, parse
-from finetune.serving.server_cli import main as serve_main
-from tests.helpers import REPO, read_json, write_csv
+from finetune.serving.serve import main as serve_main
+from tests.helpers import REPO, body, call, free_socket, read_json, served, wait_ready, write_csv
 
 pytestmark = pytest.mark.uses_trained_runs
 
@@ -43,10 +43,6 @@ PROBES = {  # what each run reads, of varied lengths so that sorting and padding
         ("man woman", "yes"),
     ],
 }
-
-
-def body(value) -> bytes:
-    return json.dumps(value).encode()
 
 
 @pytest.mark.parametrize(
@@ -130,75 +126,72 @@ def test_a_folder_without_a_model_stops_before_the_port_opens(tmp_path, capsys):
     assert "holds no model" in capsys.readouterr().err
 
 
+def test_the_api_key_comes_from_the_option_else_the_variable_and_an_empty_one_stops(monkeypatch, tmp_path, capsys):
+    from finetune.serving.serve import parse_args, settings_of
+
+    monkeypatch.setenv("FINETUNE_API_KEY", "from-the-variable")
+    assert settings_of(parse_args(["run", "--api-key", "from-the-option"])).api_key == "from-the-option"
+    settings = settings_of(parse_args(["run"]))
+    assert settings.api_key == "from-the-variable" and "from-the-variable" not in repr(settings)
+    monkeypatch.delenv("FINETUNE_API_KEY")
+    assert settings_of(parse_args(["run"])).api_key is None
+    assert serve_main([str(tmp_path), "--api-key", " "]) == 1
+    assert capsys.readouterr().err == "error: --api-key is empty: give a key, or unset it to serve without one\n"
+
+
+@pytest.mark.parametrize(
+    "host, api_key, warns",
+    [
+        ("0.0.0.0", None, True),
+        ("::", None, True),
+        ("192.168.1.7", None, True),
+        ("myhost.example", None, True),
+        ("0.0.0.0", "k3y", False),
+        ("127.0.0.1", None, False),
+        ("127.0.1.1", None, False),
+        ("::1", None, False),
+        ("localhost", None, False),
+    ],
+)
+def test_listening_beyond_this_machine_without_a_key_warns_in_one_line(host, api_key, warns):
+    from finetune.serving.server import exposure_warning
+
+    warning = exposure_warning(host, api_key)
+    assert (warning is not None) == warns
+    if warns:
+        assert warning.startswith(f"warning: listening on {host} without an API key") and "\n" not in warning
+        assert "anyone who can reach the port can use the model" in warning and "FINETUNE_API_KEY" in warning
+
+
+def test_workers_read_the_key_from_a_private_file_not_from_their_environment(monkeypatch):
+    import stat
+
+    from finetune.serving import server
+
+    monkeypatch.delenv(server.SETTINGS_VARIABLE, raising=False)
+    monkeypatch.setattr(server, "create_app", lambda settings: settings)  # the settings each worker would serve
+    settings = server.Settings("run", max_batch=8, api_key="s3cret-key")
+    with server.worker_settings(settings):
+        shared = json.loads(os.environ[server.SETTINGS_VARIABLE])
+        key_file = Path(shared["api_key_file"])
+        assert "s3cret-key" not in os.environ[server.SETTINGS_VARIABLE] and "api_key" not in shared
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and key_file.read_text() == "s3cret-key"
+        assert server.app_from_environment() == settings
+    assert not key_file.exists() and server.SETTINGS_VARIABLE not in os.environ
+    with server.worker_settings(server.Settings("run")):  # no key: no file
+        assert json.loads(os.environ[server.SETTINGS_VARIABLE])["api_key_file"] is None
+        assert server.app_from_environment() == server.Settings("run")
+
+
 # --- servers on a free loopback port ------------------------------------------------------------
-
-
-def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-def call(url: str, path: str, payload=None, timeout: float = 60):
-    """(status, JSON answer) of a GET, or of a POST of ``payload`` (bytes sent as they are)."""
-    import httpx
-
-    if payload is None:
-        response = httpx.get(url + path, timeout=timeout)
-    else:
-        response = httpx.post(
-            url + path, content=payload if isinstance(payload, bytes) else body(payload), timeout=timeout
-        )
-    return response.status_code, response.json()
-
-
-def wait_ready(url: str, timeout: float = 180):
-    """Poll /health until ready: every answer before is 503 "loading"."""
-    import httpx
-
-    deadline, seen = time.monotonic() + timeout, []
-    while time.monotonic() < deadline:
-        try:
-            status, answer = call(url, "/health", timeout=5)
-        except httpx.TransportError:
-            time.sleep(0.1)
-            continue
-        if status == 200:
-            assert answer == {"status": "ready"} and all(s == (503, "loading") for s in seen), seen
-            return seen
-        seen.append((status, answer.get("status")))
-        time.sleep(0.1)
-    raise AssertionError(f"the server was not ready within {timeout} s")
-
-
-@contextmanager
-def served(path: Path, **settings):
-    """The server of ``path``, in this process (uvicorn in a thread), on a free port: its URL."""
-    import uvicorn
-
-    from finetune.serving.server import Settings, create_app
-
-    sock = free_socket()
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings(str(path), **settings)), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    try:
-        wait_ready(url)
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(60)
-        sock.close()
 
 
 def cli_rows(run_dir: Path, texts, tmp_path: Path, backend: str):
     """``python -m finetune.predict --input --output --all-scores`` on ``texts``: the rows it wrote."""
-    from finetune.serving.cli import main as predict_main
-    from finetune.serving.predictor import locate
+    from finetune.runs.model_folder import ModelFolder
+    from finetune.serving.predict import main as predict_main
 
-    fields = locate(run_dir).text_fields
+    fields = ModelFolder.open(run_dir).record.text_fields
     rows = [dict(zip(fields, t if isinstance(t, tuple) else (t,))) for t in texts]
     source, output = write_csv(tmp_path / f"in_{backend}.csv", rows), tmp_path / f"out_{backend}.jsonl"
     options = ["--precision", "fp32"] if backend == "torch" else ["--backend", "onnx"]
@@ -235,7 +228,8 @@ def assert_same_as_cli(kind: str, answers, rows) -> None:
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    """An fp32 ONNX export of a run, made once per module outside the run's folder (the session's runs stay as they are)."""
+    """An fp32 ONNX export of a run, made once per module outside the run's folder
+    (the session's runs stay as they are)."""
     from finetune.serving.export import main as export_main
 
     folders = {}
@@ -320,10 +314,45 @@ def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_answers(
     assert again[0] == 200 and same_answers(again[1], alone[0])
 
 
+API_KEY = "k3y-never-echoed"
+
+
+@pytest.mark.trains
+def test_with_an_api_key_every_endpoint_but_health_needs_it_and_the_key_is_never_echoed(topic_run, capfd):
+    import httpx
+
+    payload = {"texts": PROBES["single_label"][:2]}
+    endpoints = [("POST", "/predict"), ("GET", "/info"), ("GET", "/stats"), ("GET", "/docs"), ("GET", "/openapi.json")]
+    with served(topic_run, precision="fp32") as url:
+        expected = call(url, "/predict", payload)
+        assert call(url, "/info")[1]["auth"] == "none"
+    with served(topic_run, precision="fp32", api_key=API_KEY) as url:
+        refused = {
+            (method, path, header): httpx.request(method, url + path, headers=header and {"authorization": header})
+            for method, path in endpoints
+            for header in [None, "Bearer wrong-key", f"Basic {API_KEY}", API_KEY]
+        }
+        right = {"authorization": f"Bearer {API_KEY}"}
+        answered = httpx.post(url + "/predict", content=body(payload), headers=right)
+        info = httpx.get(url + "/info", headers=right)
+        documented = [httpx.get(url + path, headers=right).status_code for path in ("/docs", "/openapi.json")]
+        health = httpx.get(url + "/health")
+    for (_, path, header), response in refused.items():
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer", (path, header)
+        assert "\n" not in response.text and API_KEY not in response.text
+        assert response.json()["error"].startswith(
+            "this server needs an API key" if header is None else "wrong API key"
+        )
+    assert expected[0] == 200 and answered.status_code == 200 and same_answers(answered.json(), expected[1])
+    assert info.status_code == 200 and info.json()["auth"] == "api key" and API_KEY not in info.text
+    assert documented == [200, 200] and (health.status_code, health.json()) == (200, {"status": "ready"})
+    assert API_KEY not in "".join(capfd.readouterr())
+
+
 @pytest.mark.trains
 def test_requests_queued_together_go_through_the_model_in_one_pass_in_their_own_order(topic_run):
+    from finetune.inference.predictor import Predictor
     from finetune.serving.batching import Batcher
-    from finetune.serving.predictor import Predictor
 
     predictor = Predictor.load(topic_run, precision="fp32")
     texts = PROBES["single_label"]
@@ -337,8 +366,9 @@ def test_requests_queued_together_go_through_the_model_in_one_pass_in_their_own_
         worker.cancel()
         return answers, batcher.stats()
 
+    passes, rows = predictor.forward_passes, predictor.rows_passed  # the predictor counts since it loaded
     answers, stats = asyncio.run(together())
-    assert stats == {"requests": 5, "texts": 14, "batches": 1, "forward_passes": 1, "rows": 14}
+    assert stats == {"requests": 5, "texts": 14, "batches": 1, "forward_passes": passes + 1, "rows": rows + 14}
     for request_texts, answer in zip(requests, answers):
         np.testing.assert_allclose(answer, expected[[texts.index(t) for t in request_texts]], atol=1e-6)
 
@@ -383,7 +413,7 @@ def test_a_request_is_answered_when_its_own_pass_ends_not_the_whole_batch():
         assert second_pass.wait(10)
         yield np.array([0]), np.array([[0.9, 0.1]])
 
-    predictor = SimpleNamespace(runner=lambda batch: None, batch_size=64, passes=passes)
+    predictor = SimpleNamespace(batch_size=64, passes=passes, forward_passes=0, rows_passed=0)
 
     async def scenario():
         batcher = Batcher(predictor, max_batch=64, max_wait_ms=0)
@@ -421,7 +451,8 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(topic_run):
         "--threads",
         "1",
     ]
-    server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "FINETUNE_API_KEY"}  # a key the tester set would refuse /stats
+    server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url)

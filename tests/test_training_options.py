@@ -1,7 +1,10 @@
-"""LoRA, early stopping, callbacks from the config, experiment trackers and the memory knobs, through the real run.py."""
+"""LoRA, early stopping, callbacks from the config, experiment trackers and the memory knobs,
+through the real run.py."""
 
 import json
 import signal
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -92,7 +95,8 @@ def test_the_merged_model_is_a_plain_model_predicting_as_the_adapter_does(lora_r
         base, str(run_dir / "adapter")
     ).eval()  # the model as it trained: base + adapter + head
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "model")
-    # The run folded its calibration temperatures into the merged head (model/calibration.json); the adapter is as trained.
+    # The run folded its calibration temperatures into the merged head (model/calibration.json);
+    # the adapter is as trained.
     calibration = run_dir / "model" / "calibration.json"
     temperatures = (
         list(read_json(calibration)["temperatures"].values()) if calibration.is_file() else [1.0] * len(TOPICS)
@@ -110,7 +114,8 @@ def test_the_merged_model_is_a_plain_model_predicting_as_the_adapter_does(lora_r
 
 @pytest.mark.trains
 def test_early_stopping_stops_at_the_expected_evaluation_and_keeps_its_count_across_a_resume(lora_run):
-    """Evaluations at steps 10 and 20 (the crash), then 30: the count of 1 saved at step 20 makes 30 the stop (not 40)."""
+    """Evaluations at steps 10 and 20 (the crash), then 30:
+    the count of 1 saved at step 20 makes 30 the stop (not 40)."""
     result, run_dir = lora_run
     metrics = read_json(run_dir / "metrics.json")
     stop = metrics["train"]["early_stopping"]
@@ -281,10 +286,6 @@ def test_lora_defaults_of_each_architecture(model_type, targets, head, tiny_mode
             "callbacks.early_stopping.early_stopping_patience=0: must be an integer >= 1",
         ),
         (["+trainer.early_stopping_patience=3"], "Early stopping is a callback: callbacks=early_stopping"),
-        (
-            ["~callbacks.stop_on_signal"],
-            "callbacks.stop_on_signal (finetune.training.callbacks.StopOnSignal) is required",
-        ),
         (["+callbacks.mine=3"], "callbacks.mine must be a node with a _target_"),
         (["peft.r=16"], "peft.r is a LoRA setting, but this run fine-tunes every weight: add peft=lora."),
         (["peft=lora", "peft.lora_dropout=1.5"], "peft.lora_dropout=1.5: must be a number in [0, 1)"),
@@ -297,11 +298,145 @@ def test_inconsistent_settings_are_refused_before_any_work(overrides, message):
 
 
 def test_the_default_callbacks_are_listed_with_their_classes():
+    """The presets list what a user may remove; the signal stop, which every run has, is not among them."""
     cfg = compose_config("callbacks=early_stopping")
     assert {name: node._target_ for name, node in cfg.callbacks.items()} == {
-        "stop_on_signal": "finetune.training.callbacks.StopOnSignal",
         "stop_on_non_finite_loss": "finetune.training.callbacks.StopOnNonFiniteLoss",
         "tensorboard": "finetune.training.callbacks.ResumableTensorBoard",
         "early_stopping": "finetune.training.callbacks.EarlyStopping",
     }
     validate(cfg)
+    validate(compose_config("~callbacks.stop_on_non_finite_loss", "~callbacks.tensorboard"))  # both optional
+
+
+# The signal stop (StopOnSignal) as the presets of older versions and the saved configs of their runs list it.
+LISTED_STOP_ON_SIGNAL = {
+    "now": "+callbacks.stop_on_signal._target_=finetune.training.callbacks.StopOnSignal",
+    "before the package was split": "+callbacks.stop_on_signal._target_=finetune.callbacks.StopOnSignal",
+}
+
+
+@pytest.mark.parametrize("listed", LISTED_STOP_ON_SIGNAL.values(), ids=LISTED_STOP_ON_SIGNAL)
+def test_a_preset_that_still_lists_stop_on_signal_is_valid(listed):
+    validate(compose_config(listed))
+
+
+def test_the_callbacks_every_run_has_are_named_where_the_config_code_reads_them():
+    from finetune.config.checks import RUN_CALLBACK_TARGETS
+    from finetune.training.callbacks import RUN_CALLBACKS
+
+    assert RUN_CALLBACK_TARGETS == tuple(f"{c.__module__}.{c.__qualname__}" for c in RUN_CALLBACKS)
+
+
+def tiny_trainer(tmp_path, model_folder, callbacks, max_steps=8):
+    """A TaskTrainer on 32 topic rows through build_trainer, as train.py builds it: batches of 4, no checkpoint
+    of its own before ``max_steps``, no tracker."""
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
+
+    from finetune.tasks.registry import KINDS
+    from finetune.training.trainer import build_trainer
+
+    names = list(TOPICS)
+    rows = topic_rows(32, seed=7)
+    tokenizer = AutoTokenizer.from_pretrained(model_folder)
+    data = Dataset.from_dict(
+        {"text": [r["text"] for r in rows], "labels": [names.index(r["label"]) for r in rows]}
+    ).map(lambda batch: tokenizer(batch["text"]), batched=True, remove_columns=["text"])
+    kind = KINDS["single_label"](names)
+    kind.fit(data["labels"])
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_folder, num_labels=len(names), ignore_mismatched_sizes=True
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "checkpoints"),
+        use_cpu=True,
+        per_device_train_batch_size=4,
+        max_steps=max_steps,
+        save_strategy="steps",
+        save_steps=max_steps,
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
+    return build_trainer(args, model, tokenizer, data, data, kind, callbacks)
+
+
+def config_callbacks(*overrides):
+    from finetune.config.schemas import with_schemas
+    from finetune.training.callbacks import instantiate_callbacks
+
+    return instantiate_callbacks(with_schemas(compose_config(*overrides)).callbacks)  # as finetune/launch.py reads it
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        [LISTED_STOP_ON_SIGNAL["now"]],
+        [LISTED_STOP_ON_SIGNAL["before the package was split"]],
+        [LISTED_STOP_ON_SIGNAL["now"], "+callbacks.again._target_=finetune.training.callbacks.StopOnSignal"],
+    ],
+    ids=["not listed", "listed", "listed by its old name", "listed twice"],
+)
+def test_every_trainer_has_one_stop_on_signal_the_listed_one_if_any(overrides, tmp_path, tiny_models):
+    from finetune.training.callbacks import StopOnNonFiniteLoss, StopOnSignal
+
+    callbacks = config_callbacks(*overrides)
+    listed = [c for c in callbacks if isinstance(c, StopOnSignal)]
+    trainer = tiny_trainer(tmp_path, tiny_models["bert"], callbacks)
+    handler = trainer.callback_handler.callbacks
+    assert [c for c in handler if isinstance(c, StopOnSignal)] == [trainer.stop]
+    assert trainer.stop.signum is None and (not listed or trainer.stop is listed[0])  # the config's own, if listed
+    assert sum(isinstance(c, StopOnNonFiniteLoss) for c in handler) == 1  # the preset's others, as listed
+
+
+@pytest.mark.trains
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_a_run_whose_config_lists_no_stop_on_signal_and_saves_a_checkpoint(
+    signum, tmp_path, tiny_models
+):
+    from transformers import TrainerCallback
+
+    class SignalAtStep3(TrainerCallback):  # a Ctrl-C or kill while step 3 runs
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                signal.raise_signal(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set in the main thread only")
+    assert "stop_on_signal" not in compose_config().callbacks
+    trainer = tiny_trainer(tmp_path, tiny_models["bert"], [*config_callbacks(), SignalAtStep3()])
+    before = signal.getsignal(signum)
+    trainer.train()
+    assert trainer.stop.signum == signum and trainer.state.global_step == 3  # the step finished, then the stop
+    assert (tmp_path / "checkpoints" / "checkpoint-3" / "trainer_state.json").is_file()
+    assert signal.getsignal(signum) is before  # the handlers are given back when training ends
+
+
+def saved_run(tmp_path, saved) -> Path:
+    """A stopped run's folder: its saved config and a complete checkpoint."""
+    from omegaconf import OmegaConf
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "checkpoint-10").mkdir(parents=True)
+    (run_dir / "checkpoints" / "checkpoint-10" / "trainer_state.json").write_text("{}")
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(saved, run_dir / ".hydra" / "config.yaml")
+    return run_dir
+
+
+@pytest.mark.parametrize("listed", LISTED_STOP_ON_SIGNAL.values(), ids=LISTED_STOP_ON_SIGNAL)
+def test_resume_true_continues_a_run_saved_when_the_presets_listed_stop_on_signal(listed, tmp_path):
+    """The saved config lists stop_on_signal, the same command line composes none now: no change to refuse."""
+    from finetune.runs.resume import resumed_config
+
+    saved = compose_config(listed)
+    run_dir = saved_run(tmp_path, saved)
+    cfg = compose_config("resume=true")
+    resumed = resumed_config(cfg, run_dir, ["resume=true"])
+    assert resumed.callbacks.stop_on_signal._target_ == "finetune.training.callbacks.StopOnSignal"  # trains with it
+
+    without_nan_stop = compose_config(listed, "~callbacks.stop_on_non_finite_loss")  # another callback: a change
+    with pytest.raises(FinetuneError, match="changes callbacks.stop_on_non_finite_loss: "):
+        resumed_config(cfg, saved_run(tmp_path / "other", without_nan_stop), ["resume=true"])

@@ -126,15 +126,18 @@ def group_errors(node: Any, group: str) -> List[str]:
         cls = get_class(str(node._target_))
     except Exception as error:  # a misspelt _target_: Hydra's message names what it tried
         return [
-            f"{group}._target_={node._target_}: cannot import it ({type(error).__name__}); check the spelling of the class path."
+            f"{group}._target_={node._target_}: cannot import it ({type(error).__name__}); "
+            "check the spelling of the class path."
         ]
     check = getattr(cls, "config_errors", None)
     return list(check(node)) if callable(check) else []
 
 
-# A callback the run needs (train.py asks it whether a signal stopped training), and the early
-# stopping callbacks whose settings must agree with the trainer's.
-REQUIRED_CALLBACKS = {"stop_on_signal": "finetune.training.callbacks.StopOnSignal"}
+# The callbacks every run has, added by the code that builds the Trainer whether or not the config lists
+# them (finetune/training/callbacks.py, RUN_CALLBACKS): a preset, or the saved config of a run started
+# before, may still list one; it is then used, not added twice, and is no setting a resume compares.
+RUN_CALLBACK_TARGETS = ("finetune.training.callbacks.StopOnSignal",)
+# The early stopping callbacks, whose settings must agree with the trainer's.
 EARLY_STOPPING_TARGETS = (
     "finetune.training.callbacks.EarlyStopping",
     "transformers.EarlyStoppingCallback",
@@ -147,7 +150,7 @@ EARLY_STOPPING_HINT = (
 
 
 def callbacks_errors(cfg: DictConfig) -> List[str]:
-    """Each callback a node with a ``_target_``; the required ones present; early stopping consistent with the trainer."""
+    """Each callback a node with a ``_target_``; early stopping consistent with the trainer."""
     callbacks = cfg.get("callbacks")
     if callbacks is None:
         return []
@@ -155,14 +158,8 @@ def callbacks_errors(cfg: DictConfig) -> List[str]:
     for name, node in callbacks.items():
         if node is not None and not (isinstance(node, DictConfig) and node.get("_target_")):
             errors.append(
-                f"callbacks.{name} must be a node with a _target_ (a transformers.TrainerCallback class), e.g. +callbacks.{name}._target_=my_module.MyCallback."
-            )
-    targets = {str(node.get("_target_")) for node in callbacks.values() if isinstance(node, DictConfig)}
-    for name, target in REQUIRED_CALLBACKS.items():
-        if target not in targets:
-            errors.append(
-                f"callbacks.{name} ({target}) is required: Ctrl-C and SIGTERM save a checkpoint through it before the run stops. "
-                f"Keep it in your callbacks preset (callbacks.{name}._target_={target})."
+                f"callbacks.{name} must be a node with a _target_ (a transformers.TrainerCallback class), "
+                f"e.g. +callbacks.{name}._target_=my_module.MyCallback."
             )
     trainer = cfg.trainer
     for name in (
@@ -183,6 +180,7 @@ def callbacks_errors(cfg: DictConfig) -> List[str]:
         elif trainer.get("save_strategy", "steps") not in (trainer.get("eval_strategy"), "best"):
             errors.append(
                 f"{where} keeps the best evaluated model, so a checkpoint must be saved at each evaluation: "
-                f"trainer.save_strategy={trainer.get('save_strategy', 'steps')} differs from trainer.eval_strategy={trainer.get('eval_strategy')}; set them equal."
+                f"trainer.save_strategy={trainer.get('save_strategy', 'steps')} differs from "
+                f"trainer.eval_strategy={trainer.get('eval_strategy')}; set them equal."
             )
     return errors

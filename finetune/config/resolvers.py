@@ -56,16 +56,6 @@ def resume_run_dir(resume: Any, new_run_dir: str) -> str:
     return resume
 
 
-def hydra_output_subdir(resume: Any) -> Optional[str]:
-    """Resolver for ``hydra.output_subdir``: keep the resumed folder's own record of its config.
-
-    Only rank 0 of a torchrun launch writes the record: the ranks share one folder.
-    """
-    from finetune.distributed import rank
-
-    return None if resume or rank() != 0 else ".hydra"
-
-
 def peft_learning_rate(fallback: float, *, _root_: Any) -> float:
     """Resolver for ``trainer.learning_rate``: the rate the fine-tuning method brings (``peft.learning_rate``;
     LoRA trains few weights and wants a much higher one), else ``fallback``. A value the user sets replaces it."""
@@ -81,7 +71,6 @@ def register_resolvers() -> None:
         ("glue_file", glue_file, False),
         ("run_time", run_time, True),
         ("resume_run_dir", resume_run_dir, False),
-        ("hydra_output_subdir", hydra_output_subdir, False),
         ("config_dirs", config_dirs, False),
         ("peft_learning_rate", peft_learning_rate, False),
     ):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 SPLIT_NAME = re.compile(r"^(train|(validation|test)(_\w+)?)$")  # validation_mismatched, test_ax, ...
 
@@ -31,7 +31,7 @@ class LongTextFields:  # task.long_text: how texts longer than max_length are re
 
 @dataclass
 class TaskFields:
-    problem: str = "single_label"  # single_label | multi_label | regression: see finetune/kinds.py
+    kind: str = "single_label"  # single_label | multi_label | regression: see finetune/tasks/registry.py
     path: Optional[str] = None  # hub dataset id, used when data_files.train is not set
     name: Optional[str] = None  # hub subset, e.g. "rte" of "nyu-mll/glue"
     split_names: Dict[str, str] = field(default_factory=dict)  # hub split -> ours, e.g. validation_matched: validation
@@ -118,7 +118,8 @@ class PeftFields:  # LoRA's settings (peft=lora); null under peft=none, where ev
         None  # Linear layers to adapt; null: the architecture's (finetune/training/adapters.py)
     )
     modules_to_save: Optional[List[str]] = None  # trained in full and saved; null: the classification head
-    # The learning rate this method brings: trainer.learning_rate's default (${peft_learning_rate:...}); null: the trainer's.
+    # The learning rate this method brings: trainer.learning_rate's default (${peft_learning_rate:...});
+    # null: the trainer's.
     learning_rate: Optional[float] = None
 
 
@@ -129,7 +130,7 @@ class PeftConfig(PeftFields):
 
 GROUP_SCHEMAS = {"task": TaskConfig, "model": ModelConfig, "hardware": HardwareConfig, "peft": PeftConfig}
 CHOICES = {
-    "task.problem": ("single_label", "multi_label", "regression"),
+    "task.kind": ("single_label", "multi_label", "regression"),
     "task.predictions_as": ("name", "id"),
     "task.calibration": ("temperature", "none"),
     "hardware.device": ("auto", "cpu", "cuda", "mps"),
@@ -171,7 +172,10 @@ MOVED_MODULES = {
 
 
 def current_target(target: str) -> str:
-    """A ``_target_`` as the code now names it: ``finetune.data.TextClassificationData`` -> ``finetune.tasks.data...``."""
+    """A ``_target_`` as the code now names it.
+
+    E.g. ``finetune.data.TextClassificationData`` -> ``finetune.tasks.data...``.
+    """
     module, _, name = target.rpartition(".")
     return f"{MOVED_MODULES[module]}.{name}" if module in MOVED_MODULES else target
 
@@ -187,11 +191,30 @@ def _current_targets(node: Any) -> None:
                 _current_targets(value)
 
 
+# Settings renamed since: a run folder's saved config (or a user's preset) that names the old key still works.
+RENAMED_KEYS = {"task": {"problem": "kind"}}
+
+
+def current_names(cfg: DictConfig) -> DictConfig:
+    """A copy of a config read back from a run folder's YAML (or composed from a user's presets), its ``_target_``s
+    and renamed keys named as the code now names them."""
+    renamed = cfg.copy()
+    _current_targets(renamed)
+    for group, keys in RENAMED_KEYS.items():
+        node = renamed.get(group)
+        if not isinstance(node, DictConfig):
+            continue
+        for old, new in keys.items():
+            if old in node:
+                with open_dict(node):
+                    node[new] = node.pop(old)
+    return renamed
+
+
 def with_schemas(cfg: DictConfig) -> DictConfig:
     """A config read back from a run folder's YAML, typed again as Hydra composed it (nested dataclasses),
     its ``_target_``s named as the code now names them."""
-    typed = cfg.copy()
-    _current_targets(typed)
+    typed = current_names(cfg)
     for group, schema in GROUP_SCHEMAS.items():
         if group in typed:
             typed[group] = OmegaConf.merge(_open(OmegaConf.structured(schema)), typed[group])

@@ -9,18 +9,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence
 
 from finetune.files import replaced_atomically
+from finetune.runs.saved import SavedRun
 
 ROW = "row"  # the row's position in its split, as loaded (after carving validation and max_*_samples)
 TRAIN_ROW = "train_row"  # k-fold: the row's position in train (after task.max_train_samples, before the folds were cut)
-OUT_OF_FOLD = "out_of_fold.parquet"
-
-
-def predictions_file(run_dir: Path, split: str) -> Path:
-    return Path(run_dir) / f"predictions_{split}.parquet"
-
-
-def mistakes_file(run_dir: Path, split: str) -> Path:
-    return Path(run_dir) / f"misclassified_{split}.csv"
 
 
 def write_examples(
@@ -39,7 +31,7 @@ def write_examples(
         table = pd.DataFrame(
             {ROW: range(len(truth[split])), **kind.example_columns(truth[split], kind.scores(logits[split]))}
         )
-        with replaced_atomically(predictions_file(run_dir, split)) as tmp:
+        with replaced_atomically(SavedRun(run_dir).predictions_path(split)) as tmp:
             table.to_parquet(tmp, index=False)
         texts = splits[split].select_columns(list(text_fields)).to_pandas()
         wrong = kind.mistakes(table)
@@ -52,7 +44,7 @@ def write_examples(
             ],
             axis=1,
         )
-        with replaced_atomically(mistakes_file(run_dir, split)) as tmp:
+        with replaced_atomically(SavedRun(run_dir).mistakes_path(split)) as tmp:
             wrong.to_csv(tmp, index=False)
         mistakes[split] = wrong
     return mistakes
@@ -66,15 +58,15 @@ def write_out_of_fold(run_dir: Path, validation, fold_rows: Sequence[int], text_
     table = read_predictions(run_dir, "validation")
     texts = validation.select_columns(list(text_fields)).to_pandas()
     table = pd.concat([pd.DataFrame({TRAIN_ROW: list(fold_rows)}), texts, table], axis=1)
-    with replaced_atomically(Path(run_dir) / OUT_OF_FOLD) as tmp:
+    with replaced_atomically(SavedRun(run_dir).out_of_fold_path) as tmp:
         table.to_parquet(tmp, index=False)
-    return Path(run_dir) / OUT_OF_FOLD
+    return SavedRun(run_dir).out_of_fold_path
 
 
 def read_predictions(run_dir: Path, split: str):
     import pandas as pd
 
-    return pd.read_parquet(predictions_file(run_dir, split))
+    return pd.read_parquet(SavedRun(run_dir).predictions_path(split))
 
 
 def confusion_lines(kind, mistakes: Mapping[str, Any], split: str = "validation", top: int = 5) -> List[str]:
@@ -82,13 +74,16 @@ def confusion_lines(kind, mistakes: Mapping[str, Any], split: str = "validation"
     if split not in mistakes:
         return []
     table = mistakes[split]
-    name = mistakes_file(Path(".."), split).as_posix()  # the card is in model/, the file beside it in the run folder
+    name = (
+        SavedRun(Path("..")).mistakes_path(split).as_posix()
+    )  # the card is in model/, the file beside it in the run folder
     confusions = kind.confusions(table, top)
     if not confusions:
         what = "largest errors first" if "error" in table.columns else "most confident first"
         return [f"Rows of the {split} split, {what}: [{Path(name).name}]({name}) (in the run folder)."]
     lines = [
-        f"The most frequent confusions on the {split} split ({len(table)} rows wrong; all of them, most confident first, "
+        f"The most frequent confusions on the {split} split ({len(table)} rows wrong; "
+        "all of them, most confident first, "
         f"in [{Path(name).name}]({name}) in the run folder):",
         "",
         "| gold | predicted | rows |",

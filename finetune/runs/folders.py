@@ -20,16 +20,21 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from finetune.errors import FinetuneError
+from finetune.runs.saved import (
+    CHECKPOINT_STATE,
+    CHECKPOINTS_DIR,
+    HYDRA_DIR,
+    JOB_RESULTS,
+    LOCK_FILE,
+    METRICS_FILE,
+    RUN_FILES,
+    RUN_LOG,
+    SWEEP_FILES,
+    SWEEP_SUMMARY,
+)
 
 log = logging.getLogger("finetune")
-LOCK_FILE = ".lock"
-FAILED_FILE = "failed.json"  # a sweep job that failed: its error, read by the leaderboard
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# What a run leaves in its folder: Hydra writes .hydra/ and run.log before the run's first line.
-RUN_FILES = (".hydra", "run.log", "metrics.json", "failed.json", "checkpoints", "model", "logs", "environment.json")
-# What a job leaves once it has run (a folder Hydra has just made holds only .hydra/ and run.log).
-JOB_RESULTS = ("metrics.json", "failed.json", "checkpoints", "model", "logs", "environment.json")
-SWEEP_FILES = ("multirun.yaml", "summary.csv", "summary.md")
 MAX_TRIES = 1000  # names tried before giving up: <name>, <name>-2, ... <name>-1000
 
 _held: Dict[Path, int] = {}  # folder -> open descriptor of its lock file, held until release() or exit
@@ -109,17 +114,23 @@ def run_refusal(folder: Path, key: str, running: Optional[str] = None) -> Option
     """Why a new run may not write into ``folder`` (one line with the choices), or None if it may."""
     other = f"choose another folder with {key}=<folder>"
     if running:
-        return f"{folder} holds a running run ({running} holds its {LOCK_FILE}): a new run never writes into it; wait for that run, or {other}."
-    if (folder / "metrics.json").is_file():
-        return f"{folder} holds a finished run (it has metrics.json): a new run never writes into it; {other}."
+        return (
+            f"{folder} holds a running run ({running} holds its {LOCK_FILE}): "
+            f"a new run never writes into it; wait for that run, or {other}."
+        )
+    if (folder / METRICS_FILE).is_file():
+        return f"{folder} holds a finished run (it has {METRICS_FILE}): a new run never writes into it; {other}."
     found = _present(folder, RUN_FILES)
     if not found:
         return None
     try:
         latest_checkpoint(folder, remove_incomplete=False)
     except FinetuneError:
-        why = "; its run.log says why" if (folder / "run.log").is_file() else ""
-        return f"{folder} holds a run that stopped before its first checkpoint (it has {', '.join(found)}{why}): {other}, or delete that folder."
+        why = f"; its {RUN_LOG} says why" if (folder / RUN_LOG).is_file() else ""
+        return (
+            f"{folder} holds a run that stopped before its first checkpoint (it has {', '.join(found)}{why}): "
+            f"{other}, or delete that folder."
+        )
     return f"{folder} holds a run that did not finish: continue it with resume={folder}, or {other}."
 
 
@@ -129,7 +140,7 @@ def clear_unstarted(folder: Path) -> List[str]:
     Such a run (a config refused, a data file that could not be read, Ctrl-C while loading) left only Hydra's
     record of its config and its log: nothing to resume or keep, so its folder is free for the corrected command.
     """
-    left = _present(folder, (".hydra", "run.log"))
+    left = _present(folder, (HYDRA_DIR, RUN_LOG))
     if not left or _present(folder, JOB_RESULTS):
         return []
     for name in left:
@@ -142,13 +153,16 @@ def sweep_refusal(folder: Path, key: str, running: Optional[str] = None) -> Opti
     """Why a new sweep may not write into ``folder``, or None if it may."""
     other = f"choose another folder with {key}=<folder>"
     if running:
-        return f"{folder} holds a running sweep ({running} holds its {LOCK_FILE}): a new sweep never writes into it; wait for it, or {other}."
-    found = _present(folder, SWEEP_FILES) + sorted(p.name for p in folder.iterdir() if (p / ".hydra").is_dir())[:3]
+        return (
+            f"{folder} holds a running sweep ({running} holds its {LOCK_FILE}): "
+            f"a new sweep never writes into it; wait for it, or {other}."
+        )
+    found = _present(folder, SWEEP_FILES) + sorted(p.name for p in folder.iterdir() if (p / HYDRA_DIR).is_dir())[:3]
     if not found:
         return None
     state = (
-        "a finished sweep (it has summary.csv)"
-        if (folder / "summary.csv").is_file()
+        f"a finished sweep (it has {SWEEP_SUMMARY})"
+        if (folder / SWEEP_SUMMARY).is_file()
         else f"a sweep that did not finish (it has {', '.join(found)})"
     )
     return f"{folder} holds {state}: a new sweep never writes into it; {other}."
@@ -174,10 +188,9 @@ def claim(wanted: Path, named: bool, key: str, sweep: bool = False) -> Path:
                 raise SystemExit(
                     f"Cannot use {folder} as the {what} folder: it is a file. Choose another with {key}=<folder>."
                 ) from None
-            if (
-                folder / ("summary.csv" if sweep else "metrics.json")
-            ).is_file():  # finished: refused without touching a file
-                raise SystemExit(refusal(folder, key))
+            # finished: refused without touching a file
+            if (folder / (SWEEP_SUMMARY if sweep else METRICS_FILE)).is_file():
+                raise SystemExit(refusal(folder, key)) from None  # the refusal says it all
         try:
             running = lock(folder)
         except OSError as error:
@@ -188,14 +201,16 @@ def claim(wanted: Path, named: bool, key: str, sweep: bool = False) -> Path:
             replaced = clear_unstarted(folder)
             if replaced:
                 notes.append(
-                    f"{folder} held a run that stopped before any work (it had only {', '.join(replaced)}): this run replaces it."
+                    f"{folder} held a run that stopped before any work (it had only {', '.join(replaced)}): "
+                    "this run replaces it."
                 )
         problem = refusal(folder, key, running)
         if problem is None:
             _sign(folder)
             if n > 1:
                 notes.append(
-                    f"{wanted} was taken (another run started in the same second, or before): this {what} writes into {folder}."
+                    f"{wanted} was taken (another run started in the same second, or before): "
+                    f"this {what} writes into {folder}."
                 )
             return folder
         if running is None:
@@ -212,8 +227,8 @@ def claim_for_resume(folder: Path, how: str) -> None:
     """
     if not folder.is_dir():
         return
-    if (folder / "metrics.json").is_file():  # refused before Hydra's log opens the folder's run.log
-        raise SystemExit(f"{how}: the run in {folder} has finished (it has metrics.json); nothing to resume.")
+    if (folder / METRICS_FILE).is_file():  # refused before Hydra's log opens the folder's log
+        raise SystemExit(f"{how}: the run in {folder} has finished (it has {METRICS_FILE}); nothing to resume.")
     running = lock(folder)
     if running:
         raise SystemExit(
@@ -238,7 +253,8 @@ def claim_job(folder: Path) -> None:
             release(folder)
         who = f"{running} is running a job there" if running else f"it holds another job's {', '.join(used)}"
         raise SystemExit(
-            f"The job folder {folder} is taken: {who}. Give each job its own folder: hydra.sweep.subdir must contain ${{hydra:job.num}}."
+            f"The job folder {folder} is taken: {who}. "
+            "Give each job its own folder: hydra.sweep.subdir must contain ${hydra:job.num}."
         )
 
 
@@ -264,16 +280,17 @@ def claim_made(folder: Path, resuming: bool) -> None:
 
 def latest_checkpoint(run_dir: Path, remove_incomplete: bool = True) -> str:
     """The newest checkpoint that was completely written (the Trainer writes trainer_state.json last)."""
-    folder = run_dir / "checkpoints"
+    folder = run_dir / CHECKPOINTS_DIR
     found = sorted(
         (int(m.group(1)), p)
         for p in (folder.iterdir() if folder.is_dir() else [])
         if (m := CHECKPOINT.match(p.name)) and p.is_dir()
     )
-    complete = [p for _, p in found if (p / "trainer_state.json").is_file()]
+    complete = [p for _, p in found if (p / CHECKPOINT_STATE).is_file()]
     if not complete:
         raise FinetuneError(
-            f"Nothing to resume in {run_dir}: it has no complete checkpoint in checkpoints/. Start it anew without resume=."
+            f"Nothing to resume in {run_dir}: it has no complete checkpoint in {CHECKPOINTS_DIR}/. "
+            "Start it anew without resume=."
         )
     latest = complete[-1]
     for step, partial in found:

@@ -1,29 +1,14 @@
 """What a finished run leaves behind to explain itself: its pictures (the kind draws them), the
 environment it ran in, a model card, and the console summary."""
 
-import hashlib
-import importlib.metadata
-import platform
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig
 
 from finetune.files import replaced_atomically
-
-PACKAGES = (
-    "torch",
-    "transformers",
-    "accelerate",
-    "datasets",
-    "tokenizers",
-    "scikit-learn",
-    "hydra-core",
-    "omegaconf",
-    "finetune",
-)
+from finetune.markdown import markdown_table
+from finetune.runs.saved import SavedRun
 
 
 def write_figures(
@@ -38,7 +23,8 @@ def write_figures(
     raw_logits: Optional[Mapping[str, Any]] = None,
 ) -> None:
     """Each scored split's pictures as ``<name>_<split>.png`` and in TensorBoard: confusion matrix, per-label F1 or
-    scatter plot; with probabilities, the reliability diagram (``raw_logits``: before calibration) and the risk-coverage curve."""
+    scatter plot; with probabilities, the reliability diagram (``raw_logits``: before calibration) and the
+    risk-coverage curve."""
     import matplotlib.pyplot as plt
     from torch.utils.tensorboard import SummaryWriter
 
@@ -50,66 +36,10 @@ def write_figures(
             figures = [kind.figure(report, truth[split], logits[split], heading)]
             figures += kind.calibration_figures(truth[split], (raw_logits or logits)[split], logits[split], heading)
             for name, figure in figures:
-                with replaced_atomically(run_dir / f"{name}_{split}.png") as tmp:
+                with replaced_atomically(SavedRun(run_dir).figure_path(name, split)) as tmp:
                     figure.savefig(tmp, format="png")
                 writer.add_figure(f"{name}/{split}", figure, global_step=step, close=True)
                 plt.close(figure)
-
-
-def data_fingerprint(splits, columns: Sequence[str]) -> Dict[str, Dict[str, Any]]:
-    """Rows and a SHA-256 of the text and label columns of each split, as trained and evaluated on."""
-    fingerprint = {}
-    for name, split in splits.items():
-        digest = hashlib.sha256()
-        present = [c for c in columns if c in split.column_names]  # an unlabeled test split has no labels
-        for batch in split.select_columns(present).iter(batch_size=10_000):
-            for column in present:
-                digest.update("\x1f".join(map(str, batch[column])).encode("utf-8"))
-                digest.update(b"\x1e")
-        fingerprint[name] = {"rows": len(split), "sha256": digest.hexdigest()}
-    return fingerprint
-
-
-def code_version() -> Dict[str, Any]:
-    """The git commit of this code and whether tracked files differ from it (None outside a checkout)."""
-    repo = Path(__file__).resolve().parents[1]
-
-    def git(*args: str) -> Optional[str]:
-        try:
-            result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return result.stdout.strip() if result.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
-
-
-def environment(hardware: Mapping[str, Any], data: Mapping[str, Any]) -> Dict[str, Any]:
-    def version(package: str) -> Optional[str]:
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": {package: version(package) for package in PACKAGES},
-        "hardware": dict(hardware),
-        "code": code_version(),
-        "command": " ".join(["python", Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "data": dict(data),
-    }
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> List[str]:
-    def cell(value: Any) -> str:
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
 
 
 def _scored_splits(metrics: Mapping[str, Any]) -> List[str]:
@@ -142,7 +72,10 @@ def calibration_lines(metrics: Mapping[str, Any]) -> List[str]:
             f" ({fitted['note']})" if fitted.get("note") else ""
         )
     elif "shared_temperature" in fitted:
-        how = f"a temperature per label (shared T = {fitted['shared_temperature']:.3f} for labels with few validation positives)"
+        how = (
+            f"a temperature per label (shared T = {fitted['shared_temperature']:.3f} "
+            "for labels with few validation positives)"
+        )
     else:
         how = "none (task.calibration=none)"
     binning = metrics[scored[0]]["calibration"]["binning"]
@@ -159,7 +92,7 @@ def calibration_lines(metrics: Mapping[str, Any]) -> List[str]:
     lines = [
         f"Calibration fitted on validation: {how}, folded into the last layer. ECE over {binning}.",
         "",
-        *_table(["split", "ECE", "NLL", "Brier"], rows),
+        *markdown_table(["split", "ECE", "NLL", "Brier"], rows),
     ]
     for split in (s for s in scored if metrics[s].get("risk_coverage")):
         table = metrics[split]["risk_coverage"]
@@ -167,7 +100,7 @@ def calibration_lines(metrics: Mapping[str, Any]) -> List[str]:
             "",
             f"Risk-coverage ({split}): accuracy on the rows answered, surest first.",
             "",
-            *_table(
+            *markdown_table(
                 ["coverage", "rows", "accuracy", "min confidence"],
                 [[f"{r['coverage']:.0%}", r["rows"], r["accuracy"], r["min_confidence"]] for r in table],
             ),
@@ -185,12 +118,49 @@ def model_card(
     errors: Sequence[str] = (),
 ) -> str:
     """A Hugging Face model card: YAML front matter (base model, task, data set, results), then prose and tables."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
     source = cfg.model.name_or_path
     local_model = Path(source).expanduser().is_dir()
     base_model = cfg.model.get("base_model") or (None if local_model else source)
     dataset = cfg.task.path if not cfg.task.data_files.get("train") else None  # a hub data set; local files have no id
+    data = _card_data(kind, metrics, run_name, base_model, dataset, task_name)
+    base = (
+        f"[{base_model}](https://huggingface.co/{base_model})"
+        if base_model
+        else f"A local model folder (`{Path(source).name}`)"
+    )
+    data_text = (
+        f"[{dataset}](https://huggingface.co/datasets/{dataset})"
+        if dataset
+        else f"the local data files of task `{task_name or 'task'}`"
+    )
+    intro = (
+        f"{base} fine-tuned for {kind.description.format(n=kind.num_labels)} on {data_text}, "
+        "with finetune (Hydra + the transformers `Trainer`)."
+    )
+    body = _card_results(kind, metrics, run_name, intro)
+    calibration = calibration_lines(metrics)
+    if calibration:
+        body += ["", "## Calibration", "", *calibration]
+    if errors:  # the top confusions, and the file with every mistake
+        body += ["", "## Errors", "", *errors]
+    body += _long_text_lines(metrics["train"], cfg.task.max_length)
+    body += _card_closing_sections(kind, cfg.task.examples, hyperparameters)
+    return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(body)).content
+
+
+def _card_data(
+    kind,
+    metrics: Mapping[str, Any],
+    run_name: str,
+    base_model: Optional[str],
+    dataset: Optional[str],
+    task_name: Optional[str],
+):
+    """The model card's YAML front matter: base model, data set, and a result per scored split and metric."""
+    from huggingface_hub import EvalResult, ModelCardData
+
     dataset_name = dataset or f"{task_name or 'task'} (local files)"
     results = [
         EvalResult(
@@ -205,7 +175,7 @@ def model_card(
         for split in _scored_splits(metrics)
         for metric in kind.metrics
     ]
-    data = ModelCardData(
+    return ModelCardData(
         base_model=base_model,
         datasets=[dataset] if dataset else None,
         library_name="transformers",
@@ -215,44 +185,36 @@ def model_card(
         eval_results=results or None,
         tags=["text-classification", kind.name.replace("_", "-"), "finetune"],
     )
-    base = (
-        f"[{base_model}](https://huggingface.co/{base_model})"
-        if base_model
-        else f"A local model folder (`{Path(source).name}`)"
-    )
-    data_text = (
-        f"[{dataset}](https://huggingface.co/datasets/{dataset})"
-        if dataset
-        else f"the local data files of task `{task_name or 'task'}`"
-    )
-    example = cfg.task.examples[0] if cfg.task.examples else "Some text to classify."
-    example_code = (
-        repr(example) if isinstance(example, str) else f"{{'text': {example[0]!r}, 'text_pair': {example[1]!r}}}"
-    )
+
+
+def _card_results(kind, metrics: Mapping[str, Any], run_name: str, intro: str) -> List[str]:
+    """The model card's title, first sentence and Results: the scores per split, then per label on validation."""
     body = [
         f"# {run_name}",
         "",
-        f"{base} fine-tuned for {kind.description.format(n=kind.num_labels)} on {data_text}, "
-        "with finetune (Hydra + the transformers `Trainer`).",
+        intro,
         "",
         "## Results",
         "",
-        *_table(["split", *kind.metrics, "loss", "rows"], _score_rows(kind, metrics)),
+        *markdown_table(["split", *kind.metrics, "loss", "rows"], _score_rows(kind, metrics)),
     ]
     columns, rows = _per_class_rows(metrics.get("validation") or {})
     if rows:
-        body += ["", "Per label (validation):", "", *_table(["label", *columns], rows)]
-    calibration = calibration_lines(metrics)
-    if calibration:
-        body += ["", "## Calibration", "", *calibration]
-    if errors:  # the top confusions, and the file with every mistake
-        body += ["", "## Errors", "", *errors]
-    body += _long_text_lines(metrics["train"], cfg.task.max_length)
-    body += [
+        body += ["", "Per label (validation):", "", *markdown_table(["label", *columns], rows)]
+    return body
+
+
+def _card_closing_sections(kind, examples: Sequence[Any], hyperparameters: Mapping[str, Any]) -> List[str]:
+    """The model card's Labels (id and name), Usage (a pipeline called on the task's first example) and Training."""
+    example = examples[0] if examples else "Some text to classify."
+    example_code = (
+        repr(example) if isinstance(example, str) else f"{{'text': {example[0]!r}, 'text_pair': {example[1]!r}}}"
+    )
+    return [
         "",
         "## Labels",
         "",
-        *_table(["id", "label"], list(enumerate(kind.label_names))),
+        *markdown_table(["id", "label"], list(enumerate(kind.label_names))),
         "",
         "## Usage",
         "",
@@ -263,17 +225,17 @@ def model_card(
         f"classify({example_code})",
         "```",
         "",
-        '`finetune.Predictor.load("path/to/this/folder")` gives the task\'s own output (for multi-label: the labels above their thresholds).',
+        '`finetune.Predictor.load("path/to/this/folder")` gives the task\'s own output '
+        "(for multi-label: the labels above their thresholds).",
         "",
         "## Training",
         "",
-        *_table(
+        *markdown_table(
             ["hyperparameter", "value"],
             [[k, f"{v:g}" if isinstance(v, float) else v] for k, v in hyperparameters.items()],
         ),
         "",
     ]
-    return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(body)).content
 
 
 def _long_text_lines(train: Mapping[str, Any], max_length: int) -> List[str]:
@@ -284,8 +246,10 @@ def _long_text_lines(train: Mapping[str, Any], max_length: int) -> List[str]:
     reading = train.get("long_text") or {"strategy": "truncate"}
     how = {
         "truncate": f"cut after their first {max_length} tokens",
-        "head_tail": f"read as their first and last tokens ({max_length} in all; `task.long_text.head_tokens` from the start)",
-        "chunks": f"read as windows of {max_length} tokens whose scores are aggregated per text ({reading.get('aggregation')})",
+        "head_tail": f"read as their first and last tokens ({max_length} in all; "
+        "`task.long_text.head_tokens` from the start)",
+        "chunks": f"read as windows of {max_length} tokens whose scores are aggregated per text "
+        f"({reading.get('aggregation')})",
     }[reading["strategy"]]
     rows = [
         [split, f"{s['median_tokens']:.0f}", f"{s['p90_tokens']:.0f}", f"{100 * s['share_over_max_length']:.1f}%"]
@@ -296,9 +260,10 @@ def _long_text_lines(train: Mapping[str, Any], max_length: int) -> List[str]:
         "## Long texts",
         "",
         f"Texts longer than {max_length} tokens were {how} (`task.long_text.strategy={reading['strategy']}`). "
-        "`finetune.Predictor` and `finetune.predict` read them the same way; a plain `pipeline` on this folder truncates them.",
+        "`finetune.Predictor` and `finetune.predict` read them the same way; "
+        "a plain `pipeline` on this folder truncates them.",
         "",
-        *_table(["split", "median tokens", "90th percentile", f"longer than {max_length}"], rows),
+        *markdown_table(["split", "median tokens", "90th percentile", f"longer than {max_length}"], rows),
     ]
 
 
@@ -359,7 +324,8 @@ def console_summary(kind, metrics: Mapping[str, Any], run_dir: Path, log_dir: Pa
     train = metrics["train"]
     lines += [
         "",
-        f"  trained {train['epochs']:g} epoch{'' if train['epochs'] == 1 else 's'}, {train['steps']} steps, {train['samples']} rows in {train['runtime_s']:.1f} s "
+        f"  trained {train['epochs']:g} epoch{'' if train['epochs'] == 1 else 's'}, {train['steps']} steps, "
+        f"{train['samples']} rows in {train['runtime_s']:.1f} s "
         f"({train['samples_per_second']:.1f} samples/s, padding efficiency {train['padding_efficiency']:.2f})",
         f"  run folder   {run_dir}",
         f"  tensorboard  tensorboard --logdir {log_dir}",

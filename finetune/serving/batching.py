@@ -21,22 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from finetune.serving.predictor import Predictor, Text
-
-
-class CountingRunner:
-    """The predictor's model, counting its forward passes and the rows they held."""
-
-    def __init__(self, runner: Any):
-        self.runner, self.passes, self.rows = runner, 0, 0
-
-    def __getattr__(self, name: str) -> Any:  # backend, tensors, num_labels, ...: the model's own
-        return getattr(self.runner, name)
-
-    def __call__(self, batch: Dict[str, Any]):
-        self.passes += 1
-        self.rows += len(batch["input_ids"])
-        return self.runner(batch)
+from finetune.inference.predictor import Predictor, Text
 
 
 @dataclass
@@ -56,9 +41,8 @@ class Batcher:
 
     def __init__(self, predictor: Predictor, max_batch: int = 64, max_wait_ms: float = 5.0):
         self.predictor, self.max_batch, self.max_wait = predictor, max_batch, max_wait_ms / 1000
-        self.counter = CountingRunner(predictor.runner)
-        predictor.runner = self.counter
-        predictor.batch_size = max_batch  # a request of more texts than max_batch runs as several passes
+        if predictor.batch_size > max_batch:  # a request of more texts than max_batch runs as several passes
+            raise ValueError(f"The predictor's batch_size {predictor.batch_size} exceeds max_batch {max_batch}.")
         self.queue: "asyncio.Queue[Pending]" = asyncio.Queue()
         self.executor = ThreadPoolExecutor(
             1, thread_name_prefix="forward"
@@ -147,8 +131,8 @@ class Batcher:
             "requests": self.requests,
             "texts": self.texts,
             "batches": self.batches,
-            "forward_passes": self.counter.passes,
-            "rows": self.counter.rows,
+            "forward_passes": self.predictor.forward_passes,
+            "rows": self.predictor.rows_passed,
         }
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""What ``POST /predict`` accepts, checked field by field: one text, a list, pairs, or Text Embeddings Inference's shape.
+"""What ``POST /predict`` accepts, checked field by field: a text, a list, pairs, or Text Embeddings Inference's shape.
 
     {"text": "..."}                       one text          -> the kind's output for it
     {"text": "...", "text_pair": "..."}   one pair          -> the kind's output for it
@@ -7,6 +7,8 @@
     {"inputs": ...}                       Text Embeddings Inference's /predict: a text, a pair
                                           ["first", "second"], or a list of either
     "top_k": n                            (optional) the n best labels of a single-label run
+    "min_confidence": p                   (optional) abstain below this confidence (0-1), instead of the
+                                          server's --min-confidence
 
 A bad request raises ``RequestError`` with its HTTP status and one line naming the problem.
 """
@@ -17,9 +19,19 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from pydantic import BaseModel, Field
 
-from finetune.serving.predictor import Text
+from finetune.inference.predictor import Text
 
-FIELDS = ("text", "text_pair", "texts", "inputs", "top_k", "truncate", "truncation_direction", "raw_scores")
+FIELDS = (
+    "text",
+    "text_pair",
+    "texts",
+    "inputs",
+    "top_k",
+    "min_confidence",
+    "truncate",
+    "truncation_direction",
+    "raw_scores",
+)
 MAX_TEXTS = 1024  # texts in one request (TEI's default client batch is 32; a file belongs to finetune.predict)
 MAX_CHARS = 100_000  # characters in one text: the tokenizer truncates to the model's length, but reads it all first
 
@@ -43,11 +55,12 @@ class Limits:
 
 @dataclass
 class Parsed:
-    """A checked request: its texts (or pairs), whether it asked for one output or a list, and top_k."""
+    """A checked request: its texts (or pairs), whether it asked for one output or a list, top_k and min_confidence."""
 
     texts: List[Text]
     single: bool
     top_k: Optional[int] = None
+    min_confidence: Optional[float] = None  # None: the server's
 
     @property
     def pairs(self) -> bool:
@@ -67,6 +80,9 @@ class PredictRequest(BaseModel):
         description="Text Embeddings Inference's shape: a text, a pair [first, second], or a list of texts or pairs",
     )
     top_k: Optional[int] = Field(None, ge=1, description="single-label: only the k most probable labels")
+    min_confidence: Optional[float] = Field(
+        None, gt=0, le=1, description="abstain below this confidence (default: the server's --min-confidence)"
+    )
     truncate: Optional[bool] = Field(
         None, description="accepted for TEI clients: texts are always truncated to the run's max_length"
     )
@@ -88,7 +104,9 @@ def parse(body: bytes, limits: Limits) -> Parsed:
     unknown = [k for k in request if k not in FIELDS]
     if unknown:
         raise RequestError(
-            422, f"unknown field {unknown[0]!r}: expected text (and text_pair), texts or inputs, and optionally top_k"
+            422,
+            f"unknown field {unknown[0]!r}: expected text (and text_pair), texts or inputs, "
+            "and optionally top_k and min_confidence",
         )
     given = [k for k in ("text", "texts", "inputs") if request.get(k) is not None]
     if len(given) != 1:
@@ -102,6 +120,7 @@ def parse(body: bytes, limits: Limits) -> Parsed:
         raise RequestError(422, "text_pair goes with text; for a list of pairs use texts: [[first, second], ...]")
     parsed = _read(given[0], request, limits)
     parsed.top_k = _top_k(request.get("top_k"))
+    parsed.min_confidence = _min_confidence(request.get("min_confidence"))
     _check(parsed, limits)
     return parsed
 
@@ -116,7 +135,8 @@ def _read(field: str, request: Dict[str, Any], limits: Limits) -> Parsed:
         if not isinstance(value, list):
             raise RequestError(422, f"texts must be a list of texts or of [first, second] pairs, got {_kind_of(value)}")
         return Parsed([_item(v, f"texts[{i}]") for i, v in enumerate(value)], single=False)
-    # TEI's reading: a string is one text, ["a", "b"] one pair (where the run reads pairs), else a list of texts or pairs
+    # TEI's reading: a string is one text, ["a", "b"] one pair (where the run reads pairs),
+    # else a list of texts or pairs
     if isinstance(value, str):
         return Parsed([value], single=True)
     if not isinstance(value, list):
@@ -150,6 +170,14 @@ def _top_k(value: Any) -> Optional[int]:
     return value
 
 
+def _min_confidence(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise RequestError(422, f"min_confidence must be a probability in (0, 1], e.g. 0.8, got {json.dumps(value)}")
+    return float(value)
+
+
 def _check(parsed: Parsed, limits: Limits) -> None:
     """The request against the run and the server's limits."""
     texts = parsed.texts
@@ -158,7 +186,8 @@ def _check(parsed: Parsed, limits: Limits) -> None:
     if len(texts) > limits.max_texts:
         raise RequestError(
             413,
-            f"{len(texts)} texts in one request; this server takes at most {limits.max_texts} (--max-texts): split the request",
+            f"{len(texts)} texts in one request; "
+            f"this server takes at most {limits.max_texts} (--max-texts): split the request",
         )
     kinds = {isinstance(t, tuple) for t in texts}
     if len(kinds) > 1:

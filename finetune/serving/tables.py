@@ -5,9 +5,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional
 
-from finetune.errors import FinetuneError
+from finetune.errors import FinetuneError, one_line
 from finetune.files import replaced_atomically
-from finetune.serving.predictor import RunInfo
+from finetune.runs.model_folder import ModelRecord
 
 CHUNK_ROWS = 10_000  # rows read, predicted and written at a time: a file of any length needs the memory of one chunk
 OUTPUT_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
@@ -25,16 +25,16 @@ def _is_json_array(path: Path) -> bool:
                 return stripped[0] == "["
 
 
-def read_chunks(path: Path, info: Optional[RunInfo] = None, rows: int = CHUNK_ROWS) -> Iterator[Any]:
-    """A CSV, TSV, JSON / JSONL or Parquet file as pandas DataFrames of ``rows`` rows each, read as the run's task reads its files.
+def read_chunks(path: Path, record: Optional[ModelRecord] = None, rows: int = CHUNK_ROWS) -> Iterator[Any]:
+    """A CSV, TSV, JSON / JSONL or Parquet file as DataFrames of ``rows`` rows each, read as the run's task reads it.
 
     Only a JSON array (one value) is read whole; every other format is read ``rows`` at a time.
     """
     import pandas as pd
 
-    from finetune.tasks.data import reader
+    from finetune.tasks.formats import reader
 
-    info = info or RunInfo(Path("."))
+    info = record or ModelRecord(kind="", labels=[])  # a plain model folder: the default columns
     if not path.is_file():
         raise FinetuneError(f"--input: no such file: {path}")
     if path.stat().st_size == 0:
@@ -64,20 +64,9 @@ def read_chunks(path: Path, info: Optional[RunInfo] = None, rows: int = CHUNK_RO
         UnicodeDecodeError,
         OSError,
     ) as error:  # pyarrow's errors are ValueErrors
-        raise FinetuneError(f"--input: could not read {path}: {one_line_error(error)}") from error
+        raise FinetuneError(f"--input: could not read {path}: {one_line(str(error), 300)}") from error
     if empty:
         raise FinetuneError(f"--input: {path} has no rows.")
-
-
-def one_line_error(error: Exception) -> str:
-    return " ".join(str(error).split())[:300]
-
-
-def read_table(path: Path, info: Optional[RunInfo] = None):
-    """A whole CSV, TSV, JSON / JSONL or Parquet file as one pandas DataFrame (``read_chunks`` streams it)."""
-    import pandas as pd
-
-    return pd.concat(list(read_chunks(path, info)), ignore_index=True)
 
 
 def output_suffix(path: Path) -> str:
@@ -108,7 +97,8 @@ def table_writer(path: Path) -> Iterator[Callable[[Any], None]]:
                     table = pa.Table.from_pandas(frame, schema=parquet.get("schema"), preserve_index=False)
                 except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
                     raise FinetuneError(
-                        f"--output {path}: a column changes type between rows ({one_line_error(error)}); write .csv or .jsonl instead."
+                        f"--output {path}: a column changes type between rows ({one_line(str(error), 300)}); "
+                        "write .csv or .jsonl instead."
                     ) from error
                 if "writer" not in parquet:
                     parquet.update(schema=table.schema, writer=pq.ParquetWriter(tmp, table.schema))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from finetune.files import replaced_atomically, write_json, write_text
-from finetune.sweeps.tables import columns_of, markdown_table
+from finetune.sweeps.columns import columns_of, table_text
 from finetune.tasks.metrics import greater_is_better
 
 log = logging.getLogger("finetune")
@@ -107,15 +107,19 @@ def write_by_configuration(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optio
         for s in summaries
     ]
     text = (
-        f"# Sweep {sweep_dir}, by configuration\n\nEach cell: mean ± standard deviation [{CONFIDENCE:.0%} t-interval of the mean] "
+        f"# Sweep {sweep_dir}, by configuration\n\n"
+        f"Each cell: mean ± standard deviation [{CONFIDENCE:.0%} t-interval of the mean] "
         f"over the jobs that differ only in {' or '.join(REPEATS)}; n = finished jobs.\n\n"
-        f"{markdown_table(shown, ['config', 'task', 'metric', 'n', 'failed', *scores])}\n"
+        f"{table_text(shown, ['config', 'task', 'metric', 'n', 'failed', *scores])}\n"
     )
     figure = draw(sweep_dir / "summary.png", shown, summaries)
     text += f"\n![each configuration's mean and interval, its runs as dots]({figure.name})\n"
     comparison = compare_best_two(sweep_dir, summaries)
     if comparison:
-        text += f"\n## The best two configurations\n\nA: `{shown[0]['config']}`, B: `{shown[1]['config']}`\n\n```\n{comparison}\n```\n"
+        text += (
+            "\n## The best two configurations\n\n"
+            f"A: `{shown[0]['config']}`, B: `{shown[1]['config']}`\n\n```\n{comparison}\n```\n"
+        )
     write_text(sweep_dir / "summary_by_config.md", text)
     return text
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from finetune.files import replaced_atomically
-from finetune.runs.examples import OUT_OF_FOLD, TRAIN_ROW
+from finetune.runs.examples import TRAIN_ROW
+from finetune.runs.saved import SavedRun
 
 log = logging.getLogger("finetune")
 AUDIT_FILE = "label_audit.csv"
@@ -30,7 +31,7 @@ def out_of_fold_groups(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
 
     jobs: Dict[str, List[Path]] = {}
     for row in rows:
-        folder = Path(row["run_folder"]) / OUT_OF_FOLD
+        folder = SavedRun(row["run_folder"]).out_of_fold_path
         if row["status"] == "completed" and folder.is_file():
             unfolded = " ".join(o for o in row["overrides"].split() if not o.lstrip("+~").startswith("task.fold="))
             jobs.setdefault(unfolded, []).append(folder)
@@ -39,7 +40,8 @@ def out_of_fold_groups(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
         table = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sort_values(TRAIN_ROW, kind="stable")
         if table[TRAIN_ROW].tolist() != list(range(len(table))):
             log.warning(
-                "Label audit: the fold jobs of '%s' do not predict every train row once (a fold failed or is missing); left out.",
+                "Label audit: the fold jobs of '%s' do not predict every train row once "
+                "(a fold failed or is missing); left out.",
                 key or "(all)",
             )
             continue
@@ -48,7 +50,10 @@ def out_of_fold_groups(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def label_audit(tables: List[Any], text_columns: Optional[List[str]] = None):
-    """Every train row, most likely mislabeled first: given and suggested label, cleanlab's score and whether it is flagged."""
+    """Every train row, most likely mislabeled first.
+
+    Its given and suggested label, cleanlab's score and whether it is flagged.
+    """
     import numpy as np
     import pandas as pd
     from cleanlab.filter import find_label_issues
@@ -79,14 +84,18 @@ def label_audit(tables: List[Any], text_columns: Optional[List[str]] = None):
 
 
 def write_label_audit(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optional[str]:
-    """``label_audit.csv`` from the sweep's fold jobs; a line for summary.md, or None when the sweep has no complete folds."""
+    """``label_audit.csv`` from the sweep's fold jobs.
+
+    Returns a line for summary.md, or None when the sweep has no complete folds.
+    """
     groups = out_of_fold_groups(rows)
     if not groups:
         return None
     sizes = {len(t) for t in groups.values()}
     if len(sizes) > 1 or not any(c.startswith(PROBABILITY) for c in next(iter(groups.values())).columns):
         log.warning(
-            "Label audit: skipped; it needs single-label fold jobs on the same train rows (found %d groups of %s rows).",
+            "Label audit: skipped; it needs single-label fold jobs on the same train rows "
+            "(found %d groups of %s rows).",
             len(groups),
             sorted(sizes),
         )
@@ -100,6 +109,7 @@ def write_label_audit(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optional[s
         audit.to_csv(tmp, index=False)
     how = f"out-of-fold probabilities of {len(groups)} run(s) of every fold" + (", averaged" if len(groups) > 1 else "")
     return (
-        f"Label audit: {int(audit['flagged'].sum())} of {len(audit)} train rows flagged as likely mislabeled by cleanlab "
+        f"Label audit: {int(audit['flagged'].sum())} of {len(audit)} train rows "
+        "flagged as likely mislabeled by cleanlab "
         f"({how}); every row, most likely wrong first: [{AUDIT_FILE}]({AUDIT_FILE})"
     )

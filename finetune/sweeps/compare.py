@@ -27,17 +27,16 @@ its own. A run of one side whose rows no run of the other side was scored on is 
 """
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from finetune.config.schemas import with_schemas
 from finetune.errors import FinetuneError
 from finetune.files import write_json
-from finetune.runs.examples import predictions_file, read_predictions
-from finetune.tasks.kinds import best_metric
+from finetune.runs.examples import read_predictions
+from finetune.runs.saved import ENVIRONMENT_FILE, METRICS_FILE, SavedRun
+from finetune.tasks.registry import best_metric
 
 RESAMPLES = 2000
 EXACT_BELOW = 25  # discordant rows: fewer than this, McNemar's exact binomial test; else chi-square
@@ -55,31 +54,30 @@ def runs_of(spec: str) -> List[Path]:
     runs = []
     for part in filter(None, spec.split(",")):
         folder = Path(part).expanduser()
-        if (folder / "metrics.json").is_file():
+        if SavedRun(folder).is_finished:
             runs.append(folder)
         elif folder.is_dir():
-            runs.extend(sorted(p for p in folder.iterdir() if (p / "metrics.json").is_file()))
+            runs.extend(sorted(p for p in folder.iterdir() if SavedRun(p).is_finished))
         else:
             raise FinetuneError(f"{part}: no such folder.")
     if not runs:
         raise FinetuneError(
-            f"{spec}: holds no finished run (a run folder has metrics.json; a sweep folder holds run folders)."
+            f"{spec}: holds no finished run (a run folder has {METRICS_FILE}; a sweep folder holds run folders)."
         )
     return runs
 
 
 def load_run(folder: Path) -> Run:
-    from omegaconf import OmegaConf
 
-    config = with_schemas(OmegaConf.load(folder / ".hydra" / "config.yaml"))
-    environment = json.loads((folder / "environment.json").read_text(encoding="utf-8"))
+    run = SavedRun(folder)
+    config, environment = run.config(), run.environment()
     return Run(folder, config.task, {split: data["sha256"] for split, data in environment["data"].items()})
 
 
 def kind_of(task):
-    from finetune.tasks.kinds import KINDS
+    from finetune.tasks.registry import KINDS
 
-    return KINDS[task.problem](list(task.label_names), list(task.metrics), None, task.label_separator)
+    return KINDS[task.kind](list(task.label_names), list(task.metrics), None, task.label_separator)
 
 
 def compare(
@@ -133,28 +131,34 @@ def compare(
         "mcnemar_skipped": None
         if not classified or one_each
         else "several runs of a side on the same rows; the bootstrap is the test",
-        "pooling": "runs paired by the rows they were scored on; within each group the mean over its runs, groups weighted by rows; "
+        "pooling": "runs paired by the rows they were scored on; "
+        "within each group the mean over its runs, groups weighted by rows; "
         "bootstrap over rows within groups; McNemar summed over groups, only where each group holds one run per side",
     }
 
 
 def _what_to_compare(runs: List[Run], split: Optional[str], metric: Optional[str]):
-    """The runs' kind, the split (test when every run has labeled test predictions, else validation) and the metric; refused if they differ."""
+    """The runs' kind, the split (test when every run has labeled test predictions, else validation) and the metric.
+
+    Refused if the runs' tasks differ.
+    """
     from finetune.tasks.metrics import METRICS
 
     first = runs[0].task
     for run in runs[1:]:
-        if (run.task.problem, list(run.task.label_names)) != (first.problem, list(first.label_names)):
+        if (run.task.kind, list(run.task.label_names)) != (first.kind, list(first.label_names)):
             raise FinetuneError(
-                f"{run.folder} and {runs[0].folder} are runs of different tasks (kind or labels differ): nothing to compare."
+                f"{run.folder} and {runs[0].folder} are runs of different tasks (kind or labels differ): "
+                "nothing to compare."
             )
     kind = kind_of(first)
     if split is None:
-        split = "test" if all(predictions_file(r.folder, "test").is_file() for r in runs) else "validation"
-    missing = [str(r.folder) for r in runs if not predictions_file(r.folder, split).is_file()]
+        split = "test" if all(SavedRun(r.folder).predictions_path("test").is_file() for r in runs) else "validation"
+    missing = [str(r.folder) for r in runs if not SavedRun(r.folder).predictions_path(split).is_file()]
     if missing:
         raise FinetuneError(
-            f"No {predictions_file(Path(), split).name} in {', '.join(missing)}: the {split} split was not scored there "
+            f"No {SavedRun(Path()).predictions_path(split).name} in {', '.join(missing)}: "
+            f"the {split} split was not scored there "
             "(unlabeled, or the run is older than saved predictions)."
         )
     metric = metric or best_metric(first)
@@ -162,7 +166,8 @@ def _what_to_compare(runs: List[Run], split: Optional[str], metric: Optional[str
         metric = kind.metrics[0]
     if metric not in METRICS or kind.name not in METRICS[metric].kinds:
         raise FinetuneError(
-            f"--metric {metric}: not a metric of a {kind.name} task; use one of {', '.join(m for m, d in METRICS.items() if kind.name in d.kinds)}."
+            f"--metric {metric}: not a metric of a {kind.name} task; "
+            f"use one of {', '.join(m for m, d in METRICS.items() if kind.name in d.kinds)}."
         )
     return kind, split, metric
 
@@ -182,7 +187,8 @@ def _score_group(
         for run, table in zip(side_a if side == "a" else side_b, ts):
             if not np.array_equal(kind.gold_and_predicted(table)[0], gold):
                 raise FinetuneError(
-                    f"{run.folder}: its {split} labels differ from {side_a[0].folder}'s though the rows' fingerprints agree; rerun it."
+                    f"{run.folder}: its {split} labels differ from {side_a[0].folder}'s "
+                    "though the rows' fingerprints agree; rerun it."
                 )
     rows = len(gold)
     indices = rng.integers(0, rows, size=(resamples, rows))
@@ -236,9 +242,11 @@ def _paired_groups(a: List[Run], b: List[Run], split: str) -> Dict[str, tuple]:
         side, runs = unpaired[0]
         other = "B" if side == "A" else "A"
         raise FinetuneError(
-            f"Runs on different rows: the {split} rows of {', '.join(str(r.folder) for r in runs)} ({side}) are not the rows of any run of {other} "
-            f"(their fingerprints in environment.json differ). A paired test needs the same rows on both sides: compare runs of the same data, "
-            "the same seed when validation is carved from train (the carve depends on the seed), and the same task.folds/task.fold."
+            f"Runs on different rows: the {split} rows of {', '.join(str(r.folder) for r in runs)} ({side}) "
+            f"are not the rows of any run of {other} (their fingerprints in {ENVIRONMENT_FILE} differ). "
+            "A paired test needs the same rows on both sides: compare runs of the same data, "
+            "the same seed when validation is carved from train (the carve depends on the seed), "
+            "and the same task.folds/task.fold."
         )
     return groups
 
@@ -267,7 +275,8 @@ def describe(result: Dict[str, Any]) -> str:
         f"A: {len(result['a']['runs'])} run(s), mean {metric} {result['a'][metric]:.4f}",
         f"B: {len(result['b']['runs'])} run(s), mean {metric} {result['b'][metric]:.4f}",
         f"{result['split']} split, {result['rows']} rows in {result['groups']} group(s) of paired runs",
-        f"A - B = {result['difference']:+.4f} {metric}, 95% interval [{result['ci95'][0]:+.4f}, {result['ci95'][1]:+.4f}] "
+        f"A - B = {result['difference']:+.4f} {metric}, "
+        f"95% interval [{result['ci95'][0]:+.4f}, {result['ci95'][1]:+.4f}] "
         f"(paired bootstrap, {result['bootstrap']['resamples']} resamples), p = {result['bootstrap']['p_value']:.3g}",
     ]
     mcnemar = result.get("mcnemar")
@@ -275,7 +284,8 @@ def describe(result: Dict[str, Any]) -> str:
         lines.append(f"McNemar: not computed ({result['mcnemar_skipped']})")
     if mcnemar:
         lines.append(
-            f"McNemar (right or wrong per row, as accuracy counts): {mcnemar['only_a_right']} rows only A gets right, {mcnemar['only_b_right']} only B; "
+            "McNemar (right or wrong per row, as accuracy counts): "
+            f"{mcnemar['only_a_right']} rows only A gets right, {mcnemar['only_b_right']} only B; "
             f"p = {mcnemar['p_value']:.3g} ({mcnemar['test']})"
         )
     if not result["greater_is_better"]:

@@ -5,7 +5,6 @@ works the same whether the jobs ran in this process, in local processes or on SL
 """
 
 import csv
-import json
 import logging
 import math
 import zipfile
@@ -16,12 +15,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from finetune.files import replaced_atomically, write_text
-from finetune.runs.folders import FAILED_FILE
+from finetune.runs.saved import SWEEP_SUMMARY, SavedRun
 from finetune.sweeps.aggregate import write_by_configuration
 from finetune.sweeps.audit import write_label_audit
-from finetune.sweeps.tables import columns_of, markdown_table
-from finetune.tasks.kinds import best_metric
+from finetune.sweeps.columns import columns_of, table_text
 from finetune.tasks.metrics import greater_is_better
+from finetune.tasks.registry import best_metric
 
 log = logging.getLogger("finetune")
 # The files the GLUE server takes, in its order; AX (the diagnostic set) is predicted by the MNLI model.
@@ -42,12 +41,13 @@ GLUE_FILES = (
 
 def job_row(job_dir: Path) -> Dict[str, Any]:
     """One leaderboard row from a job folder: a column per split and metric of the job's task."""
-    config = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
-    hydra = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra
+    job = SavedRun(job_dir)
+    config = job.config(typed=False)
+    hydra = job.hydra()
     task_metrics = list(config.task.get("metrics") or [])
     row: Dict[str, Any] = {
         "job": hydra.job.num,
-        "overrides": " ".join(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")),
+        "overrides": " ".join(job.overrides()),
         "task": hydra.runtime.choices.get("task"),
         "metric": best_metric(config.task),
         "run_folder": str(job_dir),
@@ -55,8 +55,8 @@ def job_row(job_dir: Path) -> Dict[str, Any]:
         "error": "",
         "predictions": {split: job_dir / name for split, name in (config.task.get("predictions_files") or {}).items()},
     }
-    if (job_dir / "metrics.json").is_file():
-        metrics = json.loads((job_dir / "metrics.json").read_text())
+    if job.is_finished:
+        metrics = job.metrics()
         names = task_metrics or [k for k, v in metrics["validation"].items() if isinstance(v, float) and k != "loss"]
         for split, report in metrics.items():
             if split != "train" and report:
@@ -70,8 +70,8 @@ def job_row(job_dir: Path) -> Dict[str, Any]:
         row.update(
             status="completed", score=row.get(f"val_{row['metric']}"), train_time_s=metrics["train"]["runtime_s"]
         )
-    elif (job_dir / FAILED_FILE).is_file():
-        row["error"] = json.loads((job_dir / FAILED_FILE).read_text())["error"].splitlines()[0]
+    elif job.failed_path.is_file():
+        row["error"] = job.failure()["error"].splitlines()[0]
     else:
         row["error"] = "no metrics: the job was killed or is still running"
     return row
@@ -130,18 +130,18 @@ def glue_submission(sweep_dir: Path, rows: List[Dict[str, Any]]) -> str:
 
 
 def write_leaderboard(sweep_dir: Path, glue: bool = False) -> List[Dict[str, Any]]:
-    """Write ``summary.csv`` and ``summary.md`` (and with ``glue``, the GLUE score and submission) into ``sweep_dir``."""
-    jobs = [p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()]
+    """Write ``summary.csv`` and ``summary.md`` (with ``glue``, the GLUE score and submission too) in ``sweep_dir``."""
+    jobs = [p for p in sweep_dir.iterdir() if SavedRun(p).overrides_path.is_file()]
     rows = rank([job_row(p) for p in jobs])
     columns = columns_of(rows)
-    with replaced_atomically(sweep_dir / "summary.csv") as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+    with replaced_atomically(sweep_dir / SWEEP_SUMMARY) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     # The markdown shows only the overrides that differ between jobs: what the sweep compared.
     shared = set.intersection(*(set(r["overrides"].split()) for r in rows)) if rows else set()
     shown = [{**r, "overrides": " ".join(o for o in r["overrides"].split() if o not in shared)} for r in rows]
-    text = f"# Sweep {sweep_dir}\n\n{markdown_table(shown, columns)}\n"
+    text = f"# Sweep {sweep_dir}\n\n{table_text(shown, columns)}\n"
     best = sweep_dir / "optimization_results.yaml"  # written by the Optuna sweeper
     if best.is_file():
         result = OmegaConf.load(best)
@@ -169,10 +169,11 @@ class Leaderboard(Callback):
             )
         failed = sum(r["status"] != "completed" for r in rows)
         log.info(
-            "Leaderboard (%d jobs, %d failed), also in %s and summary.csv:\n%s",
+            "Leaderboard (%d jobs, %d failed), also in %s and %s:\n%s",
             len(rows),
             failed,
             sweep_dir / "summary.md",
+            SWEEP_SUMMARY,
             (sweep_dir / "summary.md").read_text(),
         )
         by_configuration = write_by_configuration(

@@ -1,1 +1,2 @@
-"""Tasks: reading a data set, and what its labels mean (the kinds), how they are scored and drawn."""
+"""Tasks: a **task** is a data set and how to read it (the ``task`` config group); its **kind** is what its labels
+mean (single-label, multi-label, regression): how they are read, trained on, scored, calibrated and drawn."""

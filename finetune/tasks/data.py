@@ -1,19 +1,18 @@
-"""The `task` group: load a text data set (hub or local files), check it, tokenize it; its kind says what labels mean."""
+"""The `task` group: load a text data set (hub or local files), check it, tokenize it; its kind says what
+labels mean."""
 
-import csv
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from finetune.config.schemas import SPLIT_NAME, TaskFields
 from finetune.errors import FinetuneError
 from finetune.files import write_text
 from finetune.hub import hub_failure
+from finetune.tasks.formats import quieted, read_error, reader
 from finetune.tasks.kind import UNLABELED_MARKERS, TaskKind
-from finetune.tasks.kinds import KINDS
+from finetune.tasks.registry import KINDS
 from finetune.tasks.windows import LongText, Windowing, cut_warning, encode_windows, length_summary
 
 log = logging.getLogger(__name__)
@@ -21,48 +20,6 @@ log = logging.getLogger(__name__)
 LABEL = "label"  # the column name DataCollatorWithPadding and the models expect
 DOCUMENT = "document"  # windowed splits: the row of the split each window comes from (the Trainer drops it)
 LENGTH_SAMPLE = 2000  # rows per split whose token lengths are measured
-# builder and its options, by file extension. Text is never turned into NaN ("NA", "null"
-# are words); TSV is read as GLUE ships it, without quoting; a byte-order mark is dropped.
-LOCAL_FORMATS = {
-    ".csv": ("csv", {"keep_default_na": False, "encoding": "utf-8-sig"}),
-    ".tsv": ("csv", {"sep": "\t", "quoting": csv.QUOTE_NONE, "keep_default_na": False, "encoding": "utf-8-sig"}),
-    ".json": ("json", {}),
-    ".jsonl": ("json", {}),
-    ".parquet": ("parquet", {}),
-}
-
-
-def reader(
-    file: Path,
-    key: str,
-    column_names: Optional[List[str]] = None,
-    quoted: bool = False,
-    text_fields: Sequence[str] = (),
-) -> Tuple[str, Dict[str, Any]]:
-    """The ``datasets`` builder and the pandas-style options that read ``file`` as the task says.
-
-    ``column_names`` name the columns of a file without a header line; a file whose first
-    line holds the text column names has a header and is read with it (GLUE's CoLA: the
-    train file has none, the test file has one).
-    """
-    suffix = file.suffix.lower()
-    if suffix not in LOCAL_FORMATS:
-        raise FinetuneError(
-            f"{key}: cannot read '{file.suffix}' files ({file}); use one of {', '.join(LOCAL_FORMATS)}."
-        )
-    builder, options = LOCAL_FORMATS[suffix]
-    options = dict(options)
-    if builder == "csv":
-        if quoted:
-            options.pop("quoting", None)
-        if column_names:
-            with file.open(encoding="utf-8-sig", errors="replace") as f:
-                first = [cell.strip().strip('"') for cell in f.readline().rstrip("\r\n").split(options.get("sep", ","))]
-            if not (text_fields and set(text_fields) <= set(first)):
-                options["names"] = list(column_names)
-    return builder, options
-
-
 SplitFiles = Dict[str, Tuple[Any, str]]  # split -> (dataset, where it came from, for messages)
 
 
@@ -76,19 +33,20 @@ class TextClassificationData(TaskFields):
 
     fold_rows = None  # with task.folds, after load(): the positions in train of the rows the fold validates on
 
+    def __post_init__(self) -> None:
+        # Settings become the objects they name: how texts longer than max_length are read, and the kind
+        # (what the labels mean: parsing, loss, predictions, metrics; finetune/tasks/registry.py).
+        self.long_text = LongText.of(self.long_text)
+        self.kind: TaskKind = KINDS[self.kind](
+            self.label_names, self.metrics, self.class_weights, self.label_separator, self.calibration
+        )
+
     @staticmethod
     def config_errors(task: Any) -> List[str]:
         """What is wrong with the ``task`` node (called by the config check, before anything loads)."""
-        from finetune.tasks.checks import task_errors
+        from finetune.tasks.settings import task_errors
 
         return task_errors(task)
-
-    @cached_property
-    def kind(self) -> TaskKind:
-        """What the labels mean: parsing, loss, predictions, metrics (finetune/tasks/kinds.py)."""
-        return KINDS[self.problem](
-            self.label_names, self.metrics, self.class_weights, self.label_separator, self.calibration
-        )
 
     def load(self, seed: int):
         """Load every split, check columns, text and labels, carve validation if missing, apply max_*_samples."""
@@ -97,11 +55,11 @@ class TextClassificationData(TaskFields):
         raw = self._load_local() if self.data_files.get("train") else self._load_hub()
         splits = DatasetDict({split: self._checked(ds, split, source) for split, (ds, source) in raw.items()})
         if self.folds:
-            if (
-                "validation" in splits
-            ):  # the hub's own validation split (a validation file is refused by config.validate)
+            # the hub's own validation split (a validation file is refused by config.validate)
+            if "validation" in splits:
                 raise FinetuneError(
-                    f"task.folds={self.folds}: {self.path} has a validation split of its own; cross-validate on local files, or set task.folds=null."
+                    f"task.folds={self.folds}: {self.path} has a validation split of its own; "
+                    "cross-validate on local files, or set task.folds=null."
                 )
             # the limit first: the folds then cover exactly the rows that are trained and validated on
             splits["train"] = limited(splits["train"], self.max_train_samples)
@@ -143,7 +101,8 @@ class TextClassificationData(TaskFields):
         labels = label_array(train)
         if len(train) < 2 * self.folds:
             raise FinetuneError(
-                f"task.folds={self.folds} needs at least {2 * self.folds} train rows (two per fold), got {len(train)}: lower task.folds."
+                f"task.folds={self.folds} needs at least {2 * self.folds} train rows (two per fold), "
+                f"got {len(train)}: lower task.folds."
             )
         counts = np.bincount(labels) if self.kind.stratify else np.array([])
         stratify = bool(self.kind.stratify and counts[counts > 0].min() >= self.folds)
@@ -172,7 +131,8 @@ class TextClassificationData(TaskFields):
             over = f"a split stratified over {classes} classes needs" if stratify else "it must be"
             raise FinetuneError(
                 f"task.validation_size={size} holds out {held_out} of the {rows} train rows{none_left}; {over} "
-                f"{classes} to {rows - classes}: e.g. task.validation_size={example}, or give task.data_files.validation."
+                f"{classes} to {rows - classes}: e.g. task.validation_size={example}, "
+                "or give task.data_files.validation."
             )
         held_out_split = train.train_test_split(
             test_size=size, stratify_by_column=LABEL if stratify else None, seed=seed
@@ -207,7 +167,7 @@ class TextClassificationData(TaskFields):
                 with quieted("datasets"):  # the error is reported once, below
                     loaded[split] = (load_dataset(builder, data_files={split: str(file)}, split=split, **options), path)
             except Exception as error:
-                raise _read_error(error, key, path, file) from error
+                raise read_error(error, key, path, file) from error
         return loaded
 
     def _renamed(self, ds, source: str) -> Tuple[Any, str]:
@@ -244,7 +204,8 @@ class TextClassificationData(TaskFields):
         if self.label_field not in ds.column_names:
             if not split.startswith("test"):
                 raise FinetuneError(
-                    f"{source}: no label column '{self.label_field}'. Its columns are {columns}{renamed}; set task.label_field."
+                    f"{source}: no label column '{self.label_field}'. "
+                    f"Its columns are {columns}{renamed}; set task.label_field."
                 )
             labeled = False  # an unlabeled test file: predict it
         else:
@@ -256,7 +217,8 @@ class TextClassificationData(TaskFields):
                 for row, text in zip(rows, batch[field]):
                     if not isinstance(text, str) or not text.strip():
                         raise FinetuneError(
-                            f"{source}: row {row + 1} has no text in column '{field}' ({text!r}); fill or remove that row."
+                            f"{source}: row {row + 1} has no text in column '{field}' ({text!r}); "
+                            "fill or remove that row."
                         )
             if not labeled:
                 return {}
@@ -265,7 +227,8 @@ class TextClassificationData(TaskFields):
                 label = kind.parse(value)
                 if label is None:
                     raise FinetuneError(
-                        f"{source}: row {row + 1} has label {value!r}, which is {kind.expected()}. Fix that row, or task.label_names."
+                        f"{source}: row {row + 1} has label {value!r}, which is {kind.expected()}. "
+                        "Fix that row, or task.label_names."
                     )
                 labels.append(label)
             return {LABEL: labels}
@@ -297,13 +260,11 @@ class TextClassificationData(TaskFields):
                 f"set task.max_length={limit} or less."
             )
 
-    @cached_property
-    def reading(self) -> LongText:
-        """How texts longer than ``max_length`` are read (``task.long_text``)."""
-        return LongText.of(getattr(self, "long_text", None))
-
     def lengths(self, splits, tokenizer) -> Dict[str, Dict[str, Any]]:
-        """Per split, the token lengths of up to ``LENGTH_SAMPLE`` rows spread over it; logged, with a warning when many are cut."""
+        """Per split, the token lengths of up to ``LENGTH_SAMPLE`` rows spread over it.
+
+        Logged, with a warning when many are cut.
+        """
         report = {}
         for name, split in splits.items():
             step = max(1, len(split) // LENGTH_SAMPLE)
@@ -311,7 +272,8 @@ class TextClassificationData(TaskFields):
             report[name] = length_summary(tokenizer, [sample[f] for f in self.text_fields], self.max_length)
             summary = report[name]
             log.info(
-                "  %-10s tokens per row: median %.0f, 90th percentile %.0f; %.1f%% longer than task.max_length=%d (%d rows measured)",
+                "  %-10s tokens per row: median %.0f, 90th percentile %.0f; "
+                "%.1f%% longer than task.max_length=%d (%d rows measured)",
                 name,
                 summary["median_tokens"],
                 summary["p90_tokens"],
@@ -319,7 +281,7 @@ class TextClassificationData(TaskFields):
                 self.max_length,
                 summary["rows_measured"],
             )
-            warning = cut_warning(name, summary, self.reading)
+            warning = cut_warning(name, summary, self.long_text)
             if warning:
                 log.warning(warning)
         return report
@@ -334,8 +296,8 @@ class TextClassificationData(TaskFields):
         def encode(batch: Dict[str, List]) -> Dict[str, List]:
             return tokenizer(*(batch[f] for f in self.text_fields), truncation=True, max_length=self.max_length)
 
-        windowing = Windowing(self.reading, self.max_length)
-        if self.reading.windowed:  # settings that leave no room fail here, before any row is read
+        windowing = Windowing(self.long_text, self.max_length)
+        if self.long_text.windowed:  # settings that leave no room fail here, before any row is read
             windowing.check(tokenizer.num_special_tokens_to_add(pair=len(self.text_fields) == 2))
 
         def encode_long(batch: Dict[str, List], rows: List[int], cap: Optional[int]) -> Dict[str, List]:
@@ -347,7 +309,7 @@ class TextClassificationData(TaskFields):
         from datasets import DatasetDict
 
         def mapped(name: str, split):
-            if not self.reading.windowed:
+            if not self.long_text.windowed:
                 return split.map(
                     encode,
                     batched=True,
@@ -355,7 +317,7 @@ class TextClassificationData(TaskFields):
                     remove_columns=[c for c in split.column_names if c != LABEL],
                     desc=f"Tokenizing {name}",
                 )
-            cap = self.reading.max_train_windows if name == "train" else None
+            cap = self.long_text.max_train_windows if name == "train" else None
             return split.map(
                 encode_long,
                 batched=True,
@@ -386,36 +348,6 @@ def limited(split, limit: Optional[int]):
 def split_order(name: str) -> Tuple[int, str]:
     """train, validation, validation_*, test, test_*: the order splits are shown and scored in."""
     return (0 if name == "train" else 1 if name.startswith("validation") else 2, name)
-
-
-@contextmanager
-def quieted(logger_name: Optional[str], level: int = logging.CRITICAL) -> Iterator[None]:
-    """A library's logger (the root logger for None) shows only ``level`` and above inside the block."""
-    logger = logging.getLogger(logger_name)
-    previous = logger.level
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
-
-
-def _read_error(error: Exception, key: str, path: str, file: Path) -> FinetuneError:
-    """One message for a data file that could not be read: what is wrong and what to do."""
-    cause = error.__cause__ or error
-    kind = file.suffix[1:].upper()
-    if file.stat().st_size == 0 or "corresponds to no data" in str(cause):
-        return FinetuneError(f"{key}: {path} has no rows.")
-    if isinstance(cause, UnicodeDecodeError):
-        return FinetuneError(
-            f"{key}: {path} is not valid UTF-8 (byte {cause.object[cause.start : cause.start + 1]!r}: {cause.reason}); save it as UTF-8, "
-            f"e.g. iconv -f latin1 -t utf-8 {file.name} > {file.stem}.utf8{file.suffix}"
-        )
-    if kind in ("CSV", "TSV"):
-        return FinetuneError(
-            f"{key}: {path} is not valid {kind}: {str(cause).strip().split('. ', 1)[-1]}. Fix that line (quote fields that hold the separator)."
-        )
-    return FinetuneError(f"{key}: could not read {path} as {kind}: {cause}")
 
 
 def label_array(ds):

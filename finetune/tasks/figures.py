@@ -70,7 +70,10 @@ def scatter_figure(truth, predicted, title: str):
 
 
 def reliability_figure(curves: Mapping[str, tuple], axis: str, title: str):
-    """Reliability diagram: per bin, the observed frequency against the mean probability, before and after calibration."""
+    """Reliability diagram: per bin, the observed frequency against the mean probability.
+
+    Before and after calibration.
+    """
     from finetune.tasks.calibration import BINNING, BINS, expected_calibration_error, reliability
 
     fig, axes = figure((6, 6))

@@ -1,6 +1,6 @@
 """Task kinds: everything that depends on what a task's labels mean, in one place.
 
-``task.problem`` picks one of ``KINDS`` (finetune/tasks/kinds.py). A kind reads and checks label cells, sets up the
+``task.kind`` picks one of ``KINDS`` (finetune/tasks/registry.py). A kind reads and checks label cells, sets up the
 model's head (``num_labels``, ``problem_type``), computes the loss (with class weights),
 turns logits into scores and predictions, computes the task's metrics and the per-split
 report, draws that report, and shapes what the ``Predictor`` returns. The rest of the code
@@ -15,7 +15,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from finetune.tasks.metrics import compute
 
 log = logging.getLogger(__name__)
-CALIBRATION_FILE = "calibration.json"  # in the model folder: the temperatures folded into its last layer
 UNLABELED_MARKERS = (-1, "-1", None)  # the hub's marker for a test split without labels (GLUE)
 
 
@@ -89,13 +88,15 @@ class TaskKind(ABC):
         errors = []
         if self.num_labels < 2:
             errors.append(
-                f"task.label_names lists {self.num_labels} name(s): a {self.name} task needs its class names, in label-id order."
+                f"task.label_names lists {self.num_labels} name(s): "
+                f"a {self.name} task needs its class names, in label-id order."
             )
         weights = self.class_weights_setting
         if weights is not None and weights != "balanced":
             if not isinstance(weights, (list, tuple)) or len(weights) != self.num_labels:
                 errors.append(
-                    f"task.class_weights must be null, 'balanced' or a list of {self.num_labels} positive numbers (one per label), got {weights!r}."
+                    "task.class_weights must be null, 'balanced' or "
+                    f"a list of {self.num_labels} positive numbers (one per label), got {weights!r}."
                 )
             elif not all(isinstance(w, (int, float)) and math.isfinite(w) and w > 0 for w in weights):
                 errors.append(f"task.class_weights must be positive numbers, got {list(weights)}.")
@@ -237,7 +238,10 @@ class TaskKind(ABC):
         }
 
     def confidence(self, scores):
-        """How sure the model is of each row's prediction (abstention, risk-coverage); None for a kind without probabilities."""
+        """How sure the model is of each row's prediction (abstention, risk-coverage).
+
+        None for a kind without probabilities.
+        """
         return None
 
     def confidence_and_right(self, truth, logits):
@@ -260,7 +264,8 @@ class TaskKind(ABC):
         return None if answered is None else risk_coverage(*answered)
 
     def calibration_figures(self, truth, raw_logits, logits, title: str) -> List[Tuple[str, Any]]:
-        """``(name, figure)`` pairs: the reliability diagram (before and after the temperatures) and the risk-coverage curve."""
+        """``(name, figure)`` pairs: the reliability diagram (before and after the temperatures) and the
+        risk-coverage curve."""
         from finetune.tasks.figures import reliability_figure, risk_coverage_figure
 
         answered = self.confidence_and_right(truth, logits)
@@ -302,12 +307,19 @@ class TaskKind(ABC):
             if layer.bias is not None:
                 layer.bias.div_(divisor)
 
+    def thresholds_by_label(self) -> Optional[Dict[str, float]]:
+        """The cut-off of each label where answers are labels above thresholds (multi-label); None elsewhere."""
+        return None
+
     def model_files(self) -> Dict[str, Any]:
-        """JSON files saved beside the model that later predictions need (name -> content)."""
+        """What later predictions need besides the weights, saved beside the model.
+
+        finetune/runs/saved.py names the files.
+        """
         if self.temperatures is None:
             return {}
         return {
-            CALIBRATION_FILE: {
+            "calibration": {
                 "method": "temperature",
                 "fitted_on": "validation",
                 "folded_into_last_layer": True,
@@ -316,7 +328,7 @@ class TaskKind(ABC):
             }
         }
 
-    def prepare_model(self, model) -> None:
+    def prepare_model(self, model) -> None:  # noqa: B027 -- an optional hook: most kinds leave the model as it is
         """Adjust a freshly loaded model's head to the training labels (nothing for most kinds)."""
 
     @abstractmethod

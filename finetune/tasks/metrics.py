@@ -94,7 +94,8 @@ def metric_errors(kind: str, names: Sequence[str], best: str, num_labels: int) -
             errors.append(f"task.metrics: {name!r} does not apply to a {kind} task ({METRICS[name].description}).")
         elif name == "f1" and num_labels != 2:
             errors.append(
-                f"task.metrics: 'f1' is the F1 of the positive class of a two-class task; with {num_labels} classes use f1_macro or f1_micro."
+                "task.metrics: 'f1' is the F1 of the positive class of a two-class task; "
+                f"with {num_labels} classes use f1_macro or f1_micro."
             )
     if best != "loss" and best not in names:
         errors.append(f"task.metric_for_best_model={best!r} must be one of task.metrics {list(names)} or 'loss'.")

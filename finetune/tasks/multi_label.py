@@ -9,14 +9,12 @@ from finetune.tasks.metrics import compute
 
 log = logging.getLogger(__name__)
 
-THRESHOLDS_FILE = "thresholds.json"  # saved in the model folder, used by every later prediction
-
 
 class MultiLabel(TaskKind):
     """Any number of labels per row; sigmoid, binary cross-entropy, one tuned threshold per label."""
 
     name = "multi_label"
-    description = "multi-label text classification ({n} labels, each with its own threshold in `thresholds.json`)"
+    description = "multi-label text classification ({n} labels, each with its own threshold, saved with the model)"
     problem_type = "multi_label_classification"
     default_metrics = ("f1_micro", "f1_macro", "f1_samples", "accuracy")
     DEFAULT_THRESHOLD = 0.5
@@ -74,7 +72,8 @@ class MultiLabel(TaskKind):
         if (positives == 0).any():
             missing = [n for n, c in zip(self.label_names, positives) if c == 0]
             raise FinetuneError(
-                f"task.class_weights=balanced: no training row has the label(s) {missing}; give the weights as a list instead."
+                f"task.class_weights=balanced: no training row has the label(s) {missing}; "
+                "give the weights as a list instead."
             )
         return ((len(matrix) - positives) / positives).tolist()  # BCE's pos_weight: negatives per positive
 
@@ -166,7 +165,8 @@ class MultiLabel(TaskKind):
         return float(grid[int(np.argmax(f1))])
 
     def calibrate(self, truth, logits) -> Dict[str, Any]:
-        """Temperatures (one per label with ``MIN_POSITIVES`` validation positives, one shared by the others), then thresholds on the calibrated scores."""
+        """Temperatures (one per label with ``MIN_POSITIVES`` validation positives, one shared by the others),
+        then thresholds on the calibrated scores."""
         fitted = self.fit_temperatures(truth, logits) if self.calibration == "temperature" else {"method": "none"}
         self.tune_thresholds(truth, self.calibrated(logits))
         return {
@@ -191,7 +191,8 @@ class MultiLabel(TaskKind):
             else shared
             for j in range(self.num_labels)
         ]
-        # T = 1 where no temperature lowered the label's validation NLL (or every decision was right: see fit_temperature)
+        # T = 1 where no temperature lowered the label's validation NLL
+        # (or every decision was right: see fit_temperature)
         return {
             "method": "temperature",
             "fitted_on": "validation",
@@ -228,8 +229,12 @@ class MultiLabel(TaskKind):
     def confidence(self, scores):
         import numpy as np
 
-        # each label's decision: the score for a label given, 1 - score for one left out; a row is as sure as its least sure decision
+        # each label's decision: the score for a label given, 1 - score for one left out;
+        # a row is as sure as its least sure decision
         return np.where(self.predict(scores) == 1, scores, 1 - scores).min(axis=1)
+
+    def thresholds_by_label(self) -> Optional[Dict[str, float]]:
+        return dict(zip(self.label_names, self.threshold_array().tolist()))
 
     def model_files(self) -> Dict[str, Any]:
         thresholds = self.threshold_array().tolist()
@@ -239,7 +244,7 @@ class MultiLabel(TaskKind):
         )
         return {
             **super().model_files(),
-            THRESHOLDS_FILE: {
+            "thresholds": {
                 "thresholds": dict(zip(self.label_names, thresholds)),
                 "tuned_on": "validation",
                 "rule": rule,

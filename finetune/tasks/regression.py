@@ -60,7 +60,8 @@ class Regression(TaskKind):
         errors = []
         if self.num_labels != 1:
             errors.append(
-                f"task.label_names: a regression task predicts one score; give at most one name (got {self.label_names})."
+                "task.label_names: a regression task predicts one score; "
+                f"give at most one name (got {self.label_names})."
             )
         if self.class_weights_setting is not None:
             errors.append(

@@ -44,7 +44,8 @@ class SingleLabel(TaskKind):
         if (counts == 0).any():
             missing = [n for n, c in zip(self.label_names, counts) if c == 0]
             raise FinetuneError(
-                f"task.class_weights=balanced: no training row has the label(s) {missing}; give the weights as a list instead."
+                f"task.class_weights=balanced: no training row has the label(s) {missing}; "
+                "give the weights as a list instead."
             )
         return (counts.sum() / (self.num_labels * counts)).tolist()  # scikit-learn's "balanced"
 
@@ -85,7 +86,8 @@ class SingleLabel(TaskKind):
         fitted = {"method": "temperature", "fitted_on": "validation", "temperature": temperature}
         if temperature == 1.0:
             fitted["note"] = (
-                "no temperature lowered the validation NLL, or the fit ran to the edge of its range (a validation split the model gets all right): T kept at 1"
+                "no temperature lowered the validation NLL, or the fit ran to the edge of its range "
+                "(a validation split the model gets all right): T kept at 1"
             )
         return fitted
 

@@ -55,7 +55,10 @@ class LongText(LongTextFields):
         if self.strategy == "head_tail":
             return f"head_tail (head_tokens={self.head_tokens or 'max_length/4'})"
         if self.strategy == "chunks":
-            return f"chunks (stride={self.stride or 'window/2'}, aggregation={self.aggregation}, max_train_windows={self.max_train_windows})"
+            return (
+                f"chunks (stride={self.stride or 'window/2'}, aggregation={self.aggregation}, "
+                f"max_train_windows={self.max_train_windows})"
+            )
         return "truncate"
 
 
@@ -70,18 +73,21 @@ def long_text_errors(task: Any) -> List[str]:
         errors.append(f"{key}.strategy={strategy!r} is not one of {', '.join(STRATEGIES)}.")
     if aggregation not in AGGREGATIONS:
         errors.append(f"{key}.aggregation={aggregation!r} is not one of {', '.join(AGGREGATIONS)}.")
-    elif aggregation != "mean" and task.problem == "regression":
+    elif aggregation != "mean" and task.kind == "regression":
         errors.append(
-            f"{key}.aggregation={aggregation}: a regression task aggregates its windows by their mean score; set {key}.aggregation=mean."
+            f"{key}.aggregation={aggregation}: a regression task aggregates its windows by their mean score; "
+            f"set {key}.aggregation=mean."
         )
     stride, head = settings.get("stride"), settings.get("head_tokens")
     if stride is not None and not 0 <= stride < max_length:
         errors.append(
-            f"{key}.stride={stride} must be at least 0 and less than task.max_length={max_length} (it is the tokens two windows share), e.g. {key}.stride={max_length // 2}."
+            f"{key}.stride={stride} must be at least 0 and less than task.max_length={max_length} "
+            f"(it is the tokens two windows share), e.g. {key}.stride={max_length // 2}."
         )
     if head is not None and not 0 <= head < max_length:
         errors.append(
-            f"{key}.head_tokens={head} must be at least 0 and less than task.max_length={max_length}, e.g. {key}.head_tokens={max_length // 4}."
+            f"{key}.head_tokens={head} must be at least 0 and less than task.max_length={max_length}, "
+            f"e.g. {key}.head_tokens={max_length // 4}."
         )
     windows = settings.get("max_train_windows")
     if windows is not None and windows < 1:
@@ -135,7 +141,8 @@ class Windowing:
         ):
             raise FinetuneError(
                 f"{key}.head_tokens={self.settings.head_tokens} is more than the {room} text tokens a window holds "
-                f"(task.max_length={self.max_length} less {specials} special tokens); set {key}.head_tokens={room // 4}."
+                f"(task.max_length={self.max_length} less {specials} special tokens); "
+                f"set {key}.head_tokens={room // 4}."
             )
 
     def spans(self, length: int, room: int, cap: Optional[int]) -> List[List[Span]]:
@@ -195,7 +202,10 @@ def encode_windows(
 
 
 def length_summary(tokenizer: Any, columns: Sequence[Sequence[str]], max_length: int) -> Dict[str, Any]:
-    """Token lengths of some texts (special tokens counted): median, 90th percentile, and the share over ``max_length``."""
+    """Token lengths of some texts (special tokens counted).
+
+    Their median, 90th percentile, and the share over ``max_length``.
+    """
     import numpy as np
 
     lengths = np.array([len(ids) for ids in tokenizer(*columns, truncation=False, verbose=False)["input_ids"]])

@@ -38,7 +38,8 @@ def default_target_modules(model) -> List[str]:
     if not targets:
         raise FinetuneError(
             f"peft=lora has no default target modules for model type '{model_type}': name the Linear layers to adapt, "
-            f"e.g. peft.target_modules=[{','.join(linear_layer_names(model)[:2])}] (its Linear layers: {', '.join(linear_layer_names(model))})."
+            f"e.g. peft.target_modules=[{','.join(linear_layer_names(model)[:2])}] "
+            f"(its Linear layers: {', '.join(linear_layer_names(model))})."
         )
     return list(targets)
 
@@ -53,7 +54,8 @@ def linear_layer_names(model) -> List[str]:
 
 def head_modules(model) -> List[str]:
     """The classification head: every top-level module with weights outside the pretrained encoder
-    (``classifier``; DistilBERT's ``pre_classifier``; DeBERTa's ``pooler``; XLNet's ``sequence_summary``, ``logits_proj``)."""
+    (``classifier``; DistilBERT's ``pre_classifier``; DeBERTa's ``pooler``; XLNet's ``sequence_summary``,
+    ``logits_proj``)."""
     return [
         name
         for name, module in model.named_children()
@@ -86,7 +88,7 @@ class FullFineTuning(PeftFields):
         """How the run fine-tuned, in words (the model card's Training table)."""
         return "full (every weight)"
 
-    def check_model(self, source) -> None:
+    def check_model(self, pretrained) -> None:
         """Nothing to check: every weight trains."""
 
     def wrap(self, model):
@@ -107,7 +109,10 @@ class Lora(PeftFields):
         return f"LoRA (r={self.r}, alpha={self.lora_alpha:g}, dropout={self.lora_dropout:g}, on {targets}), merged"
 
     def targets(self, model) -> List[str]:
-        """The Linear layers to adapt in ``model`` (it may be an empty one, on the meta device); names it lacks are refused."""
+        """The Linear layers to adapt in ``model`` (it may be an empty one, on the meta device).
+
+        Names it lacks are refused.
+        """
         targets = list(self.target_modules) if self.target_modules else default_target_modules(model)
         missing = [t for t in targets if t not in linear_layer_names(model)]
         if missing:
@@ -117,9 +122,9 @@ class Lora(PeftFields):
             )
         return targets
 
-    def check_model(self, source) -> None:
+    def check_model(self, pretrained) -> None:
         """Refuse target modules the model lacks from its architecture alone, before the data and the weights load."""
-        model = source.empty_model()
+        model = pretrained.empty_model()
         if model is not None:
             self.targets(model)
 
@@ -146,13 +151,17 @@ class Lora(PeftFields):
         log.info(
             describe_counts(
                 counts,
-                f"LoRA r={self.r}, alpha={self.lora_alpha:g} on {', '.join(targets)}; trained in full: {', '.join(head) or 'nothing'}",
+                f"LoRA r={self.r}, alpha={self.lora_alpha:g} on {', '.join(targets)}; "
+                f"trained in full: {', '.join(head) or 'nothing'}",
             )
         )
         return wrapped
 
     def finish(self, trainer, adapter_dir: Path) -> None:
-        """Save the adapter (with the head) alone into ``adapter_dir``, then merge it: ``trainer.model`` becomes a plain model."""
+        """Save the adapter (with the head) alone into ``adapter_dir``, then merge it.
+
+        ``trainer.model`` becomes a plain model.
+        """
         if trainer.is_world_process_zero():
             with replaced_atomically(adapter_dir) as tmp:
                 trainer.model.save_pretrained(str(tmp))
@@ -169,10 +178,14 @@ def learning_rate_note(trainer_cfg: DictConfig, adapter: PeftFields) -> str:
     if adapter.learning_rate is None:
         return f"Learning rate: {rate:g} (the trainer's default; trainer.learning_rate=<rate> sets another)"
     return (
-        f"Learning rate: {rate:g} (peft.learning_rate, the fine-tuning method's default: LoRA's adapters are few weights and want "
+        f"Learning rate: {rate:g} (peft.learning_rate, the fine-tuning method's default: "
+        "LoRA's adapters are few weights and want "
         "a much higher rate than full fine-tuning; trainer.learning_rate=<rate> sets another)"
     )
 
 
 def describe_counts(counts: Dict[str, Any], how: str) -> str:
-    return f"Parameters: {counts['trainable']:,} trainable of {counts['total']:,} ({100 * counts['trainable_share']:.2f}%): {how}"
+    return (
+        f"Parameters: {counts['trainable']:,} trainable of {counts['total']:,} "
+        f"({100 * counts['trainable_share']:.2f}%): {how}"
+    )

@@ -1,6 +1,6 @@
 """The `callbacks` group: the Trainer callbacks a run uses, instantiated from ``conf/callbacks/``,
-and ours among them (signal stop, non-finite loss, TensorBoard on resume, early stopping).
-Imported only when a run trains."""
+and ours among them (non-finite loss, TensorBoard on resume, early stopping); and the one every run
+has whether or not its config lists it (``RUN_CALLBACKS``: the signal stop). Imported only when a run trains."""
 
 import logging
 import math
@@ -60,6 +60,24 @@ class StopOnSignal(TrainerCallback):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
         self.previous = {}
+
+
+# What a run cannot work without (train.py asks StopOnSignal whether a signal stopped training): the
+# Trainer gets one of each (``with_run_callbacks``), listed in the config or not. Their classes by name,
+# for the code that cannot import this module (a resume compares configs): config.checks.RUN_CALLBACK_TARGETS.
+RUN_CALLBACKS = (StopOnSignal,)
+
+
+def with_run_callbacks(callbacks: List[TrainerCallback]) -> List[TrainerCallback]:
+    """``callbacks`` with one of each ``RUN_CALLBACKS`` class: the first listed (a preset or a run saved before
+    the code added them may list one), else a new one, placed first. Another of the same class is left out."""
+    kept: List[TrainerCallback] = []
+    for callback in callbacks:
+        required = next((cls for cls in RUN_CALLBACKS if isinstance(callback, cls)), None)
+        if required is None or not any(isinstance(c, required) for c in kept):
+            kept.append(callback)
+    missing = [cls() for cls in RUN_CALLBACKS if not any(isinstance(c, cls) for c in kept)]
+    return missing + kept
 
 
 class ResumableTensorBoard(TensorBoardCallback):
@@ -127,8 +145,8 @@ class EarlyStopping(EarlyStoppingCallback):
                 "threshold": self.early_stopping_threshold,
             }
             log.info(
-                "Early stopping at evaluation %d (step %d, epoch %.2f): %s has not improved on the best %.4g by more than %g "
-                "for %d evaluations (patience %d); the best checkpoint is kept.",
+                "Early stopping at evaluation %d (step %d, epoch %.2f): %s has not improved on the best %.4g "
+                "by more than %g for %d evaluations (patience %d); the best checkpoint is kept.",
                 evaluations,
                 state.global_step,
                 state.epoch or 0,

@@ -1,7 +1,7 @@
 """Scoring documents read as windows (``task.long_text``): metrics, early stopping and the best
 checkpoint follow the documents, not the windows, and every scored split is one row per document."""
 
-from typing import Any, Dict, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -22,23 +22,30 @@ def first_per_document(values, documents):
 class DocumentMetrics:
     """The Trainer's ``compute_metrics`` for windows: the kind's metrics on the documents' aggregated logits.
 
-    The Trainer evaluates in its sampler's order (longest window first); ``trainer`` is asked for that
-    order to know which document each row of logits belongs to.
+    The Trainer evaluates in its sampler's order (longest window first): ``eval_order`` gives the dataset row
+    of each row of logits of the latest evaluation (None: dataset order), so each is matched to its document.
     """
 
-    def __init__(self, kind: TaskKind, documents: Sequence[int], aggregation: str):
+    def __init__(
+        self,
+        kind: TaskKind,
+        documents: Sequence[int],
+        aggregation: str,
+        eval_order: Callable[[], Optional[Sequence[int]]],
+    ):
         self.kind, self.documents, self.aggregation = kind, np.asarray(documents), aggregation
-        self.trainer: Any = None  # set once the Trainer is built
+        self.eval_order = eval_order
 
     def __call__(self, eval_pred) -> Dict[str, float]:
-        order = getattr(getattr(self.trainer, "eval_sampler", None), "order", None)
+        order = self.eval_order()
         documents = self.documents if order is None else self.documents[np.asarray(order)]
         logits = self.kind.aggregate(logits_of(eval_pred.predictions), documents, self.aggregation)
         return self.kind.evaluate(first_per_document(eval_pred.label_ids, documents), logits)
 
 
 def per_document(output: Any, documents: Sequence[int], kind: TaskKind, aggregation: str) -> Any:
-    """``output`` (one row per window, in the split's order) as one row per document: aggregated logits, the document's label."""
+    """``output`` (one row per window, in the split's order) as one row per document: aggregated logits,
+    the document's label."""
     logits = kind.aggregate(logits_of(output.predictions), documents, aggregation)
     labels = None if output.label_ids is None else first_per_document(output.label_ids, documents)
     return output._replace(predictions=logits, label_ids=labels)

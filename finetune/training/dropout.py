@@ -38,7 +38,8 @@ class IntegerMaskDropout(nn.Dropout):
 
 
 def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, is_causal=None, **kwargs):
-    """The library's SDPA attention, with the dropout on the attention probabilities done by ``integer_mask_dropout``."""
+    """The library's SDPA attention, with the dropout on the attention probabilities done by
+    ``integer_mask_dropout``."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if (
@@ -62,7 +63,10 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
 
 
 def use_integer_mask_dropout(model: nn.Module) -> int:
-    """Replace every ``nn.Dropout`` of ``model`` and, where it uses SDPA, its attention; return how many dropouts were replaced."""
+    """Replace every ``nn.Dropout`` of ``model`` and, where it uses SDPA, its attention.
+
+    Returns how many dropouts were replaced.
+    """
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 

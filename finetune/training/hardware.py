@@ -22,7 +22,8 @@ class Hardware(HardwareFields):
         if self.distributed and world_size() <= 1:
             raise FinetuneError(
                 "hardware=ddp runs one process per device and needs a launcher: "
-                "torchrun --nproc_per_node=N run.py hardware=ddp ... (or accelerate launch --multi_gpu --num_processes N run.py hardware=ddp ...)"
+                "torchrun --nproc_per_node=N run.py hardware=ddp ... "
+                "(or accelerate launch --multi_gpu --num_processes N run.py hardware=ddp ...)"
             )
         self.device_used = choose_device(self.device)  # cuda, mps or cpu
         on_gpu = self.device_used == "cuda"
@@ -79,7 +80,10 @@ class Hardware(HardwareFields):
         info = self.summary()
         on = lambda flag: "on" if flag else "off"  # noqa: E731
         if self.on_gpu:
-            device = f"Using device: CUDA\nGPU: {info['gpu']}\nTF32: {on(info['tf32'])}, pinned memory: {on(info['pin_memory'])}"
+            device = (
+                f"Using device: CUDA\nGPU: {info['gpu']}\n"
+                f"TF32: {on(info['tf32'])}, pinned memory: {on(info['pin_memory'])}"
+            )
         else:
             device = (
                 "Using device: MPS (Apple silicon)"
@@ -89,7 +93,8 @@ class Hardware(HardwareFields):
         padding = f"multiples of {self.padding_multiple} tokens" if self.padding_multiple > 1 else "to the longest row"
         processes = f"\nProcesses: {info['processes']} (data parallel)" if info["processes"] > 1 else ""
         return (
-            f"{device}\nPrecision: {self.precision_used}, fused AdamW: {on(info['fused_adamw'])}, batch padding: {padding}, "
+            f"{device}\nPrecision: {self.precision_used}, fused AdamW: {on(info['fused_adamw'])}, "
+            f"batch padding: {padding}, "
             f"fast dropout: {on(self.integer_dropout)}, torch.compile: {on(self.torch_compile)}{processes}"
         )
 

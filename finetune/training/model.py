@@ -12,7 +12,8 @@ from finetune.hub import hub_failure
 
 log = logging.getLogger(__name__)
 
-# Position ids of these architectures start after the padding id: their position table holds 2 rows more than they accept.
+# Position ids of these architectures start after the padding id: their position table holds 2 rows more
+# than they accept.
 POSITIONS_AFTER_PADDING = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "roberta-prelayernorm")
 WEIGHT_FILES = (
     "model.safetensors",
@@ -63,7 +64,10 @@ class PretrainedClassifier(ModelFields):
             )
 
     def small_file(self, name: str) -> Optional[Path]:
-        """One of the model's small files (config.json, tokenizer_config.json): in its folder, or in the Hub cache; None if not at hand."""
+        """One of the model's small files (config.json, tokenizer_config.json).
+
+        In its folder, or in the Hub cache; None if not at hand.
+        """
         if self.is_local:
             path = Path(self.name_or_path).expanduser() / name
             return path if path.is_file() else None
@@ -81,7 +85,8 @@ class PretrainedClassifier(ModelFields):
 
     def length_limit(self) -> Tuple[Optional[int], str]:
         """The most tokens the model accepts and which file says so: the tokenizer's ``model_max_length``, else
-        the position table of config.json; ``(None, ...)`` where neither tells (XLNet, DeBERTa-v2: relative positions)."""
+        the position table of config.json; ``(None, ...)`` where neither tells (XLNet, DeBERTa-v2: relative
+        positions)."""
         limit = self._read("tokenizer_config.json").get("model_max_length")
         if isinstance(limit, int) and limit < 1_000_000:  # XLNet and others write ~1e30: no limit
             return limit, "tokenizer_config.json"

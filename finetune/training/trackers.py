@@ -24,7 +24,10 @@ TRUNCATED = "..."
 
 
 def flat_params(cfg: DictConfig, max_length: int) -> Dict[str, str]:
-    """The resolved config as ``{"task.max_length": "128", ...}``: lists as JSON, values cut to ``max_length`` characters."""
+    """The resolved config as ``{"task.max_length": "128", ...}``.
+
+    Lists as JSON, values cut to ``max_length`` characters.
+    """
     params: Dict[str, str] = {}
 
     def walk(value: Any, key: str) -> None:
@@ -94,7 +97,7 @@ class RunWandb(WandbCallback):
         if not self._initialized or run is None:
             return
         run.summary.update({f"final/{k}": v for k, v in final_scores(metrics).items()})
-        for name, path in files.items():
+        for path in files.values():
             run.save(str(path), base_path=str(path.parent), policy="now")
         run.finish()
 
@@ -112,7 +115,8 @@ def check_trackers(report_to: List[str]) -> None:
     for name in report_to:
         if name in PACKAGES and importlib.util.find_spec(PACKAGES[name]) is None:
             raise FinetuneError(
-                f'trainer.report_to names {name}, which is not installed: pip install -e ".[trackers]" (or pip install {PACKAGES[name]}), '
+                f'trainer.report_to names {name}, which is not installed: pip install -e ".[trackers]" '
+                f"(or pip install {PACKAGES[name]}), "
                 f"or leave {name} out of trainer.report_to."
             )
     if "mlflow" in report_to or ("all" in report_to and importlib.util.find_spec("mlflow")):

@@ -1,5 +1,5 @@
 """The `trainer` group: TrainingArguments from the config, and a Trainer with dynamic padding,
-the task kind's loss and metrics, and the callbacks of the `callbacks` group.
+the task kind's loss and metrics, the callbacks of the `callbacks` group and those every run has.
 
 Imported only when a run trains: it pulls in torch and transformers.
 """
@@ -18,8 +18,9 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PredictionOutput
 
 from finetune.errors import FinetuneError, one_line, settings_named_in, setup_stage
+from finetune.runs.saved import SavedRun
 from finetune.tasks.kind import TaskKind
-from finetune.training.callbacks import StopOnSignal, add_callbacks
+from finetune.training.callbacks import StopOnSignal, add_callbacks, with_run_callbacks
 from finetune.training.documents import DocumentMetrics, logits_of
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,10 @@ def training_arguments(trainer_cfg: DictConfig, defaults: Mapping[str, Any], run
     from hydra.utils import instantiate
 
     # The Trainer's TensorBoard callback writes where this says, also after training (test scores).
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(SavedRun(run_dir).logs_dir)
     unset = {k: v for k, v in defaults.items() if trainer_cfg.get(k) is None}
     try:
-        return instantiate(trainer_cfg, output_dir=str(run_dir / "checkpoints"), _convert_="all", **unset)
+        return instantiate(trainer_cfg, output_dir=str(SavedRun(run_dir).checkpoints_dir), _convert_="all", **unset)
     except InstantiationException as error:  # TrainingArguments.__post_init__ rejected a value
         cause = error.__cause__ or error
         keys = settings_named_in(str(cause), trainer_cfg, "trainer") or ["trainer.*"]
@@ -83,7 +84,8 @@ class LongestFirstSampler(Sampler):
 
 
 def in_order(outputs, order: Sequence[int]):
-    """``outputs`` (an array or nested tuples of them) whose row i is dataset row ``order[i]``, back in dataset order."""
+    """``outputs`` (an array or nested tuples of them) whose row i is dataset row ``order[i]``, back in dataset
+    order."""
     if isinstance(outputs, (tuple, list)):
         return type(outputs)(in_order(part, order) for part in outputs)
     if outputs is None:
@@ -94,17 +96,42 @@ def in_order(outputs, order: Sequence[int]):
 
 
 class TaskTrainer(Trainer):
-    """A Trainer whose loss is the task kind's (class weights included), and that counts real
-    and padded tokens: padding is computation wasted."""
+    """A Trainer whose loss and metrics are the task kind's (class weights included), and that counts real
+    and padded tokens: padding is computation wasted.
 
-    real_tokens = computed_tokens = 0
-    counted_state = None  # the TrainerState the counts belong to
-    eval_sampler = None  # the order of the latest evaluation or prediction pass
+    ``callbacks`` join the Trainer's own (``add_callbacks``), with those every run has (``with_run_callbacks``);
+    ``stop``, the StopOnSignal among them, tells whether a signal stopped training. ``documents``: the document
+    of each ``eval_dataset`` row when rows are windows of documents, whose metrics are then computed per
+    document (windows aggregated by ``aggregation``).
+    """
+
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean: the Trainer scales it
 
-    def __init__(self, *args, kind: TaskKind, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        *args,
+        kind: TaskKind,
+        callbacks: Sequence[TrainerCallback] = (),
+        documents: Optional[Sequence[int]] = None,
+        aggregation: str = "mean",
+        **kwargs,
+    ):
         self.kind = kind
+        self.real_tokens = self.computed_tokens = 0  # tokens trained on, and with their padding
+        self.counted_state = None  # the TrainerState the counts belong to
+        self.eval_sampler = None  # the order of the latest evaluation or prediction pass
+        if documents is None:
+            compute_metrics = metrics_function(kind)
+        else:  # the rows' order is the evaluation's (eval_order), known once it ran
+            compute_metrics = DocumentMetrics(kind, documents, aggregation, self.eval_order)
+        super().__init__(*args, compute_metrics=compute_metrics, **kwargs)
+        callbacks = with_run_callbacks(list(callbacks))
+        add_callbacks(self, callbacks)
+        self.stop: StopOnSignal = next(c for c in callbacks if isinstance(c, StopOnSignal))
+
+    def eval_order(self) -> Optional[Sequence[int]]:
+        """The dataset row of each output row of the latest evaluation or prediction pass (None: dataset order)."""
+        return getattr(self.eval_sampler, "order", None)
 
     # Inside train(), before the first step: what the settings name is built. A library's error
     # there is a setting to change (one line, finetune/launch.py); later it is a fault to see.
@@ -181,10 +208,9 @@ def build_trainer(
     aggregation: str = "mean",
 ) -> TaskTrainer:
     """A Trainer with dynamic padding (to a multiple of ``pad_to_multiple_of`` tokens), the kind's loss and metrics,
-    and ``callbacks``; ``trainer.stop`` tells of a signal. ``documents``: the document of each ``eval_dataset``
-    row when rows are windows of documents, whose metrics are then computed per document."""
-    compute_metrics = metrics_function(kind) if documents is None else DocumentMetrics(kind, documents, aggregation)
-    trainer = TaskTrainer(
+    ``callbacks`` and those every run has; ``trainer.stop`` tells of a signal. ``documents``: the document of each
+    ``eval_dataset`` row when rows are windows of documents, whose metrics are then computed per document."""
+    return TaskTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -193,14 +219,11 @@ def build_trainer(
         data_collator=DataCollatorWithPadding(
             tokenizer, pad_to_multiple_of=pad_to_multiple_of
         ),  # each batch to its own longest row
-        compute_metrics=compute_metrics,
         kind=kind,
+        callbacks=callbacks,
+        documents=documents,
+        aggregation=aggregation,
     )
-    if documents is not None:
-        compute_metrics.trainer = trainer  # the order evaluation runs in
-    add_callbacks(trainer, list(callbacks))
-    trainer.stop = next(c for c in callbacks if isinstance(c, StopOnSignal))  # required: config.callbacks_errors
-    return trainer
 
 
 def mean_training_loss(trainer) -> float:

@@ -4,13 +4,13 @@ from typing import Any, List
 
 from finetune.config.checks import closest
 from finetune.config.schemas import CHOICES, SPLIT_NAME
-from finetune.tasks.kinds import kind_errors
+from finetune.tasks.registry import kind_errors
 from finetune.tasks.windows import long_text_errors
 
 
 def task_errors(task: Any) -> List[str]:
     """Every problem with the ``task`` node, one message each (``TextClassificationData.config_errors``)."""
-    errors = kind_errors(task) if task.problem in CHOICES["task.problem"] else []
+    errors = kind_errors(task) if task.kind in CHOICES["task.kind"] else []
     for split in task.data_files:
         if not SPLIT_NAME.match(str(split)):
             errors.append(
@@ -50,7 +50,8 @@ def fold_errors(task: Any) -> List[str]:
         )
     if task.data_files.get("validation"):
         errors.append(
-            f"task.folds={folds} validates on folds of train, but task.data_files.validation={task.data_files.validation} is given: "
+            f"task.folds={folds} validates on folds of train, "
+            f"but task.data_files.validation={task.data_files.validation} is given: "
             "set task.data_files.validation=null to cross-validate, or task.folds=null to use that file."
         )
     return errors

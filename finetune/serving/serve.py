@@ -3,17 +3,20 @@
 python -m finetune.serve outputs/<run>                              # http://127.0.0.1:8000, PyTorch
 python -m finetune.serve outputs/<run>/export_int8 --threads 2      # the int8 ONNX export, without PyTorch
 curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"texts": ["first text", "second"]}'
+FINETUNE_API_KEY=$(cat key.txt) python -m finetune.serve outputs/<run> --host 0.0.0.0   # every interface, with a key
+curl -s HOST:8000/predict -H "authorization: Bearer $(cat key.txt)" -d '{"text": "a"}'  # what its clients send
 """
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
 from finetune.errors import FinetuneError
-from finetune.serving.cli import add_model_options, positive_int
-from finetune.serving.predictor import default_threads
+from finetune.inference.runners import default_threads
+from finetune.serving.predict import add_model_options, positive_int
 from finetune.serving.requests import MAX_CHARS, MAX_TEXTS
-from finetune.serving.server import Service, Settings, serve
+from finetune.serving.server import KEY_VARIABLE, Service, Settings, serve
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -42,6 +45,24 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         default=1,
         help="server processes sharing the port, each with the model (workers x threads <= cores)",
     )
+    add_batching_options(parser)
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY' on every endpoint but /health (else 401); better: set the "
+        f"environment variable {KEY_VARIABLE}, since a command-line argument shows in ps (the option wins)",
+    )
+    parser.add_argument(
+        "--access-log", action="store_true", help="log every request (off: a line per request costs time under load)"
+    )
+    args = parser.parse_args(argv)
+    if args.max_wait_ms < 0:
+        parser.error(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
+    return args
+
+
+def add_batching_options(parser: argparse.ArgumentParser) -> None:
+    """--max-batch, --max-wait-ms, --max-texts and --max-chars: how requests are batched and bounded."""
     parser.add_argument(
         "--max-batch",
         type=positive_int,
@@ -66,19 +87,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         default=MAX_CHARS,
         help=f"characters in one text (default {MAX_CHARS}); more: 413",
     )
-    parser.add_argument(
-        "--access-log", action="store_true", help="log every request (off: a line per request costs time under load)"
-    )
-    args = parser.parse_args(argv)
-    if args.max_wait_ms < 0:
-        parser.error(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
-    return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The server's settings from the command line; the key from --api-key, else from FINETUNE_API_KEY."""
     threads = args.threads or (max(1, default_threads() // args.workers) if args.workers > 1 else None)
-    settings = Settings(
+    api_key = args.api_key if args.api_key is not None else os.environ.get(KEY_VARIABLE)
+    return Settings(
         args.path,
         args.backend,
         args.device,
@@ -88,9 +103,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.max_wait_ms,
         args.max_texts,
         args.max_chars,
+        args.min_confidence,
+        api_key,
     )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    settings = settings_of(args)
+    if settings.api_key is not None and not settings.api_key.strip():
+        source = "--api-key" if args.api_key is not None else KEY_VARIABLE
+        print(f"error: {source} is empty: give a key, or unset it to serve without one", file=sys.stderr)
+        return 1
     try:
-        Service(settings)  # the folder, backend and packages, checked before the port opens
+        Service(settings)  # the folder, backend, packages and cut-off, checked before the port opens
     except FinetuneError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,6 +1,8 @@
-"""The tables a sweep writes: which columns a leaderboard has, and how a row looks in Markdown."""
+"""The columns of a sweep's leaderboard, in the order its tables show them."""
 
 from typing import Any, Dict, List
+
+from finetune.markdown import markdown_table
 
 FIRST_COLUMNS = ["job", "overrides", "task", "metric", "score"]  # score: the job's validation value of its metric
 LAST_COLUMNS = ["train_time_s", "status", "error", "run_folder"]
@@ -14,14 +16,6 @@ def columns_of(rows: List[Dict[str, Any]]) -> List[str]:
     return FIRST_COLUMNS + scores + LAST_COLUMNS
 
 
-def markdown_table(rows: List[Dict[str, Any]], columns: List[str]) -> str:
-    """``rows`` as a Markdown table of ``columns``: floats to 4 decimals, pipes escaped."""
-
-    def cell(value: Any) -> str:
-        if value is None:
-            return ""
-        return f"{value:.4f}" if isinstance(value, float) else str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+def table_text(rows: List[Dict[str, Any]], columns: List[str]) -> str:
+    """``rows`` (one dict each) as a Markdown table of ``columns``."""
+    return "\n".join(markdown_table(columns, [[row.get(c) for c in columns] for row in rows]))

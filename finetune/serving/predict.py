@@ -18,8 +18,10 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from finetune.errors import FinetuneError
 from finetune.files import write_json
-from finetune.serving.abstention import abstaining_columns, abstention_report, answered_mask
-from finetune.serving.predictor import BACKENDS, Predictor, RunInfo, Text, locate, rounded, saved_kind
+from finetune.inference.answers import rounded
+from finetune.inference.predictor import Predictor, Text
+from finetune.inference.runners import BACKENDS
+from finetune.runs.model_folder import ModelFolder
 from finetune.serving.tables import CHUNK_ROWS, output_suffix, read_chunks, table_writer
 from finetune.tasks.kind import TaskKind
 from finetune.tasks.windows import STRATEGIES
@@ -41,7 +43,7 @@ class InputFile:
     """An --input file, checked: its rows, and whether it has the task's label column."""
 
     path: Path
-    info: RunInfo
+    folder: ModelFolder
     kind: TaskKind
     rows: int
     labeled: bool
@@ -50,7 +52,7 @@ class InputFile:
     def chunks(self) -> Iterator[Tuple[int, Any]]:
         """(first row, DataFrame) for each chunk, in file order."""
         first = 0
-        for chunk in read_chunks(self.path, self.info, self.chunk_rows):
+        for chunk in read_chunks(self.path, self.folder.record, self.chunk_rows):
             yield first, chunk
             first += len(chunk)
 
@@ -60,25 +62,27 @@ def check_input(input_path: Path, path: Union[str, Path], chunk_rows: int = CHUN
 
     A bad label on row 900,000 is reported before the prediction starts, not after.
     """
-    info = locate(path)
-    kind = saved_kind(info)
+    folder = ModelFolder.open(path)
+    info, kind = folder.record, folder.kind()
     rows, labeled = 0, False
     for chunk in read_chunks(input_path, info, chunk_rows):
         missing = [f for f in info.text_fields if f not in chunk.columns]
         if missing:
             raise FinetuneError(
-                f"--input {input_path} has no column {', '.join(map(repr, missing))}; its columns are {list(chunk.columns)}."
+                f"--input {input_path} has no column {', '.join(map(repr, missing))}; "
+                f"its columns are {list(chunk.columns)}."
             )
         if rows == 0:
             labeled = info.label_field in chunk.columns
         if labeled:
             if info.label_field not in chunk.columns:
                 raise FinetuneError(
-                    f"--input {input_path}: rows {rows + 1} to {rows + len(chunk)} have no '{info.label_field}' (the rows before them have)."
+                    f"--input {input_path}: rows {rows + 1} to {rows + len(chunk)} have no '{info.label_field}' "
+                    "(the rows before them have)."
                 )
             parsed_labels(chunk[info.label_field].tolist(), kind, first_row=rows)
         rows += len(chunk)
-    return InputFile(input_path, info, kind, rows, labeled, chunk_rows)
+    return InputFile(input_path, folder, kind, rows, labeled, chunk_rows)
 
 
 def check_output(output_path: Path, input_path: Optional[Path], overwrite: bool) -> None:
@@ -108,19 +112,16 @@ def predict_file(
     import numpy as np
     from tqdm.auto import tqdm
 
-    kind, info = predictor.kind, source.info
+    kind, info, answers = predictor.kind, source.folder.record, predictor.answers
     truth, logits_seen, abstained = [], [], 0
     with table_writer(output_path) as write, tqdm(total=source.rows, desc="Predicting", unit=" rows") as bar:
         for first, frame in source.chunks():
             columns = [frame[f].astype(str).tolist() for f in info.text_fields]
             logits = predictor.logits(columns[0] if len(columns) == 1 else list(zip(*columns)), progress=bar)
             scores = kind.scores(logits)
-            for name, values in abstaining_columns(kind, scores, predictor.min_confidence).items():
+            for name, values in answers.columns(scores, all_scores).items():
                 frame[name] = values
-            abstained += int((~answered_mask(kind, scores, predictor.min_confidence)).sum())
-            if all_scores and scores.ndim == 2:
-                for i, label in enumerate(kind.label_names):
-                    frame[f"score_{label}"] = scores[:, i]
+            abstained += int((~answers.answered(scores)).sum())
             write(frame)
             if source.labeled:
                 truth.append(np.array(parsed_labels(frame[info.label_field].tolist(), kind, first_row=first)))
@@ -134,9 +135,7 @@ def predict_file(
         "windows_per_document": (predictor.windows_scored or source.rows) / max(source.rows, 1),
     }
     if predictor.min_confidence is not None:
-        metrics["abstention"] = abstention_report(
-            kind, np.concatenate(truth), np.concatenate(logits_seen), predictor.min_confidence
-        )
+        metrics["abstention"] = answers.report(np.concatenate(truth), np.concatenate(logits_seen))
     write_json(output_path.with_name(output_path.stem + ".metrics.json"), metrics)
     return metrics, abstained
 
@@ -153,7 +152,8 @@ def positive_int(text: str) -> int:
 
 
 def add_model_options(parser: argparse.ArgumentParser, threads_help: str) -> None:
-    """--device, --precision, --backend and --threads: how the model runs, for predict and serve alike."""
+    """--device, --precision, --backend, --threads and --min-confidence: how the model runs and answers, for predict
+    and serve alike."""
     parser.add_argument(
         "--device",
         default=None,
@@ -173,6 +173,13 @@ def add_model_options(parser: argparse.ArgumentParser, threads_help: str) -> Non
         "(default: onnx for an export folder, else torch)",
     )
     parser.add_argument("--threads", type=positive_int, default=None, help=threads_help)
+    parser.add_argument(
+        "--min-confidence",
+        type=float,
+        default=None,
+        help="abstain below this confidence (0-1): the answer reads '(abstained)', with the confidence and the best "
+        "guess; a file with labels reports the answered rows' metrics and the coverage",
+    )
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -201,12 +208,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         default=CHUNK_ROWS,
         help=f"rows read, predicted and written at a time (default {CHUNK_ROWS}): memory does not grow with the file",
     )
-    parser.add_argument(
-        "--min-confidence",
-        type=float,
-        default=None,
-        help="abstain below this confidence (0-1): the prediction reads '(abstained)'; labeled input reports the answered rows' metrics and the coverage",
-    )
     parser.add_argument("--top-k", type=positive_int, default=None, help="labels to print per text (default: all)")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument(
@@ -219,7 +220,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "--long-text",
         choices=STRATEGIES,
         default=None,
-        help="how to read texts longer than --max-length: truncate, head_tail or chunks (default: as the run was trained)",
+        help="how to read texts longer than --max-length: truncate, head_tail or chunks "
+        "(default: as the run was trained)",
     )
     add_model_options(
         parser, "intra-op CPU threads (default: the CPUs this process may use for onnx, PyTorch's choice for torch)"
@@ -265,7 +267,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"Wrote {source.rows} rows to {args.output}")
     if args.min_confidence is not None:
         print(
-            f"Abstained on {abstained} of {source.rows} rows (confidence below {args.min_confidence:g}): coverage {1 - abstained / max(source.rows, 1):.4f}"
+            f"Abstained on {abstained} of {source.rows} rows (confidence below {args.min_confidence:g}): "
+            f"coverage {1 - abstained / max(source.rows, 1):.4f}"
         )
     if metrics is not None:
         scores = "  ".join(f"{name} {metrics[name]:.4f}" for name in predictor.kind.metrics)
