@@ -15,6 +15,16 @@ pytestmark = [pytest.mark.uses_trained_runs, pytest.mark.trains]
 TOP_K = 2
 
 
+@pytest.fixture(scope="module")
+def export_dir(topic_run, tmp_path_factory) -> Path:
+    """The topic run's fp32 ONNX export, made once for the module outside the run's folder."""
+    from finetune.serving.export import main as export_main
+
+    folder = tmp_path_factory.mktemp("answers") / "export"
+    assert export_main([str(topic_run), "--output", str(folder), "--threads", "1"]) == 0
+    return folder
+
+
 def cli_answers(path: Path, texts, cut_off: float, folder: Path):
     """The predict command's rows, as the Predictor's answers: (label or ABSTAINED, confidence, top scores)."""
     from finetune.serving.predict import main as predict_main
@@ -40,16 +50,13 @@ def assert_same(first, second, tol: float) -> None:
         assert all(abs(scores_a[k] - scores_b[k]) <= tol for k in scores_a), (a, b)
 
 
-def test_predictor_command_and_server_give_the_same_answers_from_any_copy(topic_run, tmp_path):
+def test_predictor_command_and_server_give_the_same_answers_from_any_copy(topic_run, export_dir, tmp_path):
     from finetune import Predictor
     from finetune.inference.answers import ABSTAINED
-    from finetune.serving.export import main as export_main
 
     texts = [row["text"] for row in topic_rows(12, seed=21)] + ["robot " * 30 + "chip", "the a on"]
     elsewhere = tmp_path / "elsewhere"
     model_copy = Path(shutil.copytree(topic_run / "model", elsewhere / "model"))  # nothing of the run beside it
-    export_dir = tmp_path / "export"
-    assert export_main([str(topic_run), "--output", str(export_dir), "--threads", "1"]) == 0
     export_copy = Path(shutil.copytree(export_dir, elsewhere / "export"))
     # A cut-off between the texts' confidences, so that some are answered and some not.
     confidence = np.sort(Predictor.load(topic_run, precision="fp32").scores(texts).max(axis=1))
@@ -84,14 +91,11 @@ def test_predictor_command_and_server_give_the_same_answers_from_any_copy(topic_
     assert_same(by_backend["torch"][0], by_backend["onnx"][0], 1e-4)  # fp32 ONNX: the last bits differ
 
 
-def test_the_model_folder_describes_itself_and_embeddings_agree_across_backends(topic_run, tmp_path):
+def test_the_model_folder_describes_itself_and_embeddings_agree_across_backends(topic_run, export_dir):
     from finetune import Predictor
-    from finetune.serving.export import main as export_main
 
     record = read_json(topic_run / "model" / "finetune.json")
     assert record["kind"] == "single_label" and record["text_fields"] == ["text"] and record["max_length"] == 32
-    export_dir = tmp_path / "export"
-    assert export_main([str(topic_run), "--output", str(export_dir), "--threads", "1"]) == 0
     assert read_json(export_dir / "finetune.json") == record  # one record, copied: not a second format
     assert "task" not in read_json(export_dir / "export.json")
     texts = [row["text"] for row in topic_rows(6, seed=22)]
