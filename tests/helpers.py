@@ -11,9 +11,12 @@ import os
 import random
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
+
+import pytest
 
 # Offline before any Hugging Face library is imported: a hub lookup must fail at once, not retry.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -176,6 +179,13 @@ TINY_TRAINING = [  # small, quick and still learning: the synthetic classes are 
     "trainer.per_device_train_batch_size=8",
     "trainer.logging_steps=2",
     "task.max_length=32",
+    # what the sized defaults would choose otherwise for these few rows: an evaluation and checkpoint per
+    # epoch, the best kept, a fitted temperature, a fresh head (the few-label regime has tests of its own)
+    "trainer.eval_strategy=epoch",
+    "trainer.save_strategy=epoch",
+    "trainer.load_best_model_at_end=true",
+    "task.calibration=temperature",
+    "model.head=fresh",
 ]
 
 
@@ -207,6 +217,25 @@ def python(*args: str, cwd: Path = REPO, timeout: int = 300, env=None) -> subpro
 def cli(module: str, *args: str, cwd: Path = REPO, timeout: int = 300, env=None) -> subprocess.CompletedProcess:
     """``python -m finetune.<module> ARGS`` (predict, export, compare) as a user runs it."""
     return _started([sys.executable, "-m", f"finetune.{module}", *args], cwd, timeout, env)
+
+
+def start_and_wait_for_checkpoint(args, cwd: Path, run_dir: Path, step: int) -> subprocess.Popen:
+    """Start run.py and return once checkpoint-<step> is complete (the Trainer writes trainer_state.json last)."""
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    marker = run_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json"
+    deadline = time.monotonic() + 300
+    while not marker.is_file():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no {marker} before the run ended:\n{process.communicate()[0][-4000:]}")
+        time.sleep(0.02)
+    return process
 
 
 def printed(run_dir: Path) -> Path:

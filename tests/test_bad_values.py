@@ -134,7 +134,10 @@ def test_all_bad_values_are_reported_together_each_with_its_range():
         )
     lines = str(error.value).splitlines()[1:]
     assert len(lines) == 5 and "Unknown config key 'task.max_lenght'" in str(error.value)
-    assert "  trainer.learning_rate=-1: must be a number > 0, e.g. trainer.learning_rate=2e-5." in lines
+    assert (
+        "  trainer.learning_rate=-1: must be null (sized to the data) or a number > 0, e.g. trainer.learning_rate=2e-5."
+        in lines
+    )
     assert "  seed=-1: must be an integer in [0, 2**32), e.g. seed=42." in lines  # once: trainer.seed is ${seed}
 
 
@@ -241,7 +244,12 @@ def test_a_run_that_trains_no_step_saves_nothing(tmp_path, tiny_models, monkeypa
     [
         (["trainer.lr_scheduler_type=bogus"], "trainer.lr_scheduler_type"),
         (
-            ["trainer.eval_strategy=steps", "trainer.eval_steps=5", "trainer.save_strategy=epoch"],
+            [
+                "trainer.eval_strategy=steps",
+                "trainer.eval_steps=5",
+                "trainer.save_strategy=epoch",
+                "trainer.load_best_model_at_end=true",
+            ],
             "trainer.save_strategy, trainer.load_best_model_at_end",
         ),
         (["trainer.dataloader_prefetch_factor=2"], "trainer.dataloader_prefetch_factor"),

@@ -51,7 +51,10 @@ def test_a_calibrated_model_keeps_t_1_and_nothing_moves():
     fitted = kind.calibrate(sampled(logits, 1.0, rng), logits)
     assert fitted["temperature"] == pytest.approx(1.0, rel=0.05)
     assert kind.same_decisions(logits, kind.calibrated(logits))
-    assert SingleLabel(["a", "b"], calibration="none").calibrate([0, 1], logits[:2, :2]) == {"method": "none"}
+    assert SingleLabel(["a", "b"], calibration="none").calibrate([0, 1], logits[:2, :2]) == {
+        "method": "none",
+        "note": "task.calibration=none",
+    }
 
 
 def test_where_no_temperature_lowers_the_nll_t_stays_1():
@@ -141,5 +144,5 @@ def test_task_calibration_takes_temperature_or_none():
     from tests.helpers import compose_config
 
     validate(compose_config("task.calibration=none"))
-    with pytest.raises(FinetuneError, match="task.calibration='platt' is not one of temperature, none"):
+    with pytest.raises(FinetuneError, match="task.calibration='platt' is not one of auto, temperature, none"):
         validate(compose_config("task.calibration=platt"))

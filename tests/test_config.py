@@ -11,6 +11,7 @@ from finetune.config.checks import training_argument_names, validate
 from finetune.config.resolvers import local_model_path, register_resolvers
 from finetune.config.schemas import register_configs
 from finetune.errors import FinetuneError
+from finetune.training.schedule import SIZED, sized_trainer
 from tests.helpers import REPO, compose_config, python, run_py
 
 # Every preset, found on disk: a new YAML file is composed and validated without editing a list.
@@ -45,7 +46,8 @@ def test_the_presets_on_disk_are_the_ones_the_tests_know():
 
 @pytest.mark.parametrize("group, name", [(g, n) for g, names in PRESETS.items() for n in names])
 def test_every_preset_file_composes_and_validates(group, name):
-    cfg = compose_config(f"{group}={name}", with_hydra=True)
+    own_file = ["file=train.csv"] if (group, name) == ("task", "file") else []  # the user's file is the task's data
+    cfg = compose_config(f"{group}={name}", *own_file, with_hydra=True)
     validate(cfg)
     assert (
         cfg.task._target_ == "finetune.tasks.data.TextClassificationData"
@@ -90,6 +92,9 @@ def test_each_task_names_its_kind_metrics_and_target(task):
     text = (REPO / "conf" / "task" / f"{task}.yaml").read_text()
     cfg = compose_config(f"task={task}").task
     assert "kind:" in text or cfg.kind == "single_label"  # a kind other than the default is visible in the file
+    if cfg.kind is None:  # task=file: the kind, and with it the metrics, are read off the user's file
+        assert cfg.metrics == [] and cfg.label_names is None
+        return
     assert cfg.metrics and best_metric(cfg) in [*cfg.metrics, "loss"]
 
 
@@ -144,11 +149,14 @@ def test_task_presets_describe_their_data():
     assert all(len(pair) == 2 for pair in rte.examples) and all(isinstance(t, str) for t in ag_news.examples)
 
 
-def test_trainer_defaults_are_a_classic_fine_tune():
+def test_trainer_defaults_are_a_classic_fine_tune_sized_to_the_data():
     trainer = compose_config().trainer
-    assert trainer.learning_rate == 2e-5 and trainer.weight_decay == 0.01 and trainer.num_train_epochs == 3
-    assert trainer.lr_scheduler_type == "linear" and 0 < trainer.warmup_steps < 1
-    assert trainer.eval_strategy == trainer.save_strategy == "epoch" and trainer.load_best_model_at_end
+    assert trainer.weight_decay == 0.01 and trainer.lr_scheduler_type == "linear" and 0 < trainer.warmup_steps < 1
+    sized = [k for k in SIZED if trainer[k] is None]
+    assert sized == list(SIZED)  # sized to the training rows by finetune/training/schedule.py
+    classic, _ = sized_trainer(5000)
+    assert classic["learning_rate"] == 2e-5 and classic["num_train_epochs"] == 3
+    assert classic["eval_strategy"] == classic["save_strategy"] == "epoch" and classic["load_best_model_at_end"]
     assert list(trainer.report_to) == ["tensorboard"]
     assert compose_config("trainer=fast").trainer.num_train_epochs == 1
 
@@ -272,9 +280,10 @@ def test_experiment_presets_pin_a_whole_sweep():
 def test_sweep_and_run_folders_are_named_after_model_and_task():
     hydra = compose_config(with_hydra=True).hydra
     run_dir, subdir = OmegaConf.to_container(hydra.run)["dir"], OmegaConf.to_container(hydra.sweep)["subdir"]
-    new_run = "outputs/${run_time:%Y-%m-%d_%H-%M-%S}_${hydra:runtime.choices.model}_${hydra:runtime.choices.task}"
+    task = "${task_title:${hydra:runtime.choices.task}}"  # the preset's name, or task.title (task=file: the file's)
+    new_run = "outputs/${run_time:%Y-%m-%d_%H-%M-%S}_${hydra:runtime.choices.model}_" + task
     assert run_dir == '${resume_run_dir:${resume},"' + new_run + '"}'  # resume=<folder> names the folder instead
-    assert subdir == "${hydra:job.num}_${hydra:runtime.choices.model}_${hydra:runtime.choices.task}"
+    assert subdir == "${hydra:job.num}_${hydra:runtime.choices.model}_" + task
     assert hydra.callbacks.leaderboard._target_ == "finetune.sweeps.leaderboard.Leaderboard"
     assert hydra.callbacks.check_run_folder._target_ == "finetune.launch.CheckRunFolder"
 

@@ -167,8 +167,8 @@ def test_empty_text_names_the_row(tmp_path):
 
 def test_missing_file_and_unknown_format(tmp_path):
     assert "task.data_files.train: no such file" in load_error(topic_task(tmp_path / "nope.csv"))
-    (tmp_path / "train.xlsx").write_bytes(b"PK")
-    assert "cannot read '.xlsx' files" in load_error(topic_task(tmp_path / "train.xlsx"))
+    (tmp_path / "train.xls").write_bytes(b"PK")
+    assert "cannot read '.xls' files" in load_error(topic_task(tmp_path / "train.xls"))
 
 
 def test_empty_file_and_undecodable_file(tmp_path):

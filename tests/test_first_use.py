@@ -36,7 +36,7 @@ def tiny_run_args(tmp_path: Path, tiny_models, *extra: str):
 @pytest.mark.parametrize(
     "overrides, rate, why",
     [
-        ([], 2e-5, "the trainer's default"),
+        ([], 2e-5, "sized to the data"),
         (["peft=lora"], 2e-3, "peft.learning_rate, the fine-tuning method's default"),
         (["peft=lora", "trainer=fast"], 2e-3, "peft.learning_rate, the fine-tuning method's default"),
         (["peft=lora", "trainer.learning_rate=5e-4"], 5e-4, "trainer.learning_rate, as set"),
@@ -46,13 +46,15 @@ def tiny_run_args(tmp_path: Path, tiny_models, *extra: str):
 )
 def test_lora_brings_its_learning_rate_unless_the_user_sets_one(overrides, rate, why, tmp_path):
     from finetune.training.adapters import learning_rate_note
+    from finetune.training.schedule import sized_trainer
     from finetune.training.trainer import training_arguments
 
     cfg = with_schemas(compose_config(*overrides))
     validate(cfg)
-    assert training_arguments(cfg.trainer, {}, tmp_path).learning_rate == rate
+    sized, _ = sized_trainer(5000)  # what a run of 5,000 rows fills in where the config leaves null
+    assert training_arguments(cfg.trainer, sized, tmp_path).learning_rate == rate
     note = learning_rate_note(cfg.trainer, instantiate(cfg.peft, _convert_="object"))
-    assert note.startswith(f"Learning rate: {rate:g} ({why}")
+    assert note.startswith(f"Learning rate: {rate:g} ({why}" if why != "sized to the data" else "Learning rate: sized")
 
 
 def test_a_bad_lora_learning_rate_is_refused():

@@ -2,15 +2,12 @@
 
 import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import REPO, TINY_TRAINING, read_json, run_py, topic_args
+from tests.helpers import TINY_TRAINING, read_json, run_py, start_and_wait_for_checkpoint, topic_args
 
 # 12 epochs of 20 steps, a checkpoint and an evaluation every 10 steps: long enough to stop mid-epoch. The
 # hardware is the default's (bf16 autocast where the CPU has it natively, fused AdamW): what users resume.
@@ -51,25 +48,6 @@ def test_save_total_limit_bounds_the_checkpoints_and_keeps_the_best(uninterrupte
     best = Path(state["best_model_checkpoint"]).name
     assert best == f"checkpoint-{state['best_global_step']}" != "checkpoint-240"  # an earlier evaluation was the best
     assert [p.name for p in kept] == [best, "checkpoint-240"]
-
-
-def start_and_wait_for_checkpoint(args, cwd: Path, run_dir: Path, step: int) -> subprocess.Popen:
-    """Start run.py and return once checkpoint-<step> is complete (the Trainer writes trainer_state.json last)."""
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "run.py"), *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    marker = run_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json"
-    deadline = time.monotonic() + 300
-    while not marker.is_file():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"no {marker} before the run ended:\n{process.communicate()[0][-4000:]}")
-        time.sleep(0.02)
-    return process
 
 
 def assert_same_final_metrics(resumed: Path, uninterrupted: Path):

@@ -15,7 +15,7 @@ from typing import Any, List
 from omegaconf import DictConfig, OmegaConf
 
 from finetune.config.ranges import range_errors
-from finetune.config.schemas import CHOICES, GROUP_SCHEMAS, RUN_OWNED_TRAINER_FIELDS
+from finetune.config.schemas import CHOICES, DETECTED_CHOICES, GROUP_SCHEMAS, RUN_OWNED_TRAINER_FIELDS
 from finetune.errors import FinetuneError
 
 
@@ -105,9 +105,13 @@ def validate(cfg: DictConfig) -> None:
             )
     for dotted, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, dotted)
-        if value not in allowed:
+        if value not in allowed and not (value is None and dotted in DETECTED_CHOICES):
             errors.append(f"{dotted}={value!r} is not one of {', '.join(allowed)}.")
     errors.extend(range_errors(cfg))
+    for key in ("file", "test_file"):  # the file preset's keys: another task would train on its own data instead
+        split = "train" if key == "file" else "test"
+        if cfg.get(key) and OmegaConf.select(cfg, f"task.data_files.{split}") != cfg[key]:
+            errors.append(f"{key}={cfg[key]} is read by the file task: add task=file (the task now is another's).")
     if not cfg.model.name_or_path:
         errors.append("model.name_or_path is empty: give a hub id or a local model folder.")
     for group in GROUP_SCHEMAS:
@@ -168,19 +172,24 @@ def callbacks_errors(cfg: DictConfig) -> List[str]:
         if isinstance(node, DictConfig) and node.get("_target_") in EARLY_STOPPING_TARGETS
     ):
         where = f"callbacks.{name} (early stopping)"
+        # null settings are sized to the data, which keeps an evaluation per epoch where early stopping is on
         if trainer.get("eval_strategy", "no") == "no":
             errors.append(
                 f"{where} compares evaluations: set trainer.eval_strategy=epoch (or steps, with trainer.eval_steps)."
             )
-        if not trainer.get("load_best_model_at_end"):
+        if trainer.get("load_best_model_at_end") is False:
             errors.append(
                 f"{where} stops `patience` evaluations after the best one; without trainer.load_best_model_at_end=true "
                 "the run would keep the last, worse model. Set trainer.load_best_model_at_end=true."
             )
-        elif trainer.get("save_strategy", "steps") not in (trainer.get("eval_strategy"), "best"):
+        elif trainer.get("save_strategy", "steps") not in (
+            evaluation := trainer.get("eval_strategy") or "epoch",
+            "best",
+            None,
+        ):
             errors.append(
                 f"{where} keeps the best evaluated model, so a checkpoint must be saved at each evaluation: "
                 f"trainer.save_strategy={trainer.get('save_strategy', 'steps')} differs from "
-                f"trainer.eval_strategy={trainer.get('eval_strategy')}; set them equal."
+                f"trainer.eval_strategy={evaluation}; set them equal."
             )
     return errors

@@ -62,7 +62,7 @@ def one_of(*choices: str) -> Check:
 
 def _trains_a_step(epochs: Any, cfg: DictConfig) -> bool:
     """A run must train at least one step: epochs > 0, unless trainer.max_steps >= 1 takes their place."""
-    return epochs > 0 or integer(1)(OmegaConf.select(cfg, "trainer.max_steps", default=-1))
+    return epochs is None or epochs > 0 or integer(1)(OmegaConf.select(cfg, "trainer.max_steps", default=-1))
 
 
 SEED = Rule(integer(0, below=2**32), "an integer in [0, 2**32)", "42")  # numpy's seeds are 32-bit
@@ -74,17 +74,22 @@ RULES: Dict[str, Rule] = {
     "seed": SEED,
     "task.max_length": Rule(integer(1), "an integer >= 1 (tokens per text)", "128"),
     "task.validation_size": Rule(
-        fraction_or_count(), "a fraction in (0, 1) of the train rows, or a whole number of rows >= 1", "0.1"
+        optional(fraction_or_count()),
+        "null (a tenth, at most 2000 rows), a fraction in (0, 1) of the train rows, or a whole number of rows >= 1",
+        "0.1",
     ),
     "task.max_train_samples": Rule(optional(integer(1)), "null (all rows) or an integer >= 1", "1000"),
     "task.max_eval_samples": Rule(optional(integer(1)), "null (all rows) or an integer >= 1", "1000"),
     "task.max_test_samples": Rule(optional(integer(1)), "null (all rows) or an integer >= 1", "1000"),
-    "trainer.per_device_train_batch_size": Rule(integer(1), BATCH, "32"),
+    "trainer.per_device_train_batch_size": Rule(optional(integer(1)), "null (sized to the data) or " + BATCH, "32"),
     "trainer.per_device_eval_batch_size": Rule(integer(1), BATCH, "64"),
     "trainer.gradient_accumulation_steps": Rule(integer(1), BATCH, "1"),
-    "trainer.learning_rate": Rule(number(above=0), "a number > 0", "2e-5"),
+    "trainer.learning_rate": Rule(optional(number(above=0)), "null (sized to the data) or a number > 0", "2e-5"),
     "trainer.num_train_epochs": Rule(
-        number(at_least=0), "a number > 0 (0 only with trainer.max_steps >= 1)", "3", needs=_trains_a_step
+        optional(number(at_least=0)),
+        "null (sized to the data) or a number > 0 (0 only with trainer.max_steps >= 1)",
+        "3",
+        needs=_trains_a_step,
     ),
     "trainer.max_steps": Rule(
         lambda v: v == -1 or integer(1)(v), "an integer >= 1, or -1 to train for trainer.num_train_epochs", "1000"
@@ -98,8 +103,14 @@ RULES: Dict[str, Rule] = {
     "trainer.adam_beta2": Rule(number(at_least=0, below=1), "a number in [0, 1)", "0.999"),
     "trainer.adam_epsilon": Rule(number(above=0), "a number > 0", "1e-8"),
     "trainer.label_smoothing_factor": Rule(number(at_least=0, below=1), "a number in [0, 1)", "0.1"),
-    "trainer.eval_strategy": Rule(one_of(*STRATEGIES), "one of " + ", ".join(STRATEGIES), "epoch"),
-    "trainer.save_strategy": Rule(one_of(*STRATEGIES, "best"), "one of " + ", ".join((*STRATEGIES, "best")), "epoch"),
+    "trainer.eval_strategy": Rule(
+        optional(one_of(*STRATEGIES)), "null (sized to the data) or one of " + ", ".join(STRATEGIES), "epoch"
+    ),
+    "trainer.save_strategy": Rule(
+        optional(one_of(*STRATEGIES, "best")),
+        "null (sized to the data) or one of " + ", ".join((*STRATEGIES, "best")),
+        "epoch",
+    ),
     "trainer.logging_strategy": Rule(one_of(*STRATEGIES), "one of " + ", ".join(STRATEGIES), "steps"),
     "trainer.eval_steps": Rule(optional(fraction_or_count()), "null (= logging_steps) or " + STEPS, "500"),
     "trainer.save_steps": Rule(fraction_or_count(), STEPS, "500"),

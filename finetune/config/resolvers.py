@@ -3,6 +3,7 @@
 import importlib
 import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -63,6 +64,20 @@ def peft_learning_rate(fallback: float, *, _root_: Any) -> float:
     return fallback if rate is None else rate
 
 
+def file_stem(path: Optional[str]) -> Optional[str]:
+    """Resolver ``${file_stem:${.data_files.train}}``: a file's name without its folder and extension, as a name
+    for run folders (characters other than letters, digits, ``-``, ``_`` and ``.`` become ``_``)."""
+    if not path:
+        return None
+    return re.sub(r"[^\w.-]+", "_", Path(str(path)).stem) or None
+
+
+def task_title(choice: str, *, _root_: Any) -> str:
+    """Resolver for run folder names: ``task.title`` (the file preset's: its train file's name), else the preset's."""
+    title = OmegaConf.select(_root_, "task.title", default=None)
+    return str(title) if title else choice
+
+
 def register_resolvers() -> None:
     from finetune.distributed import run_time
 
@@ -73,6 +88,8 @@ def register_resolvers() -> None:
         ("resume_run_dir", resume_run_dir, False),
         ("config_dirs", config_dirs, False),
         ("peft_learning_rate", peft_learning_rate, False),
+        ("file_stem", file_stem, False),
+        ("task_title", task_title, False),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=use_cache)

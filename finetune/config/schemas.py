@@ -31,24 +31,30 @@ class LongTextFields:  # task.long_text: how texts longer than max_length are re
 
 @dataclass
 class TaskFields:
-    kind: str = "single_label"  # single_label | multi_label | regression: see finetune/tasks/registry.py
+    kind: Optional[str] = "single_label"  # single_label | multi_label | regression (registry.py); null: detected
     path: Optional[str] = None  # hub dataset id, used when data_files.train is not set
     name: Optional[str] = None  # hub subset, e.g. "rte" of "nyu-mll/glue"
     split_names: Dict[str, str] = field(default_factory=dict)  # hub split -> ours, e.g. validation_matched: validation
     # local files by split: train, validation, test, and further validation_* / test_* splits
     data_files: Dict[str, Optional[str]] = field(default_factory=_no_files)
     column_names: Optional[List[str]] = None  # for CSV/TSV files without a header line
-    quoted: bool = False  # TSV fields may be CSV-quoted ("..." with "" inside); GLUE's are not
+    quoted: Optional[bool] = (
+        False  # TSV fields may be CSV-quoted ("..." with "" inside); GLUE's are not; null: detected
+    )
     rename_columns: Dict[str, str] = field(default_factory=dict)  # file column -> task column, where present
-    text_fields: List[str] = field(default_factory=lambda: ["text"])
-    label_field: str = "label"
-    label_names: List[str] = field(default_factory=list)
+    # Null: detected from the train file (finetune/tasks/detection.py), as the file preset leaves them
+    text_fields: Optional[List[str]] = field(default_factory=lambda: ["text"])
+    label_field: Optional[str] = "label"
+    label_names: Optional[List[str]] = field(default_factory=list)
     label_separator: str = ","  # multi_label: a cell such as "3,17" or "joy,surprise"
     class_weights: Any = None  # null | balanced | [w0, w1, ...]: weighs the loss per class
-    calibration: str = "temperature"  # temperature | none: fitted on validation after training, folded into the head
+    # temperature | none: fitted on validation after training, folded into the head; auto: temperature where
+    # validation has enough rows to fit it (finetune/tasks/sizes.py), else none
+    calibration: str = "auto"
     max_length: int = 128
     long_text: LongTextFields = field(default_factory=LongTextFields)
-    validation_size: float = 0.1  # carved from train when there is no validation split: fraction, or rows if >= 1
+    # carved from train when there is no validation split: fraction, or rows if >= 1; null: sized to the data
+    validation_size: Optional[float] = 0.1
     folds: Optional[int] = None  # k-fold cross-validation: split train into this many folds (seeded) ...
     fold: int = 0  # ... and validate on this one, 0 to folds - 1, training on the others
     max_train_samples: Optional[int] = None
@@ -58,7 +64,8 @@ class TaskFields:
         default_factory=list
     )  # names in finetune.tasks.metrics.METRICS; empty: the kind's defaults
     metric_for_best_model: Optional[str] = None  # one of metrics, or loss; None: the first of metrics
-    examples: List[Any] = field(default_factory=list)  # texts, or [first, second] pairs
+    examples: List[Any] = field(default_factory=list)  # texts, or [first, second] pairs; empty: a few own rows
+    title: Optional[str] = None  # the task's name in run folders and model cards; null: the preset's or the file's
     # an unlabeled test split is predicted into <split>_predictions.tsv, or the name given here
     predictions_files: Dict[str, str] = field(default_factory=dict)
     predictions_as: str = "name"  # name | id: how a submission file writes the predicted classes
@@ -77,6 +84,9 @@ class ModelFields:
     base_model: Optional[str] = (
         None  # the hub id a local folder holds, for the model card; None: name_or_path if a hub id
     )
+    # fresh: transformers' random head | prototypes: the few-label head (finetune/training/prototypes.py) |
+    # auto: prototypes for single-label tasks under 1,000 training rows, else fresh
+    head: str = "auto"
 
 
 @dataclass
@@ -132,10 +142,12 @@ GROUP_SCHEMAS = {"task": TaskConfig, "model": ModelConfig, "hardware": HardwareC
 CHOICES = {
     "task.kind": ("single_label", "multi_label", "regression"),
     "task.predictions_as": ("name", "id"),
-    "task.calibration": ("temperature", "none"),
+    "task.calibration": ("auto", "temperature", "none"),
+    "model.head": ("auto", "fresh", "prototypes"),
     "hardware.device": ("auto", "cpu", "cuda", "mps"),
     "hardware.precision": ("auto", "bf16", "fp16", "fp32"),
 }
+DETECTED_CHOICES = ("task.kind",)  # null: detected from the train file (finetune/tasks/detection.py)
 # Set by the run itself, so a value in trainer.* would be silently replaced.
 RUN_OWNED_TRAINER_FIELDS = ("output_dir",)
 

@@ -39,7 +39,7 @@ class ModelRecord:
     metrics: List[str] = field(default_factory=list)  # the task's metrics; empty: the kind's defaults
     label_separator: str = ","
     column_names: Optional[List[str]] = None  # how the task's files were read: header-less files' columns
-    quoted: bool = False
+    quoted: Optional[bool] = False  # TSV: CSV-quoted; None: detected from the file
     rename_columns: Dict[str, str] = field(default_factory=dict)
     long_text: Dict[str, Any] = field(default_factory=dict)  # task.long_text; empty: truncated
     format: int = 1  # of this record
@@ -74,7 +74,7 @@ class ModelRecord:
             metrics=list(plain(task.metrics) or []),
             label_separator=task.label_separator,
             column_names=plain(task.column_names),
-            quoted=bool(task.quoted),
+            quoted=task.quoted,
             rename_columns=dict(plain(task.rename_columns) or {}),
             long_text=long_text if isinstance(long_text, dict) else long_text.as_dict(),
         )

@@ -77,7 +77,7 @@ def calibration_lines(metrics: Mapping[str, Any]) -> List[str]:
             "for labels with few validation positives)"
         )
     else:
-        how = "none (task.calibration=none)"
+        how = f"none ({fitted.get('note') or 'task.calibration=none'})"
     binning = metrics[scored[0]]["calibration"]["binning"]
     rows = [
         [
@@ -116,6 +116,8 @@ def model_card(
     run_name: str,
     task_name: Optional[str],
     errors: Sequence[str] = (),
+    examples: Sequence[Any] = (),
+    data_lines: Sequence[str] = (),
 ) -> str:
     """A Hugging Face model card: YAML front matter (base model, task, data set, results), then prose and tables."""
     from huggingface_hub import ModelCard
@@ -140,13 +142,15 @@ def model_card(
         "with finetune (Hydra + the transformers `Trainer`)."
     )
     body = _card_results(kind, metrics, run_name, intro)
+    if data_lines:
+        body += ["", "## Data", "", *data_lines]
     calibration = calibration_lines(metrics)
     if calibration:
         body += ["", "## Calibration", "", *calibration]
     if errors:  # the top confusions, and the file with every mistake
         body += ["", "## Errors", "", *errors]
     body += _long_text_lines(metrics["train"], cfg.task.max_length)
-    body += _card_closing_sections(kind, cfg.task.examples, hyperparameters)
+    body += _card_closing_sections(kind, examples, hyperparameters)
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(body)).content
 
 
@@ -198,10 +202,20 @@ def _card_results(kind, metrics: Mapping[str, Any], run_name: str, intro: str) -
         "",
         *markdown_table(["split", *kind.metrics, "loss", "rows"], _score_rows(kind, metrics)),
     ]
+    verdict = metrics["train"].get("baseline_check")
+    if verdict is not None:
+        body += ["", f"**{verdict['message']}**" if not verdict["learned"] else _baseline_line(verdict)]
     columns, rows = _per_class_rows(metrics.get("validation") or {})
     if rows:
         body += ["", "Per label (validation):", "", *markdown_table(["label", *columns], rows)]
     return body
+
+
+def _baseline_line(verdict: Mapping[str, Any]) -> str:
+    return (
+        f"Above the trivial baseline: {verdict['split']} {verdict['metric']} {verdict['model']:.4f} against "
+        f"{verdict['baseline']:.4f} for {verdict['baseline_is']} ({verdict['rows']} rows)."
+    )
 
 
 def _card_closing_sections(kind, examples: Sequence[Any], hyperparameters: Mapping[str, Any]) -> List[str]:
@@ -267,13 +281,16 @@ def _long_text_lines(train: Mapping[str, Any], max_length: int) -> List[str]:
     ]
 
 
-def hyperparameters(cfg: DictConfig, args, metrics: Mapping[str, Any], precision: str, method: str) -> Dict[str, Any]:
+def hyperparameters(
+    cfg: DictConfig, args, metrics: Mapping[str, Any], precision: str, method: str, head: str = "fresh"
+) -> Dict[str, Any]:
     """What the model card lists under Training: the settings that shape the result (``method``: how it fine-tuned)."""
     train = metrics["train"]
     weights = train.get("class_weights")
     parameters = train.get("parameters") or {}
     return {
         "fine-tuning": method,
+        "head": head,
         "trainable parameters": f"{parameters['trainable']:,} of {parameters['total']:,}" if parameters else "n/a",
         "learning rate": args.learning_rate,
         "batch size (per device)": args.per_device_train_batch_size,

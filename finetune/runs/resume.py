@@ -83,8 +83,25 @@ def _plain(cfg: DictConfig) -> Dict[str, Any]:
     return values
 
 
+# Defaults that became "decided by the run" (sized to the data, calibrated where validation holds enough rows):
+# a run saved with the value it was then given is resumed with it, not refused as a changed config.
+DECIDED_BY_THE_RUN = {
+    "trainer.learning_rate": None,
+    "trainer.num_train_epochs": None,
+    "trainer.per_device_train_batch_size": None,
+    "trainer.eval_strategy": None,
+    "trainer.save_strategy": None,
+    "trainer.load_best_model_at_end": None,
+    "task.validation_size": None,
+    "task.calibration": "auto",
+}
+
+
 def _differences(saved: Any, now: Any, prefix: str = "") -> List[str]:
     if isinstance(saved, dict) and isinstance(now, dict):
         keys = sorted(set(saved) | set(now), key=str)
         return [d for k in keys for d in _differences(saved.get(k), now.get(k), f"{prefix}{k}.")]
-    return [] if saved == now else [f"{prefix[:-1]}: {saved!r} -> {now!r}"]
+    key = prefix[:-1]
+    if saved == now or (key in DECIDED_BY_THE_RUN and now == DECIDED_BY_THE_RUN[key]):
+        return []
+    return [f"{key}: {saved!r} -> {now!r}"]

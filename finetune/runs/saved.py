@@ -30,6 +30,7 @@ LOCK_FILE = ".lock"  # flock-ed while a process works in the folder (finetune/ru
 METRICS_FILE = "metrics.json"  # written last: a run folder with it has finished
 FAILED_FILE = "failed.json"  # a sweep job that failed: its error, read by the leaderboard
 ENVIRONMENT_FILE = "environment.json"  # hardware, packages, code version and the data's fingerprints
+DETECTED_FILE = "detected.json"  # the task settings read off the train file (task=file): the task as the run read it
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_STATE = "trainer_state.json"  # the Trainer writes it last: a checkpoint with it is complete
 MODEL_DIR = "model"
@@ -93,6 +94,10 @@ class SavedRun:
     @property
     def environment_path(self) -> Path:
         return self.folder / ENVIRONMENT_FILE
+
+    @property
+    def detected_path(self) -> Path:
+        return self.folder / DETECTED_FILE
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -168,6 +173,20 @@ class SavedRun:
 
         return list(OmegaConf.load(self.overrides_path))
 
+    def detected(self) -> Dict[str, Any]:
+        """The task settings the run read off its train file (empty where it set them all)."""
+        return read_json(self.detected_path) if self.detected_path.is_file() else {}
+
+    def task(self):
+        """The run's task config as the run read it: the saved ``task`` with the settings detected from its file."""
+        from omegaconf import open_dict
+
+        task = self.config().task
+        with open_dict(task):
+            for key, value in self.detected().items():
+                task[key] = value
+        return task
+
     def metrics(self) -> Dict[str, Any]:
         return read_json(self.metrics_path)
 
@@ -180,6 +199,23 @@ class SavedRun:
     # --- writing ------------------------------------------------------------------------------
     def write_metrics(self, metrics: Dict[str, Any]) -> None:
         write_json(self.metrics_path, metrics)
+
+    def write_detected(self, detected: Dict[str, Any]) -> None:
+        write_json(self.detected_path, detected)
+
+    def record_detected(self, detected: Dict[str, Any], write: bool = True) -> None:
+        """Keep the settings the task read off its train file; a resumed run that reads others is refused."""
+        before = self.detected()
+        if before and before != detected:
+            changed = ", ".join(
+                f"task.{k}: {before.get(k)!r} -> {v!r}" for k, v in detected.items() if before.get(k) != v
+            )
+            raise FinetuneError(
+                f"The train file now gives other settings than when this run started ({changed}): start a new run, "
+                "or set them as they were on the command line."
+            )
+        if write:
+            self.write_detected(detected)
 
     def write_environment(self, environment: Dict[str, Any]) -> None:
         write_json(self.environment_path, environment)

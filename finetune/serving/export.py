@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from finetune.errors import FinetuneError
+from finetune.errors import FinetuneError, unwrapped
 from finetune.files import replaced_atomically
 from finetune.inference.predictor import Predictor, Text
 from finetune.inference.runners import require_onnx
@@ -50,6 +50,7 @@ class Reference:
 
 def run_validation(folder: ModelFolder) -> Reference:
     """The run's validation split, rebuilt as training built it: the saved config, its data files and its seed."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     from finetune.config.resolvers import register_resolvers
@@ -65,17 +66,22 @@ def run_validation(folder: ModelFolder) -> Reference:
     register_resolvers()
     cfg = run.config()
     try:
-        task = instantiate(cfg.task, _convert_="object")
-        validation = task.load(seed=cfg.seed)["validation"]
+        try:
+            task = instantiate(cfg.task, _convert_="object")
+        except InstantiationException as error:  # the task reads its file when built: its own message
+            raise unwrapped(error) from None
+        splits = task.load(seed=cfg.seed)
     except FinetuneError as error:
         raise FinetuneError(
             f"Rebuilding the validation split of {run.folder} failed ({error}); "
             "give the rows to check with --check-file FILE."
         ) from error
-    columns = [validation[field] for field in folder.record.text_fields]
+    split = "validation" if "validation" in splits else "test"  # few labels and a test file: no validation split
+    rows = splits[split]
+    columns = [rows[field] for field in folder.record.text_fields]
     texts = columns[0] if len(columns) == 1 else list(zip(*columns))
     return Reference(
-        list(texts), label_array(validation), f"the validation split of the run ({len(texts)} rows, seed {cfg.seed})"
+        list(texts), label_array(rows), f"the {split} split of the run ({len(texts)} rows, seed {cfg.seed})"
     )
 
 

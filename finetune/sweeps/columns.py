@@ -4,7 +4,8 @@ from typing import Any, Dict, List
 
 from finetune.markdown import markdown_table
 
-FIRST_COLUMNS = ["job", "overrides", "task", "metric", "score"]  # score: the job's validation value of its metric
+# score: the job's validation value of its metric; learned: above the trivial baseline (yes / NO)
+FIRST_COLUMNS = ["job", "overrides", "task", "metric", "score", "learned"]
 LAST_COLUMNS = ["train_time_s", "status", "error", "run_folder"]
 
 

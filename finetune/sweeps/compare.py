@@ -70,8 +70,8 @@ def runs_of(spec: str) -> List[Path]:
 def load_run(folder: Path) -> Run:
 
     run = SavedRun(folder)
-    config, environment = run.config(), run.environment()
-    return Run(folder, config.task, {split: data["sha256"] for split, data in environment["data"].items()})
+    environment = run.environment()
+    return Run(folder, run.task(), {split: data["sha256"] for split, data in environment["data"].items()})
 
 
 def kind_of(task):

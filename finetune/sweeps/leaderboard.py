@@ -43,13 +43,14 @@ def job_row(job_dir: Path) -> Dict[str, Any]:
     """One leaderboard row from a job folder: a column per split and metric of the job's task."""
     job = SavedRun(job_dir)
     config = job.config(typed=False)
+    task = job.task() if job.has_config else config.task
     hydra = job.hydra()
     task_metrics = list(config.task.get("metrics") or [])
     row: Dict[str, Any] = {
         "job": hydra.job.num,
         "overrides": " ".join(job.overrides()),
         "task": hydra.runtime.choices.get("task"),
-        "metric": best_metric(config.task),
+        "metric": best_metric(task),
         "run_folder": str(job_dir),
         "status": "failed",
         "error": "",
@@ -57,7 +58,8 @@ def job_row(job_dir: Path) -> Dict[str, Any]:
     }
     if job.is_finished:
         metrics = job.metrics()
-        names = task_metrics or [k for k, v in metrics["validation"].items() if isinstance(v, float) and k != "loss"]
+        first = metrics["validation"] or metrics.get("test") or {}  # few labels and a test file: no validation split
+        names = task_metrics or [k for k, v in first.items() if isinstance(v, float) and k != "loss"]
         for split, report in metrics.items():
             if split != "train" and report:
                 prefix = split.replace("validation", "val", 1)
@@ -67,8 +69,13 @@ def job_row(job_dir: Path) -> Dict[str, Any]:
         row["task_score"] = sum(metrics[s][n] for s in validation_splits for n in names) / max(
             len(validation_splits) * len(names), 1
         )
+        verdict = metrics["train"].get("baseline_check")
         row.update(
-            status="completed", score=row.get(f"val_{row['metric']}"), train_time_s=metrics["train"]["runtime_s"]
+            status="completed",
+            score=row.get(f"val_{row['metric']}", row.get(f"test_{row['metric']}")),  # few labels: test only
+            train_time_s=metrics["train"]["runtime_s"],
+            # above the trivial baseline (finetune/tasks/baseline.py); empty for runs from before the check
+            learned="" if verdict is None else "yes" if verdict["learned"] else "NO",
         )
     elif job.failed_path.is_file():
         row["error"] = job.failure()["error"].splitlines()[0]

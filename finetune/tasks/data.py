@@ -10,14 +10,15 @@ from finetune.config.schemas import SPLIT_NAME, TaskFields
 from finetune.errors import FinetuneError
 from finetune.files import write_text
 from finetune.hub import hub_failure
-from finetune.tasks.formats import quieted, read_error, reader
+from finetune.tasks.detection import Detected
+from finetune.tasks.formats import read_local
 from finetune.tasks.kind import UNLABELED_MARKERS, TaskKind
 from finetune.tasks.registry import KINDS
+from finetune.tasks.validation import LABEL, carved, fold_split, label_array, trains_on_every_row
 from finetune.tasks.windows import LongText, Windowing, cut_warning, encode_windows, length_summary
 
 log = logging.getLogger(__name__)
 
-LABEL = "label"  # the column name DataCollatorWithPadding and the models expect
 DOCUMENT = "document"  # windowed splits: the row of the split each window comes from (the Trainer drops it)
 LENGTH_SAMPLE = 2000  # rows per split whose token lengths are measured
 SplitFiles = Dict[str, Tuple[Any, str]]  # split -> (dataset, where it came from, for messages)
@@ -34,12 +35,35 @@ class TextClassificationData(TaskFields):
     fold_rows = None  # with task.folds, after load(): the positions in train of the rows the fold validates on
 
     def __post_init__(self) -> None:
-        # Settings become the objects they name: how texts longer than max_length are read, and the kind
-        # (what the labels mean: parsing, loss, predictions, metrics; finetune/tasks/registry.py).
+        # Settings left unset (null) are read off the train file first (finetune/tasks/detection.py); then settings
+        # become the objects they name: how texts longer than max_length are read, and the kind (what the labels
+        # mean: parsing, loss, predictions, metrics; finetune/tasks/registry.py).
+        self.detected: Optional[Detected] = self._detected() if self.detects else None
         self.long_text = LongText.of(self.long_text)
         self.kind: TaskKind = KINDS[self.kind](
             self.label_names, self.metrics, self.class_weights, self.label_separator, self.calibration
         )
+
+    @property
+    def detects(self) -> bool:
+        """Whether a setting is left to the data: text or label column, label names, kind."""
+        return any(v is None for v in (self.text_fields, self.label_field, self.label_names, self.kind))
+
+    def _detected(self) -> Detected:
+        """Read the train file and fill in every setting left unset; anything set is kept as it is."""
+        from finetune.tasks.detection import detect_in
+
+        path = self.data_files.get("train")
+        if not path:
+            unset = [k for k in ("text_fields", "label_field", "label_names", "kind") if getattr(self, k) is None]
+            raise FinetuneError(
+                f"task.{unset[0]} is unset (null), and is only detected from a local train file; "
+                f"set task.{unset[0]}, or give task.data_files.train=<file>."
+            )
+        detected = detect_in(self._renamed(self._read("train", path), path)[0], self)
+        for key, value in detected.as_dict().items():
+            setattr(self, key, value)  # construction not yet done: the kind is built from these next
+        return detected
 
     @staticmethod
     def config_errors(task: Any) -> List[str]:
@@ -63,7 +87,7 @@ class TextClassificationData(TaskFields):
                 )
             # the limit first: the folds then cover exactly the rows that are trained and validated on
             splits["train"] = limited(splits["train"], self.max_train_samples)
-            splits["train"], splits["validation"] = self.fold_split(splits["train"], seed)
+            splits["train"], splits["validation"], self.fold_rows = fold_split(self, splits["train"], seed)
             log.info(
                 "Fold %d of %d (seed %d): validating on %d train rows, training on the other %d",
                 self.fold,
@@ -72,8 +96,8 @@ class TextClassificationData(TaskFields):
                 len(splits["validation"]),
                 len(splits["train"]),
             )
-        elif "validation" not in splits:
-            splits["train"], splits["validation"] = self._carve_validation(splits["train"], seed)
+        elif "validation" not in splits and not trains_on_every_row(self, splits):
+            splits["train"], splits["validation"] = carved(self, splits["train"], seed)
         splits = DatasetDict({name: splits[name] for name in sorted(splits, key=split_order)})
         for split in splits:
             if split == "train" and self.folds:
@@ -88,57 +112,6 @@ class TextClassificationData(TaskFields):
             splits[split] = limited(splits[split], limit)
         return splits
 
-    def fold_split(self, train, seed: int):
-        """``(train, validation)``: fold ``task.fold`` of ``task.folds`` seeded folds of ``train`` is validation.
-
-        Stratified (each fold keeps the label mix) where labels are classes and every class has a
-        row for each fold; otherwise plain folds. The same seed cuts the same folds, so the K
-        runs of one seed validate on disjoint parts that together are all of train.
-        """
-        import numpy as np
-        from sklearn.model_selection import KFold, StratifiedKFold
-
-        labels = label_array(train)
-        if len(train) < 2 * self.folds:
-            raise FinetuneError(
-                f"task.folds={self.folds} needs at least {2 * self.folds} train rows (two per fold), "
-                f"got {len(train)}: lower task.folds."
-            )
-        counts = np.bincount(labels) if self.kind.stratify else np.array([])
-        stratify = bool(self.kind.stratify and counts[counts > 0].min() >= self.folds)
-        splitter = (StratifiedKFold if stratify else KFold)(n_splits=self.folds, shuffle=True, random_state=seed)
-        train_rows, validation_rows = list(splitter.split(np.zeros(len(train)), labels if stratify else None))[
-            self.fold
-        ]
-        self.fold_rows = validation_rows.tolist()  # the train rows this fold validates on: its out-of-fold predictions
-        return train.select(train_rows), train.select(validation_rows)
-
-    def _carve_validation(self, train, seed: int):
-        """A seeded validation split out of train: stratified where labels are classes and every class
-        can give a row to both sides; otherwise (multi-label, regression, a class of one row) random."""
-        import math
-
-        import numpy as np
-
-        size = self.validation_size if self.validation_size < 1 else int(self.validation_size)
-        stratify = self.kind.stratify and bool(np.bincount(label_array(train)).min() >= 2)
-        rows = len(train)
-        classes = int((np.bincount(label_array(train)) > 0).sum()) if stratify else 1  # each class on both sides
-        held_out = math.ceil(size * rows) if size < 1 else size  # as train_test_split counts a fraction
-        if not classes <= held_out <= rows - classes:
-            example = min(max(classes, round(rows / 10)), rows - classes)
-            none_left = ", which leaves no training rows" if held_out >= rows else ""
-            over = f"a split stratified over {classes} classes needs" if stratify else "it must be"
-            raise FinetuneError(
-                f"task.validation_size={size} holds out {held_out} of the {rows} train rows{none_left}; {over} "
-                f"{classes} to {rows - classes}: e.g. task.validation_size={example}, "
-                "or give task.data_files.validation."
-            )
-        held_out_split = train.train_test_split(
-            test_size=size, stratify_by_column=LABEL if stratify else None, seed=seed
-        )
-        return held_out_split["train"], held_out_split["test"]
-
     def _load_hub(self) -> SplitFiles:
         from datasets import load_dataset
 
@@ -152,23 +125,15 @@ class TextClassificationData(TaskFields):
         return {ours: (loaded[hub], f"{self.path} [{hub}]") for ours, hub in renamed.items() if SPLIT_NAME.match(ours)}
 
     def _load_local(self) -> SplitFiles:
-        from datasets import load_dataset
+        return {split: (self._read(split, path), path) for split, path in self.data_files.items() if path}
 
-        loaded = {}
-        for split, path in self.data_files.items():
-            if not path:
-                continue
-            key = f"task.data_files.{split}"
-            file = Path(path).expanduser()
-            if not file.is_file():
-                raise FinetuneError(f"{key}: no such file: {path}")
-            builder, options = reader(file, key, self.column_names, self.quoted, self.text_fields)
-            try:
-                with quieted("datasets"):  # the error is reported once, below
-                    loaded[split] = (load_dataset(builder, data_files={split: str(file)}, split=split, **options), path)
-            except Exception as error:
-                raise read_error(error, key, path, file) from error
-        return loaded
+    def _read(self, split: str, path: str):
+        """One local file as a ``datasets.Dataset`` (cached by datasets: detection and loading read it once)."""
+        key = f"task.data_files.{split}"
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise FinetuneError(f"{key}: no such file: {path}")
+        return read_local(file, key, split, self.column_names, self.quoted, self.text_fields or ())
 
     def _renamed(self, ds, source: str) -> Tuple[Any, str]:
         """``ds`` with ``rename_columns`` applied, and what was renamed, for messages.
@@ -176,7 +141,7 @@ class TextClassificationData(TaskFields):
         The same preset reads the hub's columns and the original files' (GLUE's "#1 String", "Quality");
         a column the task names itself (``task.label_field=score``) is read as it is, not renamed away.
         """
-        named = {*self.text_fields, self.label_field}
+        named = {*(self.text_fields or []), self.label_field}
         renames = {
             old: new
             for old, new in self.rename_columns.items()
@@ -238,6 +203,13 @@ class TextClassificationData(TaskFields):
         # lets datasets cache them, so a second run on the same data skips tokenization.
         checked = ds.map(check, batched=True, with_indices=True, remove_columns=other, desc=f"Checking {split}")
         return checked.cast_column(LABEL, kind.label_feature()) if labeled else checked
+
+    def warnings(self, splits) -> List[str]:
+        """What the rows warn of: texts in both train and a held-out split, classes with very few training rows."""
+        from finetune.tasks.detection import split_warnings
+
+        held_out = {name: split for name, split in splits.items() if name != "train" and not self.folds}
+        return split_warnings(splits["train"], held_out, self.text_fields, self.kind, label_array(splits["train"]))
 
     def is_labeled(self, ds) -> bool:
         return LABEL in ds.column_names
@@ -348,8 +320,3 @@ def limited(split, limit: Optional[int]):
 def split_order(name: str) -> Tuple[int, str]:
     """train, validation, validation_*, test, test_*: the order splits are shown and scored in."""
     return (0 if name == "train" else 1 if name.startswith("validation") else 2, name)
-
-
-def label_array(ds):
-    """The label ids of a split as one numpy array, without reading the text columns."""
-    return ds.select_columns([LABEL]).with_format("numpy")[:][LABEL]

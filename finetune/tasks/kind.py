@@ -16,22 +16,28 @@ from finetune.tasks.metrics import compute
 
 log = logging.getLogger(__name__)
 UNLABELED_MARKERS = (-1, "-1", None)  # the hub's marker for a test split without labels (GLUE)
+# task.calibration=auto fits temperatures on this many validation rows or more: on fewer, the fit is noise (a
+# temperature fitted on 30 rows can make a model's answers more confident and less calibrated)
+MIN_CALIBRATION_ROWS = 100
 
 
 def label_index(value: Any, ids: Dict[str, int]) -> Optional[int]:
-    """A label given as a name, an int, or an int written as text; None if it is none of those."""
+    """A label given as a name, an int, or an int written as text; None if it is none of those.
+
+    A whole number that is a label's name (labels 1, 2, 10 read from a file) is that label; else it is the id.
+    """
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        value = int(value)
+    if isinstance(value, int):
+        return ids.get(str(value), value)
     if isinstance(value, str):
         if value in ids:
             return ids[value]
         stripped = value.strip()
         if stripped.lstrip("-").isdigit():
-            return int(stripped)
+            return ids.get(str(int(stripped)), int(stripped))
         return ids.get(stripped)
     return None
 
@@ -54,7 +60,7 @@ class TaskKind(ABC):
         calibration: str = "temperature",
     ):
         self.label_names = list(label_names)
-        self.calibration = calibration  # task.calibration: temperature | none
+        self.calibration = calibration  # task.calibration: auto | temperature | none
         self.temperatures: Optional[List[float]] = None  # one per output, after calibrate(); None: logits as they are
         self.metrics = list(metrics) or list(self.default_metrics)
         self.class_weights_setting = class_weights
@@ -151,6 +157,13 @@ class TaskKind(ABC):
     def predict(self, scores):
         """What the model predicts: class ids, a 0/1 matrix, or values."""
 
+    baseline = ""  # the trivial baseline, in words: what a model that read no text predicts
+    prototype_head = False  # whether a head can start from class means (model.head=prototypes)
+
+    @abstractmethod
+    def baseline_logits(self, train_labels, rows: int):
+        """``rows`` rows of the baseline's logits: the same for every row, from the training labels alone."""
+
     def evaluate(self, truth, logits) -> Dict[str, float]:
         """The task's metrics (``task.metrics``) on one split."""
         return compute(self.metrics, truth, self.predict(self.scores(logits)))
@@ -219,6 +232,19 @@ class TaskKind(ABC):
         import numpy as np
 
         return bool(np.array_equal(np.argmax(raw_logits, axis=-1), np.argmax(calibrated_logits, axis=-1)))
+
+    def calibration_skipped(self, rows: int) -> Optional[Dict[str, Any]]:
+        """What ``calibrate`` reports where it fits no temperature (``task.calibration``, ``rows`` of validation);
+        None where it fits them."""
+        if self.calibration == "none":
+            return {"method": "none", "note": "task.calibration=none"}
+        if self.calibration == "auto" and rows < MIN_CALIBRATION_ROWS:
+            return {
+                "method": "none",
+                "note": f"not fitted: {rows} validation rows are too few for a temperature that holds "
+                f"(task.calibration=auto fits one on {MIN_CALIBRATION_ROWS} rows or more)",
+            }
+        return None
 
     def calibration_scores(self, truth, logits) -> Optional[Dict[str, float]]:
         """ECE, NLL and Brier score of one split's logits; None where the outputs are no probabilities."""

@@ -125,6 +125,14 @@ class MultiLabel(TaskKind):
     def predict(self, scores):
         return (scores >= self.threshold_array()).astype(int)
 
+    baseline = "each label's training share"
+
+    def baseline_logits(self, train_labels, rows: int):
+        import numpy as np
+
+        share = np.clip(np.asarray(train_labels, dtype="float64").mean(axis=0), 1e-6, 1 - 1e-6)
+        return np.tile(np.log(share / (1 - share)), (rows, 1))
+
     def tune_thresholds(self, truth, logits) -> List[float]:
         """Thresholds that hold on new rows: a label with at least ``MIN_POSITIVES`` positives in ``truth``
         gets the cut-off with its best F1; every other label shares the one cut-off (0.05 to 0.95) with the
@@ -167,7 +175,7 @@ class MultiLabel(TaskKind):
     def calibrate(self, truth, logits) -> Dict[str, Any]:
         """Temperatures (one per label with ``MIN_POSITIVES`` validation positives, one shared by the others),
         then thresholds on the calibrated scores."""
-        fitted = self.fit_temperatures(truth, logits) if self.calibration == "temperature" else {"method": "none"}
+        fitted = self.calibration_skipped(len(truth)) or self.fit_temperatures(truth, logits)
         self.tune_thresholds(truth, self.calibrated(logits))
         return {
             **fitted,

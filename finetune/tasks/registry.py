@@ -54,7 +54,10 @@ def best_metric(task: Any) -> str:
         return task.metric_for_best_model
     if task.metrics:
         return task.metrics[0]
-    kind = task.kind  # a config's kind names one; a task object's is the kind itself
+    kind = task.kind  # a config's kind names one (null: detected by the run, single-label by default); a task
+    # object's is the kind itself
+    if kind is None:
+        return SingleLabel.default_metrics[0]
     return (KINDS[kind] if isinstance(kind, str) else kind).default_metrics[0]
 
 

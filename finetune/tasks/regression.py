@@ -110,6 +110,13 @@ class Regression(TaskKind):
     def predict(self, scores):
         return scores
 
+    baseline = "the training mean"
+
+    def baseline_logits(self, train_labels, rows: int):
+        import numpy as np
+
+        return np.full((rows, 1), float(np.mean(np.asarray(train_labels, dtype="float64"))))
+
     def figure(self, report, truth, logits, title):
         from finetune.tasks.figures import scatter_figure
 

@@ -10,7 +10,8 @@ from finetune.tasks.windows import long_text_errors
 
 def task_errors(task: Any) -> List[str]:
     """Every problem with the ``task`` node, one message each (``TextClassificationData.config_errors``)."""
-    errors = kind_errors(task) if task.kind in CHOICES["task.kind"] else []
+    detected = task.kind is None or task.label_names is None  # read off the train file: checked once read
+    errors = kind_errors(task) if task.kind in CHOICES["task.kind"] and not detected else []
     for split in task.data_files:
         if not SPLIT_NAME.match(str(split)):
             errors.append(
@@ -19,11 +20,14 @@ def task_errors(task: Any) -> List[str]:
             )
     errors.extend(fold_errors(task))
     errors.extend(long_text_errors(task))
-    if len(task.text_fields) not in (1, 2):
+    if task.text_fields is not None and len(task.text_fields) not in (1, 2):
         errors.append(f"task.text_fields must name one text column or two (a pair), got {list(task.text_fields)}.")
     if not task.data_files.get("train") and not task.path:
-        errors.append("The task has no data: set task.data_files.train=<file> (local) or task.path=<hub dataset>.")
-    for example in task.examples:
+        errors.append(
+            "The task has no data: give your own file with task=file file=<path>, or set "
+            "task.data_files.train=<file> (local) or task.path=<hub dataset>."
+        )
+    for example in task.examples if task.text_fields is not None else []:
         is_pair = not isinstance(example, str)
         if is_pair != (len(task.text_fields) == 2) or (is_pair and len(example) != 2):
             shape = "[first, second] pairs" if len(task.text_fields) == 2 else "plain strings"

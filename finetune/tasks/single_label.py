@@ -64,6 +64,15 @@ class SingleLabel(TaskKind):
     def predict(self, scores):
         return scores.argmax(axis=-1)
 
+    baseline = "the majority class"
+    prototype_head = True
+
+    def baseline_logits(self, train_labels, rows: int):
+        import numpy as np
+
+        counts = np.bincount(np.asarray(train_labels, dtype=int), minlength=self.num_labels).astype("float64")
+        return np.tile(np.log(np.clip(counts / counts.sum(), 1e-12, None)), (rows, 1))
+
     def votes(self, scores):
         import numpy as np
 
@@ -79,8 +88,9 @@ class SingleLabel(TaskKind):
         """One temperature for all classes, minimising the validation NLL (kept at 1 where no other does better)."""
         from finetune.tasks.calibration import fit_temperature, softmax_nll
 
-        if self.calibration == "none":
-            return {"method": "none"}
+        skipped = self.calibration_skipped(len(truth))
+        if skipped:
+            return skipped
         temperature = fit_temperature(softmax_nll, logits, truth)
         self.temperatures = [temperature] * self.num_labels
         fitted = {"method": "temperature", "fitted_on": "validation", "temperature": temperature}

@@ -176,7 +176,7 @@ def learning_rate_note(trainer_cfg: DictConfig, adapter: PeftFields) -> str:
     if "peft_learning_rate" not in written:  # a number: the command line, an experiment or a trainer preset set it
         return f"Learning rate: {rate:g} (trainer.learning_rate, as set)"
     if adapter.learning_rate is None:
-        return f"Learning rate: {rate:g} (the trainer's default; trainer.learning_rate=<rate> sets another)"
+        return "Learning rate: sized to the data, below (trainer.learning_rate=<rate> sets another)"
     return (
         f"Learning rate: {rate:g} (peft.learning_rate, the fine-tuning method's default: "
         "LoRA's adapters are few weights and want "

@@ -129,3 +129,27 @@ class PretrainedClassifier(ModelFields):
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         return model
+
+    def uses_prototypes(self, kind, rows: int) -> bool:
+        """``model.head``: the few-label head where asked, or (auto) for classes under FEW_LABELS training rows."""
+        from finetune.training.schedule import is_few_labels
+
+        if self.head == "auto":
+            return kind.prototype_head and is_few_labels(rows)
+        if self.head == "prototypes" and not kind.prototype_head:
+            raise FinetuneError(
+                f"model.head=prototypes starts a head from class means: a {kind.name} task has none; "
+                "set model.head=fresh (or auto)."
+            )
+        return self.head == "prototypes"
+
+    def prototype_head(self, model, kind, train, tokenizer) -> str:
+        """The few-label head (finetune/training/prototypes.py) on ``model``; what was done, in words."""
+        from transformers import DataCollatorWithPadding
+
+        from finetune.training.prototypes import fold_mean_pooling, init_from_prototypes, mean_pooled
+
+        folded = mean_pooled(self) and fold_mean_pooling(model)
+        init_from_prototypes(model, kind, train, DataCollatorWithPadding(tokenizer))
+        pooling = "mean pooling folded in as one more layer, " if folded else ""
+        return f"the few-label head: {pooling}the head started from the {len(train)} training rows' class means"

@@ -17,13 +17,14 @@ from omegaconf import DictConfig
 
 from finetune.config.checks import validate
 from finetune.distributed import rank
-from finetune.errors import FinetuneError, StoppedBySignal, setup_stage
+from finetune.errors import FinetuneError, StoppedBySignal, setup_stage, unwrapped
 from finetune.hub import go_offline_if_unreachable
 from finetune.runs.folders import latest_checkpoint
 from finetune.runs.saved import SavedRun
 from finetune.tasks.data import DOCUMENT, LABEL, label_array
 from finetune.tasks.registry import best_metric
 from finetune.training.outputs import show_examples, write_outputs
+from finetune.training.schedule import sized_settings
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class PreparedRun:
     checkpoint: Optional[str]  # resumed from
     parameters: Dict[str, Any]
     lengths: Dict[str, Any]  # per split: token lengths, and the share longer than task.max_length
+    head: str  # how the classification head started (model.head), in words
 
     @property
     def kind(self):
@@ -61,7 +63,10 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     from finetune.runs.report import console_summary
 
     log.info(console_summary(prepared.kind, metrics, run_dir, SavedRun(run_dir).logs_dir))
-    if prepared.task.examples and trainer.is_world_process_zero():
+    verdict = metrics["train"]["baseline_check"]
+    if verdict is not None and not verdict["learned"]:  # the last word, where the summary is read
+        log.warning(verdict["message"])
+    if trainer.is_world_process_zero():
         show_examples(prepared)
     return metrics
 
@@ -71,6 +76,8 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
     validate(cfg)  # config mistakes fail here, before heavy imports and downloads
     checkpoint = latest_checkpoint(run_dir, remove_incomplete=rank() == 0) if cfg.get("resume") else None
     task, pretrained, hardware, adapter = built_groups(cfg)
+    if task.detected is not None:  # a resumed run must read its file as it did
+        SavedRun(run_dir).record_detected(task.detected.as_dict(), write=rank() == 0)
     splits = loaded_data(cfg, task)
 
     from finetune.training.adapters import parameter_counts
@@ -84,15 +91,16 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
         tokenizer = pretrained.load_tokenizer()
     task.check_max_length(tokenizer.model_max_length, pretrained.name_or_path)
     lengths, encoded = tokenized(task, splits, tokenizer, args, hardware)
-    model = built_model(cfg, task, pretrained, hardware, adapter, tokenizer)
+    model, head = built_model(cfg, task, pretrained, hardware, adapter, tokenizer, encoded["train"])
     with setup_stage("Building the Trainer", ("trainer", "hardware"), "trainer.*, hardware.*"):
-        documents = encoded["validation"][DOCUMENT] if task.long_text.windowed else None  # metrics per document
+        validation = encoded.get("validation")  # none with few labels and a labeled test file (tasks/data.py)
+        documents = validation[DOCUMENT] if task.long_text.windowed and validation is not None else None
         trainer = build_trainer(
             args,
             model,
             tokenizer,
             encoded["train"],
-            encoded["validation"],
+            validation,
             task.kind,
             callbacks,
             hardware.padding_multiple,
@@ -102,18 +110,34 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
     use_run_trackers(trainer, cfg)
     parameters = parameter_counts(model)
     return PreparedRun(
-        cfg, run_dir, task, hardware, adapter, splits, encoded, tokenizer, trainer, checkpoint, parameters, lengths
+        cfg,
+        run_dir,
+        task,
+        hardware,
+        adapter,
+        splits,
+        encoded,
+        tokenizer,
+        trainer,
+        checkpoint,
+        parameters,
+        lengths,
+        head,
     )
 
 
 def built_groups(cfg: DictConfig) -> Tuple[Any, Any, Any, Any]:
     """The task, model, hardware and peft groups' objects, and what their small files can refuse before any data."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     with setup_stage("Reading the config", ("task", "model", "hardware"), "task.*, model.*, hardware.*"):
-        task, pretrained, hardware, adapter = (
-            instantiate(cfg[group], _convert_="object") for group in ("task", "model", "hardware", "peft")
-        )
+        try:
+            task, pretrained, hardware, adapter = (
+                instantiate(cfg[group], _convert_="object") for group in ("task", "model", "hardware", "peft")
+            )
+        except InstantiationException as error:  # the task reads its file when built: its message, as it is
+            raise unwrapped(error) from None
     refuse_early(cfg, task, pretrained, adapter)
     if (task.path and not task.data_files.get("train")) or not pretrained.is_local:
         go_offline_if_unreachable()
@@ -128,7 +152,11 @@ def loaded_data(cfg: DictConfig, task) -> Dict[str, Any]:
     started = time.perf_counter()
     with setup_stage("Loading the data", ("task",), "task.path, task.name, task.data_files.*"):
         splits = task.load(seed=cfg.seed)
+    if task.detected is not None:
+        log.info(task.detected.describe(task.data_files["train"]))
     log.info("%s\nLoaded and checked in %.1f s", task.summary(splits), time.perf_counter() - started)
+    for warning in task.warnings(splits):
+        log.warning(warning)
     task.kind.fit(label_array(splits["train"]))  # what the labels mean: loss, predictions, metrics, reports
     return splits
 
@@ -152,6 +180,7 @@ def arguments(cfg: DictConfig, run_dir: Path, task, hardware, adapter, splits, c
     best = best_metric(task)
     defaults = {
         **hardware_args,
+        **sized_settings(cfg, len(splits["train"])),
         "metric_for_best_model": best,
         "greater_is_better": greater_is_better(best),
         "run_name": run_dir.name,
@@ -160,18 +189,23 @@ def arguments(cfg: DictConfig, run_dir: Path, task, hardware, adapter, splits, c
         return training_arguments(cfg.trainer, defaults, run_dir)
 
 
-def built_model(cfg: DictConfig, task, pretrained, hardware, adapter, tokenizer):
-    """The model with the task's head (seeded), LoRA's adapters where asked, prepared for the hardware."""
+def built_model(cfg: DictConfig, task, pretrained, hardware, adapter, tokenizer, train):
+    """The model with the task's head (seeded; from class means with few labels), LoRA's adapters where asked,
+    prepared for the hardware."""
     from transformers import set_seed
 
     set_seed(cfg.seed)  # before the classification head is initialised
     with setup_stage("Loading the model", ("model",), "model.name_or_path, model.attn_implementation"):
         model = pretrained.load_model(task.kind.model_config(), tokenizer)
     task.kind.prepare_model(model)
+    head = "fresh (transformers' random initialisation)"
+    if pretrained.uses_prototypes(task.kind, len(train)):
+        head = pretrained.prototype_head(model, task.kind, train, tokenizer)
+    log.info("Head: %s (model.head=%s)", head, pretrained.head)
     with setup_stage("Adding the LoRA adapters", ("peft",), "peft.*"):
         model = adapter.wrap(model)  # LoRA: adapters on the encoder, the head trained in full
     hardware.prepare_model(model)  # after wrap: LoRA's dropouts too
-    return model
+    return model, head
 
 
 def tokenized(task, splits, tokenizer, args, hardware) -> Tuple[Dict[str, Any], Any]:
@@ -245,7 +279,11 @@ def score(prepared: PreparedRun, result) -> Tuple[Dict[str, Any], Dict[str, Any]
     if long_text.windowed:  # one row per document from here on
         outputs, costs = scored_documents(outputs, encoded, kind, long_text.aggregation, DOCUMENT)
     raw = {split: logits_of(output.predictions) for split, output in outputs.items()}
-    calibration = kind.calibrate(outputs["validation"].label_ids, raw["validation"])
+    calibration = (
+        kind.calibrate(outputs["validation"].label_ids, raw["validation"])
+        if "validation" in outputs
+        else {"method": "none", "note": "not fitted: no validation split (few labels, every labeled row trained)"}
+    )
     logits = {split: calibrated_logits(kind, split, raw[split]) for split in raw}
     metrics: Dict[str, Any] = {
         "validation": None,
@@ -271,8 +309,23 @@ def score(prepared: PreparedRun, result) -> Tuple[Dict[str, Any], Dict[str, Any]
         if scalars:
             trainer.log(scalars)
     kind.fold_temperatures(trainer.model)  # from here on the model itself gives calibrated probabilities
-    metrics["train"] = train_report(prepared, result)
+    metrics["train"] = {**train_report(prepared, result), "baseline_check": baseline_check(prepared, outputs, metrics)}
     return {"outputs": outputs, "logits": logits, "raw_logits": raw}, metrics
+
+
+def baseline_check(prepared: PreparedRun, outputs, metrics: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """Each scored split's trivial baseline (into its metrics); the verdict on the largest, logged if not learned."""
+    from finetune.tasks.baseline import check, verdict_line
+
+    trainer = prepared.trainer
+    scored = {split: (output.label_ids, metrics[split]) for split, output in outputs.items()}
+    baselines, verdict = check(prepared.kind, best_metric(prepared.task), label_array(prepared.splits["train"]), scored)
+    for split, scores in baselines.items():
+        metrics[split]["baseline"] = scores
+    if verdict is not None and not verdict["learned"]:
+        verdict["message"] = verdict_line(verdict, trainer.state.global_step, trainer.args.learning_rate)
+        log.warning(verdict["message"])
+    return verdict
 
 
 def train_report(prepared: PreparedRun, result) -> Dict[str, Any]:
@@ -289,6 +342,7 @@ def train_report(prepared: PreparedRun, result) -> Dict[str, Any]:
         "epochs": result.metrics.get("epoch"),
         "steps": result.global_step,
         "samples": len(encoded["train"]),
+        "metric_for_best_model": best_metric(prepared.task),
         # on this process; real / computed tokens: the share of the compute spent on text, not padding
         "tokens": trainer.real_tokens,
         "padding_efficiency": trainer.real_tokens / max(trainer.computed_tokens, 1),

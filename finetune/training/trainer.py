@@ -43,7 +43,14 @@ def training_arguments(trainer_cfg: DictConfig, defaults: Mapping[str, Any], run
 
     # The Trainer's TensorBoard callback writes where this says, also after training (test scores).
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(SavedRun(run_dir).logs_dir)
+    from finetune.training.schedule import SIZED
+
     unset = {k: v for k, v in defaults.items() if trainer_cfg.get(k) is None}
+    # a sized setting the caller did not size (null) is left to TrainingArguments' own default
+    trainer_cfg = trainer_cfg.copy()
+    for key in SIZED:
+        if key in trainer_cfg and trainer_cfg[key] is None and key not in unset:
+            del trainer_cfg[key]
     try:
         return instantiate(trainer_cfg, output_dir=str(SavedRun(run_dir).checkpoints_dir), _convert_="all", **unset)
     except InstantiationException as error:  # TrainingArguments.__post_init__ rejected a value

@@ -1,0 +1,154 @@
+"""The user's own file (task=file): columns, labels and kind detected, what a rerun reads back, sizes, baseline."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from finetune.config.resolvers import task_title
+from finetune.errors import FinetuneError, unwrapped
+from finetune.tasks.baseline import check, margin
+from finetune.tasks.registry import KINDS
+from finetune.tasks.validation import sized_validation
+from finetune.training.schedule import sized_trainer
+from tests.helpers import compose_config
+
+REVIEWS = [
+    ("A wonderful film, moving and funny.", "positive"),
+    ("Two hours I will never get back.", "negative"),
+    ("The cast is superb and the ending stayed with me.", "positive"),
+    ("Wooden dialogue and a plot that makes no sense.", "negative"),
+] * 5
+
+
+def own_task(path, *overrides):
+    """The task object of ``task=file file=<path>``, as a run builds it (detection included)."""
+    cfg = compose_config("task=file", f"file={path}", *overrides)
+    try:
+        return instantiate(cfg.task, _convert_="object")
+    except InstantiationException as error:  # the run shows the task's own message, unwrapped
+        raise unwrapped(error) from None
+
+
+def refusal(path, *overrides) -> str:
+    with pytest.raises(FinetuneError) as error:
+        own_task(path, *overrides)
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_review_csv_is_read_as_its_columns_say(tmp_path):
+    path = tmp_path / "reviews.csv"
+    pd.DataFrame(REVIEWS, columns=["review", "sentiment"]).to_csv(path, index=False)
+    task = own_task(path)
+    assert (task.text_fields, task.label_field, task.kind.name) == (["review"], "sentiment", "single_label")
+    assert task.kind.label_names == ["negative", "positive"]  # sorted, not in order of appearance
+    block = task.detected.describe(str(path))
+    assert "task.text_fields" in block and "by its name" in block and "negative, positive" in block
+
+
+def test_integer_labels_sort_by_value_and_ids_follow_the_names(tmp_path):
+    path = tmp_path / "ratings.jsonl"
+    rows = [{"id": i, "comment": f"text number {i}", "stars": [1, 2, 10][i % 3]} for i in range(30)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = own_task(path)
+    assert (task.text_fields, task.label_field) == (["comment"], "stars")
+    assert task.kind.label_names == ["1", "2", "10"]
+    assert task.kind.parse(10) == 2 and task.kind.parse("2") == 1
+
+
+def test_pairs_multi_label_and_regression_are_told_by_their_cells(tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    pd.DataFrame(
+        {"premise": ["a man sleeps"] * 6, "hypothesis": ["a man is awake"] * 6, "label": ["no", "yes"] * 3}
+    ).to_csv(pairs, sep="\t", index=False)
+    assert own_task(pairs).text_fields == ["premise", "hypothesis"]
+
+    tags = tmp_path / "tags.parquet"
+    pd.DataFrame(
+        {"text": [f"row {i}" for i in range(6)], "labels": ["joy,anger", "joy", "fear", "anger", "joy", "fear,joy"]}
+    ).to_parquet(tags)
+    task = own_task(tags)
+    assert (task.kind.name, task.kind.label_names) == ("multi_label", ["anger", "fear", "joy"])
+
+    scores = tmp_path / "scores.csv"
+    pd.DataFrame({"sentence": [f"row {i}" for i in range(6)], "score": [0.5, 1.25, 3.0, 4.75, 2.5, 0.0]}).to_csv(
+        scores, index=False
+    )
+    assert own_task(scores).kind.name == "regression"
+
+
+def test_what_the_user_sets_wins(tmp_path):
+    path = tmp_path / "reviews.csv"
+    pd.DataFrame(REVIEWS, columns=["review", "sentiment"]).to_csv(path, index=False)
+    task = own_task(path, "task.label_names=[positive,negative]")
+    assert task.kind.label_names == ["positive", "negative"]
+    assert "label_names" not in task.detected.why
+
+
+@pytest.mark.parametrize(
+    "frame, expected",
+    [
+        (
+            {"a": ["one text", "another"] * 3, "b": ["more words", "and more"] * 3, "label": ["x", "y"] * 3},
+            "which column holds the text",
+        ),
+        ({"text": [f"t{i}" for i in range(60)], "label": list(range(60))}, "task.kind=regression"),
+        ({"text": ["t"] * 4, "label": ["same"] * 4}, "two classes or more"),
+        ({"text": ["t"] * 4, "p": ["p", "q"] * 2, "q": ["r", "s"] * 2}, "task.label_field=<column>"),
+    ],
+)
+def test_an_ambiguous_file_is_refused_in_one_line_naming_the_key(tmp_path, frame, expected):
+    path = tmp_path / "data.csv"
+    pd.DataFrame(frame).to_csv(path, index=False)
+    assert expected in refusal(path)
+
+
+def test_the_run_is_named_after_the_file_and_no_preset_leaks_in():
+    cfg = compose_config("task=file", "file=data/My Tickets.csv")
+    assert cfg.task.title == "My_Tickets" and task_title("file", _root_=cfg) == "My_Tickets"
+    assert cfg.task.examples == [] and cfg.task.label_names is None and cfg.task.validation_size is None
+    named = compose_config("task=file", "file=x.csv", "task.title=tickets")
+    assert task_title("file", _root_=named) == "tickets"
+    assert task_title("ag_news", _root_=compose_config("task=ag_news")) == "ag_news"
+
+
+def test_sizes_fit_the_rows():
+    few, why = sized_trainer(32)
+    assert few["per_device_train_batch_size"] == 8 and few["num_train_epochs"] == 25 and few["eval_strategy"] == "no"
+    assert "fewer than 1000" in why
+    assert sized_trainer(32, evaluates=True)[0]["load_best_model_at_end"] is True  # early stopping compares epochs
+    many, _ = sized_trainer(100_000)
+    assert (many["num_train_epochs"], many["per_device_train_batch_size"], many["eval_strategy"]) == (3, 32, "epoch")
+    huge, _ = sized_trainer(1_000_000)
+    assert huge["num_train_epochs"] == 1 and huge["eval_steps"] == 7813
+    assert (sized_validation(32, 4), sized_validation(300, 2), sized_validation(100_000, 4)) == (4, 30, 2000)
+
+
+def test_the_baseline_check_tells_a_model_that_learned_from_one_that_did_not():
+    kind = KINDS["single_label"](["a", "b"])
+    train = np.array([0] * 60 + [1] * 40)
+    truth = np.array([0] * 30 + [1] * 20)
+    majority = kind.baseline_logits(train, len(truth))
+    _, verdict = check(kind, "accuracy", train, {"test": (truth, kind.report(truth, majority))})
+    assert verdict["baseline"] == pytest.approx(0.6) and not verdict["learned"]
+    good = np.eye(2)[truth] * 5
+    _, verdict = check(kind, "accuracy", train, {"test": (truth, kind.report(truth, good))})
+    assert verdict["learned"] and verdict["margin"] == pytest.approx(2 * (0.6 * 0.4 / 50) ** 0.5)
+    assert margin(0.25, 5600, True) == pytest.approx(0.02)  # at least two points, however many rows
+    regression = KINDS["regression"](["score"])
+    mean = regression.baseline_logits(np.array([1.0, 3.0]), 2)
+    assert mean.tolist() == [[2.0], [2.0]]
+
+
+def test_the_file_key_without_the_file_task_and_the_file_task_without_a_file_are_refused():
+    from finetune.config.checks import validate
+
+    with pytest.raises(FinetuneError, match=r"file=reviews.csv is read by the file task: add task=file"):
+        validate(compose_config("file=reviews.csv"))
+    with pytest.raises(FinetuneError, match=r"give your own file with task=file file=<path>"):
+        validate(compose_config("task=file"))
