@@ -142,7 +142,7 @@ def run_py(method: str, extra: list[str], train_csv: Path, test_csv: Path, seed:
     wall_s = run_logged(command, workdir / f"{run_dir.name}.log", cwd=REPO)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     result: Result = {"accuracy": float(metrics["test"]["accuracy"]), "wall_s": wall_s}
-    if "accuracy" in metrics.get("validation", {}):
+    if "accuracy" in (metrics.get("validation") or {}):  # none with few labels and a test file
         result["validation_accuracy"] = float(metrics["validation"]["accuracy"])
     return result
 

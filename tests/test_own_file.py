@@ -152,3 +152,21 @@ def test_the_file_key_without_the_file_task_and_the_file_task_without_a_file_are
         validate(compose_config("file=reviews.csv"))
     with pytest.raises(FinetuneError, match=r"give your own file with task=file file=<path>"):
         validate(compose_config("task=file"))
+
+
+def test_a_difference_too_few_rows_can_tell_asks_for_more_rows_not_for_more_steps():
+    from finetune.tasks.baseline import verdict_line
+
+    kind = KINDS["single_label"](["negative", "positive"])
+    train = np.array([0] * 150 + [1] * 120)
+    truth = np.array([0] * 17 + [1] * 13)
+    predicted = truth.copy()
+    predicted[:11] = 1 - predicted[:11]  # 19 of 30 right
+    logits = np.eye(2)[predicted]
+    _, verdict = check(kind, "accuracy", train, {"validation": (truth, kind.report(truth, logits))})
+    assert not verdict["learned"] and verdict["too_few_rows"]
+    line = verdict_line(verdict, 102, 5e-5)
+    assert (
+        line.startswith("The model is not shown to have learned: validation accuracy 0.6333") and "test_file=" in line
+    )
+    assert "Likely causes" not in line

@@ -90,7 +90,11 @@ def calibration_lines(metrics: Mapping[str, Any]) -> List[str]:
         for split in scored
     ]
     lines = [
-        f"Calibration fitted on validation: {how}, folded into the last layer. ECE over {binning}.",
+        (
+            f"Calibration fitted on validation: {how}, folded into the last layer. ECE over {binning}."
+            if fitted.get("method", "none") != "none"
+            else f"Calibration: {how}. ECE over {binning}."
+        ),
         "",
         *markdown_table(["split", "ECE", "NLL", "Brier"], rows),
     ]

@@ -53,6 +53,8 @@ def check(
         "margin": needed,
         "rows": int(len(truth)),
         "learned": bool(learned),
+        # above the baseline, but by less than so few rows can tell from chance: more rows would tell
+        "too_few_rows": bool(not learned and needed > 2 * MIN_MARGIN and (model > baseline) == higher),
     }
     return baselines, verdict
 
@@ -60,6 +62,12 @@ def check(
 def verdict_line(verdict: Mapping[str, Any], steps: int, learning_rate: float) -> str:
     """The one line a run that did not learn prints (and its model card says)."""
     v = verdict
+    if v.get("too_few_rows"):
+        return (
+            f"The model is not shown to have learned: {v['split']} {v['metric']} {v['model']:.4f} against "
+            f"{v['baseline_is']}'s {v['baseline']:.4f}, a difference {v['rows']} rows cannot tell from chance "
+            f"(it takes {v['margin']:.3f}). Score it on more rows: test_file=<file>, or a larger task.validation_size."
+        )
     comparison = "not clearly above" if greater_is_better(v["metric"]) else "not clearly below"
     return (
         f"The model did not learn: {v['split']} {v['metric']} {v['model']:.4f} is {comparison} "
