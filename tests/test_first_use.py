@@ -203,7 +203,9 @@ def test_the_corrected_command_may_use_the_folder_of_a_refused_one(tmp_path, tin
     folder = tmp_path / "X"
     args = [*tiny_run_args(tmp_path, tiny_models), f"hydra.run.dir={folder}", "trainer.max_steps=2"]
     refused = run_py(*args, "trainer.learning_rate=-1", cwd=tmp_path)
-    assert refused.returncode == 1 and "trainer.learning_rate=-1: must be a number > 0" in refused.output
+    assert refused.returncode == 1 and "trainer.learning_rate=-1: must be null (sized to the data) or a number > 0" in (
+        refused.output
+    )
     corrected = run_py(*args, "trainer.learning_rate=1e-3", cwd=tmp_path)
     assert corrected.returncode == 0, corrected.output[-3000:]
     assert (
@@ -214,7 +216,7 @@ def test_the_corrected_command_may_use_the_folder_of_a_refused_one(tmp_path, tin
         folder / "metrics.json"
     ).is_file() and "Learning rate: 0.001 (trainer.learning_rate, as set)" in corrected.output
     log = (folder / "run.log").read_text()
-    assert "must be a number > 0" not in log and log.count("Dataset summary") == 1  # the refused run's log went with it
+    assert "or a number > 0" not in log and log.count("Dataset summary") == 1  # the refused run's log went with it
 
 
 # 6. The device: CUDA, then Apple silicon's MPS, then the CPU

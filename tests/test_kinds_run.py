@@ -79,7 +79,7 @@ def test_multi_label_tunes_saves_and_uses_thresholds(multi_label_run):
         ).exists()
     assert metrics["test"]["f1_micro"] >= 0.6  # predicting every label scores 0.48 here
     output = printed(run_dir).read_text()
-    assert "Examples:" in output and "coach league goal treaty minister border" in output
+    assert "Examples (task.examples):" in output and "coach league goal treaty minister border" in output
 
 
 def test_multi_label_model_loads_in_a_plain_pipeline_and_predicts_labels(multi_label_run, tmp_path):

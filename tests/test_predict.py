@@ -132,7 +132,7 @@ def test_unlabeled_pair_file(pair_run, tmp_path):
         ("no_model", "holds no model"),
         ("missing_column", "has no column 'text'"),
         ("empty", "is empty"),
-        ("binary", "could not read"),
+        ("binary", "not UTF-8"),
         ("bad_label", "label 'Weather'"),
     ],
 )

@@ -305,7 +305,7 @@ def score(prepared: PreparedRun, result) -> Tuple[Dict[str, Any], Dict[str, Any]
                 metrics[split][key] = value
         if split == "validation" and "calibration" in metrics[split]:
             metrics[split]["calibration"]["fitted"] = calibration  # fitted on these rows: its "after" flatters
-        scalars = tensorboard_scalars(split, metrics[split])
+        scalars = tensorboard_scalars(split, metrics[split], evaluated=trainer.args.eval_strategy != "no")
         if scalars:
             trainer.log(scalars)
     kind.fold_temperatures(trainer.model)  # from here on the model itself gives calibrated probabilities
@@ -368,11 +368,12 @@ def calibrated_logits(kind, split: str, raw):
     return calibrated
 
 
-def tensorboard_scalars(split: str, report: Dict[str, Any]) -> Dict[str, float]:
-    """A scored split's numbers for TensorBoard (validation's scores were logged at each evaluation; its
-    calibration is new)."""
+def tensorboard_scalars(split: str, report: Dict[str, Any], evaluated: bool = True) -> Dict[str, float]:
+    """A scored split's numbers for TensorBoard (validation's scores were logged at each evaluation, where the
+    run evaluated while training; its calibration is new)."""
     prefix = split.replace("validation", "eval", 1)
-    scalars = {} if split == "validation" else {f"{prefix}_{k}": v for k, v in report.items() if isinstance(v, float)}
+    logged = split == "validation" and evaluated
+    scalars = {} if logged else {f"{prefix}_{k}": v for k, v in report.items() if isinstance(v, float)}
     for when in ("before", "after"):
         values = (report.get("calibration") or {}).get(when) or {}
         scalars.update({f"{prefix}_{name}_{when}_calibration": v for name, v in values.items()})
