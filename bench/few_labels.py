@@ -3,6 +3,8 @@
     python bench/few_labels.py --sizes 8 16 32 64 256 --draws 5 --methods ours plain setfit \
         [--data DIR] [--workdir /tmp/few_labels] [--results bench/results/few_labels.jsonl] [--report]
     python bench/few_labels.py --report     # only the table and the plot, from the results already recorded
+    python bench/few_labels.py --sizes 8 --first-seed 100 --methods ours --dev 1000 \
+        [--flags trainer.learning_rate=1e-4] --results bench/results/few_labels_dev.jsonl   # choosing settings
 
 For each k in --sizes and each seed 0..draws-1, k rows per class are drawn from DATA/train.csv (AG News, header
 ``text,label``, labels 0..3) and written, with the class names as labels, to WORKDIR/k{k}_s{seed}/train.csv; the
@@ -21,6 +23,11 @@ Methods, each a fresh process, timed end to end (Python start, imports, loading,
   contrastive fine-tuning of the body on 20 iterations of sentence pairs (``num_iterations=20``: 20 positive and
   20 negative pairs per training row, as in the SetFit paper), then a logistic-regression head, its other settings
   at setfit's defaults; accuracy of ``model.predict`` on the test file.
+
+With ``--dev N`` the runs are scored on N rows of DATA/train.csv that no draw holds (neither the draws of seeds 0..4
+up to 64 per class, nor those of this invocation) instead of the test file: settings are chosen there, on draws of
+other seeds (``--first-seed``), so that the test file chooses nothing. ``--flags`` adds run.py overrides to ``ours``
+(the results name them).
 
 Each finished (method, k, seed) is appended as one JSON line to --results, with the torch thread count, the CPU
 count and the 1-minute load average at its start; combinations already there are skipped, so a run can be stopped
@@ -223,31 +230,54 @@ def recorded(results: Path) -> list[Result]:
     return records
 
 
+def dev_rows(train_df: pd.DataFrame, sizes: list[int], seeds: range, rows: int) -> pd.DataFrame:
+    """``rows`` train rows that no draw holds: not the reported draws (seeds 0..4, up to 64 per class) and not the
+    draws of ``seeds`` at ``sizes``; what settings are chosen on, so that the test file chooses nothing."""
+    drawn: set = set()
+    for seed in range(5):
+        drawn |= set(draw(train_df, max(64, *sizes), seed)["text"])
+    for k in sizes:
+        for seed in seeds:
+            drawn |= set(draw(train_df, k, seed)["text"])
+    return with_names(train_df[~train_df["text"].isin(drawn)].sample(rows, random_state=7))
+
+
 def run(args: argparse.Namespace) -> None:
     args.workdir = args.workdir.resolve()  # run.py runs from the repository root
     train_df = pd.read_csv(args.data / "train.csv")
-    test_csv = write_csv(with_names(pd.read_csv(args.data / "test.csv")), args.workdir / "test.csv")
+    seeds = range(args.first_seed, args.first_seed + args.draws)
+    if args.dev:
+        test_csv = write_csv(dev_rows(train_df, args.sizes, seeds, args.dev), args.workdir / f"dev{args.dev}.csv")
+    else:
+        test_csv = write_csv(with_names(pd.read_csv(args.data / "test.csv")), args.workdir / "test.csv")
+    name = " ".join(["ours", *args.flags]) if args.flags else "ours"
     done = {(r["method"], r["k"], r["seed"]) for r in recorded(args.results)}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     threads = torch_threads()
     for k in args.sizes:
-        for seed in range(args.draws):
+        for seed in seeds:
             train_csv = write_csv(draw(train_df, k, seed), args.workdir / f"k{k}_s{seed}" / "train.csv")
             for method in args.methods:
-                if (method, k, seed) in done:
-                    print(f"{method} k={k} seed={seed}: already in {args.results}", flush=True)
+                label = name if method == "ours" else method
+                if (label, k, seed) in done:
+                    print(f"{label} k={k} seed={seed}: already in {args.results}", flush=True)
                     continue
                 load = os.getloadavg()[0]
                 try:
-                    result = METHODS[method](train_csv, test_csv, seed, args.workdir)
+                    if method == "ours":
+                        result = run_py("ours", list(args.flags), train_csv, test_csv, seed, args.workdir)
+                    else:
+                        result = METHODS[method](train_csv, test_csv, seed, args.workdir)
                 except Exception as error:  # one failed combination does not stop the others; it is not recorded
-                    print(f"{method} k={k} seed={seed}: FAILED: {error}", flush=True)
+                    print(f"{label} k={k} seed={seed}: FAILED: {error}", flush=True)
                     continue
-                record = {"method": method, "k": k, "seed": seed, **result}
+                record = {"method": label, "k": k, "seed": seed, **result}
+                if args.dev:
+                    record["scored_on"] = f"{args.dev} dev rows of train.csv"
                 record |= {"torch_threads": threads, "cpu_count": os.cpu_count(), "load_1min": round(load, 2)}
                 with args.results.open("a") as out:
                     out.write(json.dumps(record) + "\n")
-                print(f"{method} k={k} seed={seed}: accuracy {result['accuracy']:.4f}, {result['wall_s']:.0f} s")
+                print(f"{label} k={k} seed={seed}: accuracy {result['accuracy']:.4f}, {result['wall_s']:.0f} s")
 
 
 def report(results: Path) -> tuple[Path, Path]:
@@ -261,7 +291,8 @@ def report(results: Path) -> tuple[Path, Path]:
     if not records:
         raise SystemExit(f"no results in {results}")
     df = pd.DataFrame(records)
-    methods = [m for m in METHODS if m in set(df["method"])]
+    names = set(df["method"])
+    methods = [m for m in METHODS if m in names] + sorted(names - set(METHODS))  # then ours with --flags
     stats = (
         df.groupby(["method", "k"])
         .agg(mean=("accuracy", "mean"), sd=("accuracy", "std"), n=("accuracy", "size"), wall_s=("wall_s", "mean"))
@@ -269,9 +300,11 @@ def report(results: Path) -> tuple[Path, Path]:
     )
     cells = {(row.method, row.k): row for row in stats.itertuples()}
     machines = sorted({(r.get("cpu_count"), r.get("torch_threads")) for r in records}, key=str)
+    scored_on = {r.get("scored_on", "all 5,600 test rows") for r in records}
     lines = [
-        "Test accuracy on AG News (all 5,600 test rows) after training on k labeled rows per class (4 classes); "
-        "mean ± sd over n draws (seeds 0..n-1, the same rows for every method), and mean wall seconds per run "
+        f"Accuracy on AG News ({', '.join(sorted(scored_on))}) after training on k labeled rows per class (4 classes); "
+        f"mean ± sd over n draws (seeds {min(df['seed'])}..{max(df['seed'])}, the same rows for every method), "
+        "and mean wall seconds per run "
         "(one process, end to end: start, load, train, score the test file). "
         + "; ".join(f"{cpus} CPUs, {threads} torch threads" for cpus, threads in machines)
         + ".",
@@ -321,6 +354,14 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/few_labels"), help="draws, runs and logs")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSONL, one line per finished run")
     parser.add_argument("--report", action="store_true", help="write RESULTS' table (.md) and plot (.png)")
+    parser.add_argument("--first-seed", type=int, default=0, help="draws use seeds FIRST..FIRST+DRAWS-1 (default 0)")
+    parser.add_argument(
+        "--dev",
+        type=int,
+        default=0,
+        help="score on this many train rows outside every draw instead of the test file: to choose settings",
+    )
+    parser.add_argument("--flags", nargs="*", default=[], help="run.py overrides added to ours (named in the results)")
     parser.add_argument("--setfit-worker", nargs=4, help=argparse.SUPPRESS)  # TRAIN TEST SEED RUN_DIR
     args = parser.parse_args()
     if args.setfit_worker:
