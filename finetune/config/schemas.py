@@ -36,7 +36,7 @@ class TaskFields:
     name: Optional[str] = None  # hub subset, e.g. "rte" of "nyu-mll/glue"
     split_names: Dict[str, str] = field(default_factory=dict)  # hub split -> ours, e.g. validation_matched: validation
     # local files by split: train, validation, test, and further validation_* / test_* splits
-    data_files: Dict[str, Optional[str]] = field(default_factory=_no_files)
+    data_files: Dict[str, Any] = field(default_factory=_no_files)  # split -> a file, or a list of files (joined)
     column_names: Optional[List[str]] = None  # for CSV/TSV files without a header line
     quoted: Optional[bool] = (
         False  # TSV fields may be CSV-quoted ("..." with "" inside); GLUE's are not; null: detected

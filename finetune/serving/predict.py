@@ -151,9 +151,9 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_model_options(parser: argparse.ArgumentParser, threads_help: str) -> None:
-    """--device, --precision, --backend, --threads and --min-confidence: how the model runs and answers, for predict
-    and serve alike."""
+def add_model_options(parser: argparse.ArgumentParser, threads_help: str, answers: bool = True) -> None:
+    """--device, --precision, --backend, --threads and (``answers``) --min-confidence: how the model runs and answers,
+    for predict, serve and suggest alike."""
     parser.add_argument(
         "--device",
         default=None,
@@ -173,6 +173,8 @@ def add_model_options(parser: argparse.ArgumentParser, threads_help: str) -> Non
         "(default: onnx for an export folder, else torch)",
     )
     parser.add_argument("--threads", type=positive_int, default=None, help=threads_help)
+    if not answers:
+        return
     parser.add_argument(
         "--min-confidence",
         type=float,
@@ -180,6 +182,25 @@ def add_model_options(parser: argparse.ArgumentParser, threads_help: str) -> Non
         help="abstain below this confidence (0-1): the answer reads '(abstained)', with the confidence and the best "
         "guess; a file with labels reports the answered rows' metrics and the coverage",
     )
+
+
+def load_predictor(args: argparse.Namespace, **options: Any) -> Predictor:
+    """The model of ``args.path`` as the options of ``add_model_options`` (and ``--batch-size``) say, with
+    ``options``; where and how it runs printed on stderr."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # "Loading weights" bars: noise on a command line
+    predictor = Predictor.load(
+        args.path,
+        device=args.device,
+        backend=args.backend,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        **options,
+    )
+    print(f"Model: {predictor.describe()}; long texts: {predictor.long_text.describe()}", file=sys.stderr)
+    return predictor
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -241,21 +262,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.input is not None:  # every check on the files before the model loads
             check_output(args.output, args.input, args.overwrite)
             source = check_input(args.input, args.path, args.chunk_rows)
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # "Loading weights" bars: noise on a command line
-        predictor = Predictor.load(
-            args.path,
-            device=args.device,
-            backend=args.backend,
-            threads=args.threads,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-            precision=args.precision,
-            long_text=args.long_text,
-            min_confidence=args.min_confidence,
+        predictor = load_predictor(
+            args, max_length=args.max_length, long_text=args.long_text, min_confidence=args.min_confidence
         )
-        print(f"Model: {predictor.describe()}; long texts: {predictor.long_text.describe()}", file=sys.stderr)
         if source is None:
             text: Text = (args.text, args.text_pair) if args.text_pair is not None else args.text
             print(rounded(predictor(text, top_k=args.top_k)))

@@ -127,13 +127,18 @@ class TextClassificationData(TaskFields):
     def _load_local(self) -> SplitFiles:
         return {split: (self._read(split, path), path) for split, path in self.data_files.items() if path}
 
-    def _read(self, split: str, path: str):
-        """One local file as a ``datasets.Dataset`` (cached by datasets: detection and loading read it once)."""
+    def _read(self, split: str, path: Any):
+        """A split's local file as a ``datasets.Dataset`` (cached by datasets: detection and loading read it once);
+        a list of files (``file=[train.csv,labeled.csv]``), read alike and joined on the columns they share."""
         key = f"task.data_files.{split}"
-        file = Path(path).expanduser()
-        if not file.is_file():
-            raise FinetuneError(f"{key}: no such file: {path}")
-        return read_local(file, key, split, self.column_names, self.quoted, self.text_fields or ())
+        files = [path] if isinstance(path, str) else [str(p) for p in path]
+        parts = []
+        for name in files:
+            file = Path(name).expanduser()
+            if not file.is_file():
+                raise FinetuneError(f"{key}: no such file: {name}")
+            parts.append(read_local(file, key, split, self.column_names, self.quoted, self.text_fields or ()))
+        return parts[0] if len(parts) == 1 else joined(parts, files, key)
 
     def _renamed(self, ds, source: str) -> Tuple[Any, str]:
         """``ds`` with ``rename_columns`` applied, and what was renamed, for messages.
@@ -176,6 +181,8 @@ class TextClassificationData(TaskFields):
         else:
             labeled = not (split.startswith("test") and all(v in UNLABELED_MARKERS for v in ds[self.label_field]))
         kind = self.kind
+        if labeled and not split.startswith("test"):
+            ds = without_empty_labels(ds, self.label_field, source)
 
         def check(batch: Dict[str, List], rows: List[int]) -> Dict[str, List]:
             for field in self.text_fields:
@@ -320,3 +327,57 @@ def limited(split, limit: Optional[int]):
 def split_order(name: str) -> Tuple[int, str]:
     """train, validation, validation_*, test, test_*: the order splits are shown and scored in."""
     return (0 if name == "train" else 1 if name.startswith("validation") else 2, name)
+
+
+def is_empty(value: Any) -> bool:
+    """A label cell left empty: nothing, NaN, or blanks."""
+    return (
+        value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip())
+    )
+
+
+def without_empty_labels(ds, label_field: str, source: str):
+    """``ds`` without the rows whose label cell is empty (a suggestion file labeled in part), logged with a count.
+
+    Read in Arrow, not row by row: a train file of millions of rows costs a mask, not a Python list."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = ds.with_format("arrow")[label_field]
+    empty = pc.is_null(column, nan_is_null=True)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        empty = pc.or_(empty, pc.equal(pc.utf8_trim_whitespace(column), ""))
+    mask = np.asarray(empty.to_numpy(zero_copy_only=False), dtype=bool)
+    if not mask.any():
+        return ds
+    if mask.all():
+        raise FinetuneError(f"{source}: no row has a label in column '{label_field}'; fill in some labels first.")
+    log.warning("%s: %d of %d rows have no label yet: trained without them", source, int(mask.sum()), len(ds))
+    return ds.select(np.flatnonzero(~mask))
+
+
+def _cell(value: Any) -> Any:
+    """A cell as text, for columns whose type differs between files: 3.0 as "3" (a label read with empty cells)."""
+    if is_empty(value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def joined(parts: List[Any], files: List[str], key: str):
+    """Datasets read from several files, one after the other, on the columns all of them have (in the first's
+    order); a column typed differently in two files (whole numbers, and whole numbers with empty cells) as text."""
+    from datasets import Dataset, concatenate_datasets
+
+    shared = [c for c in parts[0].column_names if all(c in p.column_names for p in parts[1:])]
+    if not shared:
+        raise FinetuneError(f"{key}: the files {files} share no column; give them the same column names.")
+    parts = [p.select_columns(shared) for p in parts]
+    mixed = [c for c in shared if len({str(p.features[c]) for p in parts}) > 1]
+    if mixed:
+        parts = [
+            Dataset.from_dict({c: [_cell(v) for v in p[c]] if c in mixed else p[c] for c in shared}) for p in parts
+        ]
+    return concatenate_datasets(parts)

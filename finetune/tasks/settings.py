@@ -18,6 +18,12 @@ def task_errors(task: Any) -> List[str]:
                 f"Unknown config key 'task.data_files.{split}'.{closest(str(split), ['train', 'validation', 'test'])} "
                 "Valid keys: train, validation, test, or further validation_<name> / test_<name> splits."
             )
+    for split, files in task.data_files.items():
+        if files is not None and not isinstance(files, str):
+            if not len(files) or not all(isinstance(f, str) and f for f in files):
+                errors.append(
+                    f"task.data_files.{split}={files}: give a file, or a list of files, e.g. [train.csv,labeled.csv]."
+                )
     errors.extend(fold_errors(task))
     errors.extend(long_text_errors(task))
     if task.text_fields is not None and len(task.text_fields) not in (1, 2):
