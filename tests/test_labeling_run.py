@@ -116,6 +116,7 @@ def test_the_simulated_loop_keeps_its_books_and_draws_the_curves(tmp_path, tiny_
     assert [(r["strategy"], r["round"], r["labels"]) for r in records] == [
         ("start", 0, 8), ("margin", 1, 12), ("margin", 2, 16), ("random", 1, 12), ("random", 2, 16),
     ]  # fmt: skip
+    assert all(0 <= r["accuracy"] <= 1 and 0 <= r["f1_macro"] <= 1 and r["train_s"] > 0 for r in records)
     test_ids = {row_id(r["text"]) for r in topic_rows(40, seed=52)}
     pool = pd.read_csv(out / "seed0" / "pool.csv")
     assert len(pool) == 40 and not {row_id(t) for t in pool["text"]} & test_ids

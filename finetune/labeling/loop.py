@@ -171,7 +171,7 @@ class Loop:
             "round": round_,
             "labels": len(labeled),
             "ids": labeled["id"].tolist(),
-            **{k: result["metrics"][k] for k in ("accuracy", "macro_f1") if k in result["metrics"]},
+            **{k: result["metrics"][k] for k in ("accuracy", "f1_macro") if k in result["metrics"]},
             "suggest_s": suggest_s,
             "train_s": result["train_s"],
             "run": str(run_dir),
