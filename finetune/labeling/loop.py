@@ -22,6 +22,7 @@ The folder ``--out`` holds each run and, once all finished (a run already finish
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -164,6 +165,8 @@ class Loop:
         labeled_csv = folder / f"labeled_round{round_}.csv"
         labeled.drop(columns="id").to_csv(labeled_csv, index=False)
         run_dir = folder / f"round{round_}"
+        if run_dir.exists():  # a run without its line in rounds.jsonl did not finish: start it again
+            shutil.rmtree(run_dir)
         result = train(labeled_csv, self.args.test.resolve(), run_dir, plan.seed, self.args.overrides)
         row = {
             "seed": plan.seed,
