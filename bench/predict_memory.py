@@ -34,6 +34,16 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "ag_news" / "train.csv"
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 
 
+def ready(data: Path) -> bool:
+    """Whether the benchmark can run here (else it says why, and exits 0); this checkout made importable."""
+    skipped = missing_inputs(data)
+    if skipped:
+        print(f"skipped: {skipped}")
+        return False
+    sys.path.insert(0, str(REPO))
+    return True
+
+
 def missing_inputs(data: Path) -> str:
     """Why a benchmark cannot run here (no data file, no MiniLM package), or '' when it can."""
     if not data.is_file():
@@ -146,12 +156,8 @@ def main() -> None:
         help="torch threads of the command (OMP_NUM_THREADS; default 1: a shared machine)",
     )
     args = parser.parse_args()
-    skipped = missing_inputs(args.data)
-    if skipped:
-        print(f"skipped: {skipped}")
+    if not ready(args.data):
         return
-
-    sys.path.insert(0, str(REPO))
     from finetune.serving.tables import CHUNK_ROWS
 
     env = command_env(args.threads)

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List
 
-from predict_memory import DEFAULT_DATA, LABELS, REPO, command_env, measured, missing_inputs, tiny_model
+from predict_memory import DEFAULT_DATA, LABELS, command_env, measured, ready, tiny_model
 
 STRATEGIES = ["margin", "entropy", "clustered", "random", "cold_start"]
 
@@ -57,11 +57,8 @@ def main() -> None:
     parser.add_argument("--tmp", type=Path, default=None, help="where the generated files go")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (OMP_NUM_THREADS; default 1)")
     args = parser.parse_args()
-    skipped = missing_inputs(args.data)
-    if skipped:
-        print(f"skipped: {skipped}")
+    if not ready(args.data):
         return
-    sys.path.insert(0, str(REPO))
     from finetune.runs.model_folder import ModelRecord
 
     env = command_env(args.threads)

@@ -7,7 +7,7 @@ row of a text is kept).
 """
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Set
 
@@ -38,7 +38,6 @@ class Candidates:
     """The rows of highest priority so far, in pool order within equal priority."""
 
     capacity: int
-    frames: List[Any] = field(default_factory=list)
     kept: Any = None  # a DataFrame: id, row, the text columns, priority, and p_<i> per label
 
     def add(self, frame: Any, counts: Counts) -> None:

@@ -52,16 +52,13 @@ def uniform_key(ids: Sequence[str], seed: int) -> np.ndarray:
 
 
 class _Scores:
-    """What small-text's strategies ask a classifier for: probabilities, and embeddings, of given rows."""
+    """What small-text's confidence strategies ask a classifier for: the probabilities of given rows."""
 
-    def __init__(self, probabilities: np.ndarray, embeddings: Any = None):
-        self.probabilities, self.embeddings = probabilities, embeddings
+    def __init__(self, probabilities: Any):
+        self.probabilities = probabilities
 
     def predict_proba(self, rows: Any) -> np.ndarray:
         return self.probabilities[np.asarray(rows)]
-
-    def embed(self, rows: Any, **_: Any) -> np.ndarray:
-        return self.embeddings[np.asarray(rows)]
 
 
 def _confidence(strategy: Any, probabilities: np.ndarray) -> np.ndarray:
@@ -82,7 +79,7 @@ def _cluster_centres(embeddings: np.ndarray, n: int, seed: int) -> np.ndarray:
     np.random.seed(seed)  # EmbeddingKMeans builds its KMeans without a random_state: seed numpy's
     try:
         chosen = EmbeddingKMeans(normalize=True).query(
-            _Scores(None, embeddings),
+            _Scores(None),  # the embeddings are given: small-text asks the classifier for nothing
             rows,
             rows,
             np.array([], dtype=int),

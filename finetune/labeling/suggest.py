@@ -17,6 +17,7 @@ control), cold_start (diverse, for a base model before any run).
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -92,8 +93,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        import time
-
         from tqdm.auto import tqdm
 
         started = time.perf_counter()
