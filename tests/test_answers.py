@@ -38,7 +38,7 @@ def cli_answers(path: Path, texts, cut_off: float, folder: Path):
 def flat(answer):
     """An answer as (label or "(abstained)", {label: score} of the answered labels or of the best guess)."""
     if isinstance(answer, dict):  # abstained
-        return answer["label"], {item["label"]: item["score"] for item in answer["best_guess"]}
+        return answer["predicted"], {item["label"]: item["score"] for item in answer["best_guess"]}
     return answer[0]["label"], {item["label"]: item["score"] for item in answer}
 
 
@@ -81,9 +81,10 @@ def test_predictor_command_and_server_give_the_same_answers_from_any_copy(topic_
             abstained = [isinstance(a, dict) for a in answers]
             assert 0 < sum(abstained) < len(texts)  # the cut-off splits the texts
             assert [row["abstained"] for row in rows] == abstained
-            assert [row["predicted_label"] for row in rows] == [flat(a)[0] for a in answers]
+            assert [row["predicted"] for row in rows] == [flat(a)[0] for a in answers]
             for answer, row in zip(answers, rows):
-                assert all(abs(row[f"score_{label}"] - s) <= 1e-6 for label, s in flat(answer)[1].items())
+                assert all(abs(row[f"p_{label}"] - s) <= 1e-6 for label, s in flat(answer)[1].items())
+                assert isinstance(answer, list) or abs(row["confidence"] - answer["confidence"]) <= 1e-6
             assert_same(answers, served_answers, 1e-6)
             by_backend.setdefault(backend, []).append(answers)
     for from_run, from_copy in by_backend.values():

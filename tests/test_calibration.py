@@ -122,7 +122,7 @@ def test_abstention_counts_rows_below_the_cut_off_and_reports_the_answered_rows(
     truth = np.array([0, 1, 1, 1])
     answers = Answers(kind, 0.8)
     columns = answers.columns(p)
-    assert columns["predicted_label"] == ["a", ABSTAINED, "b", ABSTAINED] and columns["abstained"] == [
+    assert columns["predicted"] == ["a", ABSTAINED, "b", ABSTAINED] and columns["abstained"] == [
         False,
         True,
         False,
@@ -131,7 +131,7 @@ def test_abstention_counts_rows_below_the_cut_off_and_reports_the_answered_rows(
     report = answers.report(truth, np.log(p))
     assert (report["answered"], report["abstained"], report["coverage"]) == (2, 2, 0.5)
     assert report["on_answered"]["accuracy"] == 1.0 and kind.evaluate(truth, np.log(p))["accuracy"] == 0.5
-    assert answers.rows(p)[1]["label"] == ABSTAINED and answers.rows(p)[0][0]["label"] == "a"
+    assert answers.rows(p)[1]["predicted"] == ABSTAINED and answers.rows(p)[0][0]["label"] == "a"
     assert Answers(kind).columns(p) == kind.output_columns(p)
     with pytest.raises(FinetuneError, match="must be a probability in"):
         check_min_confidence(kind, 1.5)

@@ -85,7 +85,7 @@ def test_min_confidence_abstains_counts_and_reports_the_answered_rows(topic_run,
     assert 0 < below < len(rows)  # the cut-off splits these rows (else the test tells nothing)
     predictor = Predictor.load(topic_run, min_confidence=cut)
     answers = predictor([r["text"] for r in rows])
-    assert sum(isinstance(a, dict) and a["label"] == ABSTAINED for a in answers) == below
+    assert sum(isinstance(a, dict) and a["predicted"] == ABSTAINED and a["abstained"] for a in answers) == below
     assert (
         predict_main(
             [
@@ -102,23 +102,21 @@ def test_min_confidence_abstains_counts_and_reports_the_answered_rows(topic_run,
         )
         == 0
     )
-    printed_lines = capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["abstained"] == below
+    printed_lines = printed.err
     with output.open(newline="") as f:
         written = list(csv.DictReader(f))
-    assert (
-        sum(r["predicted_label"] == ABSTAINED for r in written)
-        == sum(r["abstained"] == "True" for r in written)
-        == below
-    )
+    assert sum(r["predicted"] == ABSTAINED for r in written) == sum(r["abstained"] == "True" for r in written) == below
     abstention = json.loads(output.with_name("out.metrics.json").read_text())["abstention"]
     assert (abstention["answered"], abstention["abstained"], abstention["coverage"]) == (
         len(rows) - below,
         below,
         pytest.approx(1 - below / len(rows)),
     )
-    answered = [r for r in written if r["predicted_label"] != ABSTAINED]
+    answered = [r for r in written if r["predicted"] != ABSTAINED]
     assert abstention["on_answered"]["accuracy"] == pytest.approx(
-        np.mean([r["predicted_label"] == r["label"] for r in answered])
+        np.mean([r["predicted"] == r["label"] for r in answered])
     )
     assert (
         f"Abstained on {below} of {len(rows)} rows (confidence below {cut:g})" in printed_lines

@@ -120,12 +120,13 @@ def test_compare_gives_an_interval_and_p_values_and_refuses_different_rows(seed_
     output = tmp_path / "comparison.json"
     compare_main([good[0]["run_folder"], bad[0]["run_folder"], "--resamples", "500", "--output", str(output)])
     result = json.loads(output.read_text())
+    printed = capsys.readouterr()
+    assert json.loads(printed.out) == result and "A - B = " in printed.err  # the result as JSON, in words on stderr
     difference = float(good[0]["test_accuracy"]) - float(bad[0]["test_accuracy"])
     assert result["split"] == "test" and result["rows"] == 40 and result["difference"] == pytest.approx(difference)
     assert result["ci95"][0] <= result["difference"] <= result["ci95"][1]
     assert 0 <= result["bootstrap"]["p_value"] <= 1 and 0 <= result["mcnemar"]["p_value"] <= 1
     assert result["mcnemar"]["only_a_right"] - result["mcnemar"]["only_b_right"] == round(40 * difference)
-    assert "A - B = " in capsys.readouterr().out
 
     with pytest.raises(SystemExit) as refused:  # validation is carved per seed: seed 1's rows are not seed 2's
         compare_main(

@@ -26,6 +26,11 @@ MODELS = {
     "roberta": "roberta-base",
     "xlnet": "xlnet-base-cased",
     "deberta": "microsoft/deberta-base",
+    "modernbert": "answerdotai/ModernBERT-base",
+    "mmbert": "jhu-clsp/mmBERT-base",
+    "ettin": "jhu-clsp/ettin-encoder-150m",
+    "eurobert": "EuroBERT/EuroBERT-210m",
+    "gte": "alibaba-nlp-community/gte-multilingual-base",
 }
 HARDWARE = ["auto", "cpu", "gpu"]
 

@@ -1,5 +1,6 @@
 """ONNX export: each task kind and architecture, the parity check, the int8 gate, and serving without PyTorch."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,11 @@ pytestmark = (
 def test_fp32_export_of_each_kind_matches_the_pytorch_model_on_the_runs_validation_split(kind, request, capsys):
     run_dir = request.getfixturevalue(KIND_RUNS[kind])
     assert export_main([str(run_dir)]) == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr()
     export_dir = run_dir / "export"
     record = read_json(export_dir / "export.json")
+    assert json.loads(printed.out) == {"output": str(export_dir), **record}  # what export.json records, as JSON
+    printed = printed.err  # and in words
     names = {p.name for p in export_dir.iterdir()}
     assert {"model.onnx", "export.json", "finetune.json", "config.json", "tokenizer.json"} <= names
     assert ("thresholds.json" in names) == (kind == "multi_label") and not list(run_dir.glob(".export*"))
@@ -231,12 +234,14 @@ def test_bad_export_and_backend_requests_are_one_message(
             export_main([str(tiny_models["bert"]), "--check-file", str(check_file), "--output", str(tmp_path / "e")])
             == 0
         )
+        capsys.readouterr()  # the export's own report (stderr)
         code = predict_main([str(tmp_path / "e"), "a text", "--precision", "bf16"])
     else:
         assert (
             export_main([str(tiny_models["bert"]), "--check-file", str(check_file), "--output", str(tmp_path / "e")])
             == 0
         )
+        capsys.readouterr()
         code = predict_main([str(tmp_path / "e"), "a text", "--backend", "torch"])
     error = capsys.readouterr().err
     assert code == 1 and expected in error and "Traceback" not in error and error.count("\n") == 1

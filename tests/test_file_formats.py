@@ -163,7 +163,7 @@ def test_xlsx_that_is_not_a_workbook_and_without_openpyxl(tmp_path, monkeypatch)
     pytest.importorskip("openpyxl")
     assert f"could not read {path} as Excel (.xlsx)" in refusal(path)
     monkeypatch.setitem(__import__("sys").modules, "openpyxl", None)  # as if not installed
-    assert refusal(path) == f"{KEY}: reading {path} (Excel) needs openpyxl: pip install 'finetune[excel]'"
+    assert refusal(path) == f"{KEY}: reading {path} (Excel) needs openpyxl: pip install 'finetune-encoders[excel]'"
 
 
 @pytest.mark.parametrize(

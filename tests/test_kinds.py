@@ -130,7 +130,7 @@ def test_regression_squeezes_and_refuses_a_broadcast():
     with pytest.raises(AssertionError, match="regression logits"):
         kind.loss(torch.tensor([1.0, 3.0]), labels)  # (N,) against (N,): a head of the wrong shape
     assert kind.scores(np.array([[1.5], [2.5]])).tolist() == [1.5, 2.5] and kind.output(np.float64(3.71)) == {
-        "score": 3.71
+        "predicted": 3.71
     }
     assert "no classes to weight" in Regression(class_weights="balanced").config_errors()[0]
 
@@ -191,3 +191,58 @@ def test_each_kind_lays_out_its_examples_and_sorts_its_mistakes_worst_first():
     table = pd.DataFrame(regression.example_columns([1.0, 2.0, 3.0], np.array([1.5, 0.5, 3.1])))
     assert table["error"].tolist() == pytest.approx([0.5, -1.5, 0.1])
     assert regression.mistakes(table)["gold"].tolist() == [2.0, 1.0, 3.0] and regression.confusions(table) == []
+
+
+def test_every_kind_names_its_columns_in_one_vocabulary():
+    """The run's predictions, the predict command's columns and the answers say predicted, confidence, p_<label>."""
+    from finetune.inference.answers import ABSTAINED, Answers
+
+    scores = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
+    single, multi = SingleLabel(NAMES), MultiLabel(NAMES)
+    probabilities = ["p_joy", "p_anger", "p_fear"]
+    for kind, truth in ((single, [0, 1]), (multi, np.array([[1, 0, 0], [0, 1, 0]]))):
+        assert list(kind.example_columns(truth, scores)) == [
+            "gold",
+            "predicted",
+            "correct",
+            "confidence",
+            *probabilities,
+        ]
+        assert list(Answers(kind).columns(scores, all_scores=True)) == ["predicted", "confidence", *probabilities]
+        abstaining = Answers(kind, 0.99)
+        assert list(abstaining.columns(scores)) == ["predicted", "confidence", "abstained"]
+        assert abstaining.rows(scores)[0] == {
+            "predicted": ABSTAINED,
+            "confidence": pytest.approx(kind.confidence(scores)[0]),
+            "abstained": True,
+            "best_guess": kind.output(scores[0]),
+        }
+    assert single.output_columns(scores) == {"predicted": ["joy", "joy"], "confidence": [0.7, 0.4]}
+    # multi-label: the labels above their thresholds (0.5 untuned); how sure: the least sure label decision
+    assert multi.output_columns(scores) == {"predicted": ["joy", ""], "confidence": pytest.approx([0.7, 0.6])}
+    regression = Regression()
+    values = np.array([1.5, 0.25])
+    assert regression.output_columns(values) == {"predicted": [1.5, 0.25]} and regression.output(values[0]) == {
+        "predicted": 1.5
+    }
+    assert list(regression.example_columns([1.0, 0.0], values)) == ["gold", "predicted", "error"]
+    assert list(Answers(regression).columns(values, all_scores=True)) == ["predicted"]
+    assert [list(item) for item in single.output(scores[0])] == [["label", "score"]] * 3  # pipeline's and TEI's shape
+
+
+def test_tables_of_earlier_versions_are_read_in_the_current_names():
+    import pandas as pd
+
+    from finetune.tasks.vocabulary import current
+
+    # a multi-label run's parquet before the vocabulary: score_<label>
+    multi = pd.DataFrame({"row": [0], "gold": ["joy"], "predicted": ["joy"], "correct": [True], "confidence": [0.9],
+                          "score_joy": [0.9], "score_anger": [0.1]})  # fmt: skip
+    assert list(current(multi).columns) == ["row", "gold", "predicted", "correct", "confidence", "p_joy", "p_anger"]
+    # the predict command's columns before it: predicted_label(s) / predicted_score, score, score_<label>
+    old = pd.DataFrame({"text": ["a"], "predicted_label": ["joy"], "score": [0.9], "score_joy": [0.9]})
+    assert list(current(old).columns) == ["text", "predicted", "confidence", "p_joy"]
+    assert list(current(pd.DataFrame({"predicted_score": [1.5]})).columns) == ["predicted"]
+    # a text column that only looks old stays as it is where the labels are known; current names are never renamed
+    texts = pd.DataFrame({"score_comment": ["x"], "score": [1], "p_joy": [0.5], "score_joy": [0.4]})
+    assert list(current(texts, labels=NAMES).columns) == ["score_comment", "score", "p_joy", "score_joy"]

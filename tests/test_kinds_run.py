@@ -101,21 +101,20 @@ def test_multi_label_model_loads_in_a_plain_pipeline_and_predicts_labels(multi_l
     above = {name for name in TOPICS if scores[name] >= thresholds[name]}
     top = cli("predict", str(run_dir), text)
     assert top.returncode == 0, top.stderr
-    assert {label["label"] for label in eval(top.stdout)} == above  # exactly the labels above their own thresholds
+    assert {label["label"] for label in json.loads(top.stdout)} == above  # exactly the labels above their thresholds
     rows = multi_label_rows(24, seed=31)
     source = write_csv(tmp_path / "in.csv", rows)
     output = tmp_path / "out.csv"
     shown = cli("predict", str(run_dir), "--input", str(source), "--output", str(output))
     assert shown.returncode == 0, shown.stderr
-    assert "f1_micro" in shown.stdout and "f1_samples" in shown.stdout and "on 24 labeled rows" in shown.stdout
+    assert {"f1_micro", "f1_samples"} <= set(
+        json.loads(shown.stdout)["metrics"]
+    ) and "on 24 labeled rows" in shown.stderr
     import pandas as pd
 
     written = pd.read_csv(output, keep_default_na=False)  # a row with no label above its threshold is an empty cell
     exact = np.mean(
-        [
-            set(filter(None, p.split(","))) == set(r["labels"].split(","))
-            for p, r in zip(written["predicted_labels"], rows)
-        ]
+        [set(filter(None, p.split(","))) == set(r["labels"].split(",")) for p, r in zip(written["predicted"], rows)]
     )
     assert json.loads(output.with_name("out.metrics.json").read_text())["accuracy"] == pytest.approx(exact)
 
@@ -147,14 +146,18 @@ def test_regression_scores_scatters_and_predicts_scores(regression_run, regressi
         predictor(("dog cat car house", "tree river yes yes yes")),
         predictor(("dog cat car house", "tree river city")),
     )
-    assert set(high) == {"score"} and high["score"] > low["score"]
+    assert set(high) == {"predicted"} and high["predicted"] > low["predicted"]
     assert classify({"text": "dog cat car house", "text_pair": "tree river yes yes yes"})["score"] == pytest.approx(
-        high["score"], abs=1e-4
+        high["predicted"], abs=1e-4
     )
     source = write_csv(tmp_path / "in.tsv", score_rows(20, seed=32), "\t", 3)
     shown = cli("predict", str(run_dir), "--input", str(source), "--output", str(tmp_path / "out.csv"))
     assert shown.returncode == 0, shown.stderr
-    assert "pearson" in shown.stdout and "spearman" in shown.stdout and "on 20 labeled rows" in shown.stdout
+    assert {"pearson", "spearman"} <= set(json.loads(shown.stdout)["metrics"]) and "on 20 labeled rows" in shown.stderr
+    import pandas as pd
+
+    written = pd.read_csv(tmp_path / "out.csv")
+    assert list(written.columns[-1:]) == ["predicted"] and "confidence" not in written.columns
 
 
 @pytest.mark.trains

@@ -132,5 +132,10 @@ def test_the_simulated_loop_keeps_its_books_and_draws_the_curves(tmp_path, tiny_
     assert curve["curves"]["margin"]["labels"] == [8, 12, 16]
     assert (out / "curve.png").stat().st_size > 1000 and "| margin |" in (out / "curve.md").read_text()
     assert set(curve["against_control"]["margin"]) == {"1", "2"}
-    again = cli("simulate_labeling", *args, f"model.name_or_path={tiny_models['bert']}", *TINY, timeout=300)
+    refused = cli("simulate_labeling", *args, f"model.name_or_path={tiny_models['bert']}", *TINY, timeout=300)
+    assert refused.returncode == 1 and f"error: --out {out} exists; add --overwrite to replace it, --resume" in (
+        refused.stderr
+    )
+    resume = [*args[: args.index("--")], "--resume", *args[args.index("--") :]]  # options before the overrides
+    again = cli("simulate_labeling", *resume, f"model.name_or_path={tiny_models['bert']}", *TINY, timeout=300)
     assert again.returncode == 0 and "round" not in again.output.split("# Labeling curve")[0]  # nothing retrained

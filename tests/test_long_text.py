@@ -127,6 +127,16 @@ def test_bad_long_text_settings_are_refused_in_one_line(override, message):
     assert message in str(error.value).splitlines()[1]
 
 
+def test_the_imdb_preset_reads_the_hub_unless_given_files():
+    from finetune.config.checks import validate
+
+    for cfg in (compose_config("task=imdb"), compose_config("experiment=long_text")):
+        validate(cfg)
+        assert cfg.task.path == "stanfordnlp/imdb" and not any(cfg.task.data_files.values())
+    local = compose_config("task=imdb", "task.data_files.train=imdb/train.csv", "task.data_files.test=imdb/test.csv")
+    assert local.task.data_files.train == "imdb/train.csv"  # local files, where given, are what the task reads
+
+
 def test_a_regression_task_aggregates_by_the_mean_only():
     from finetune.config.checks import validate
 
@@ -327,7 +337,7 @@ def _scores(path: Path) -> np.ndarray:
     import csv
 
     with path.open(encoding="utf-8") as f:
-        return np.array([[float(row[f"score_{name}"]) for name in TOPICS] for row in csv.DictReader(f)])
+        return np.array([[float(row[f"p_{name}"]) for name in TOPICS] for row in csv.DictReader(f)])
 
 
 @pytest.mark.trains

@@ -81,12 +81,20 @@ def test_api_pairs(pair_run):
     assert len(predictor(("dog cat car", "tree yes"), top_k=1)) == 1
 
 
-def test_cli_text_and_pair(topic_run, pair_run):
+def test_cli_text_and_pair_print_the_answer_as_json(topic_run, pair_run):
     result = cli("predict", str(topic_run), "coach league goal the season match", "--top-k", "2")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("[{'label': 'Sports', 'score': 0.") and result.stdout.count("'label'") == 2
+    answer = json.loads(result.stdout)  # stdout is the answer alone; where the model runs goes to stderr
+    assert [item["label"] for item in answer][0] == "Sports" and len(answer) == 2 and "Model:" in result.stderr
+    assert answer[0]["score"] >= answer[1]["score"] and answer[0]["score"] == round(answer[0]["score"], 3)
     result = cli("predict", str(pair_run), "dog cat car house tree", "--text-pair", "river city man yes")
-    assert result.returncode == 0 and result.stdout.count("'label'") == 2 and "entailment" in result.stdout
+    assert result.returncode == 0 and {item["label"] for item in json.loads(result.stdout)} == {
+        "entailment",
+        "not_entailment",
+    }
+    abstained = cli("predict", str(topic_run), "the a on", "--min-confidence", "1")
+    answer = json.loads(abstained.stdout)
+    assert (answer["predicted"], answer["abstained"]) == ("(abstained)", True) and answer["best_guess"][0]["label"]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
@@ -109,10 +117,11 @@ def test_file_in_file_out_with_metrics(topic_run, tmp_path, suffix):
         suffix
     ](output)
     assert written["text"].tolist() == frame["text"].tolist()  # rows kept, in order
-    assert set(written["predicted_label"]) <= set(TOPICS) and written["score"].between(0, 1).all()
-    assert {f"score_{name}" for name in TOPICS} <= set(written.columns)
+    assert list(written.columns) == ["text", "label", "predicted", "confidence", *(f"p_{name}" for name in TOPICS)]
+    assert set(written["predicted"]) <= set(TOPICS) and written["confidence"].between(0, 1).all()
+    assert np.allclose(written[[f"p_{name}" for name in TOPICS]].max(axis=1), written["confidence"])
     metrics = json.loads((tmp_path / "out.metrics.json").read_text())
-    accuracy = (written["predicted_label"] == written["label"]).mean()
+    accuracy = (written["predicted"] == written["label"]).mean()
     assert metrics["rows"] == 30 and metrics["accuracy"] == pytest.approx(accuracy) and metrics["accuracy"] >= 0.75
     assert set(metrics["per_class"]) == set(TOPICS) and metrics["per_class"]["World"]["support"] == 8
     matrix = metrics["confusion_matrix"]["rows_true_columns_predicted"]
@@ -218,11 +227,14 @@ def test_a_file_streamed_in_chunks_gives_the_rows_in_order_and_metrics_over_all_
     )
     printed = capsys.readouterr()
     assert "50/50" in printed.err and "rows/s" in printed.err  # the progress bar counts rows
-    assert f"Wrote 50 rows to {chunked}" in printed.out
+    assert f"Wrote 50 rows to {chunked}" in printed.err
+    summary = json.loads(printed.out)  # stdout: what was written, as JSON
+    assert (summary["output"], summary["rows"], summary["abstained"]) == (str(chunked), 50, None)
+    assert summary["metrics_file"] == str(tmp_path / "chunked.metrics.json") and summary["metrics"]["rows"] == 50
     one, seven = read_frame(whole), read_frame(chunked)  # 1 chunk against 8 chunks (7 rows, the last 1)
     assert list(seven.columns) == list(one.columns) and seven["text"].tolist() == [r["text"] for r in rows]
-    assert seven["predicted_label"].tolist() == one["predicted_label"].tolist()
-    scores = [c for c in one.columns if c.startswith("score")]
+    assert seven["predicted"].tolist() == one["predicted"].tolist()
+    scores = ["confidence", *(c for c in one.columns if c.startswith("p_"))]
     assert np.allclose(seven[scores].to_numpy(float), one[scores].to_numpy(float), atol=1e-5)
     metrics_one = json.loads((tmp_path / "whole.metrics.json").read_text())
     metrics_seven = json.loads((tmp_path / "chunked.metrics.json").read_text())
@@ -251,7 +263,7 @@ def test_an_output_that_would_destroy_a_file_is_refused_before_any_work(topic_ru
     assert "cannot write '.xlsx' files" in capsys.readouterr().err
     assert existing.read_text() == "an earlier result\n"
     assert main([str(topic_run), "--input", str(source), "--output", str(existing), "--overwrite"]) == 0
-    assert existing.read_text().startswith("text,label,predicted_label,score\n")
+    assert existing.read_text().startswith("text,label,predicted,confidence\n")
 
 
 def test_a_bad_label_far_into_the_file_stops_it_before_any_row_is_predicted(topic_run, tmp_path, capsys):

@@ -9,7 +9,6 @@ Only the commands are used here (``run.py``, ``python -m finetune.predict|export
 what a user types, and they stay while the Python API moves.
 """
 
-import ast
 import json
 import shutil
 import signal
@@ -92,13 +91,13 @@ def test_a_finished_run_of_older_code_predicts_as_it_scored(run, saved_runs, tmp
     output = tmp_path / "predicted.csv"
     result = cli("predict", run, "--input", "data/test.csv", "--output", str(output), cwd=saved_runs)
     assert result.returncode == 0, result.output[-4000:]
-    assert f"Wrote 20 rows to {output}" in result.stdout
+    assert f"Wrote 20 rows to {output}" in result.stderr and json.loads(result.stdout)["rows"] == 20
     rescored = read_json(tmp_path / "predicted.metrics.json")
     assert rescored["accuracy"] == pytest.approx(read_json(saved_runs / run / "metrics.json")["test"]["accuracy"])
 
     result = cli("predict", run, TEXT, cwd=saved_runs)
     assert result.returncode == 0, result.output[-4000:]
-    answer = ast.literal_eval(result.stdout.strip().splitlines()[-1])  # the labels, best first, with their scores
+    answer = json.loads(result.stdout)  # the labels, best first, with their scores
     assert sorted(a["label"] for a in answer) == sorted(labels_of(saved_runs / run))
 
 

@@ -213,17 +213,16 @@ def assert_same_as_cli(kind: str, answers, rows) -> None:
     """The server's answers against the CLI's rows: labels identical, scores within 1e-6."""
     assert len(answers) == len(rows)
     for answer, row in zip(answers, rows):
-        if kind == "regression":
-            assert answer["score"] == pytest.approx(row["predicted_score"], abs=1e-6)
+        if kind == "regression":  # one vocabulary: the answer's field is the column's name
+            assert set(answer) == {"predicted"} and answer["predicted"] == pytest.approx(row["predicted"], abs=1e-6)
             continue
         for item in answer:
-            assert item["score"] == pytest.approx(row[f"score_{item['label']}"], abs=1e-6)
+            assert item["score"] == pytest.approx(row[f"p_{item['label']}"], abs=1e-6)
         if kind == "multi_label":
-            assert sorted(item["label"] for item in answer) == sorted(filter(None, row["predicted_labels"].split(",")))
+            assert sorted(item["label"] for item in answer) == sorted(filter(None, row["predicted"].split(",")))
         else:
-            assert answer[0]["label"] == row["predicted_label"] and len(answer) == len(
-                [k for k in row if k.startswith("score_")]
-            )
+            assert answer[0]["label"] == row["predicted"] and len(answer) == len([k for k in row if k.startswith("p_")])
+            assert answer[0]["score"] == pytest.approx(row["confidence"], abs=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -42,24 +42,26 @@ class TaskFields:
         False  # TSV fields may be CSV-quoted ("..." with "" inside); GLUE's are not; null: detected
     )
     rename_columns: Dict[str, str] = field(default_factory=dict)  # file column -> task column, where present
-    # Null: detected from the train file (finetune/tasks/detection.py), as the file preset leaves them
-    text_fields: Optional[List[str]] = field(default_factory=lambda: ["text"])
-    label_field: Optional[str] = "label"
-    label_names: Optional[List[str]] = field(default_factory=list)
+    # These three, null: detected from the train file (finetune/tasks/detection.py), as the file preset leaves them
+    text_fields: Optional[List[str]] = field(default_factory=lambda: ["text"])  # one column, or two for pairs
+    label_field: Optional[str] = "label"  # the column of labels
+    label_names: Optional[List[str]] = field(default_factory=list)  # class names in label-id order
     label_separator: str = ","  # multi_label: a cell such as "3,17" or "joy,surprise"
     class_weights: Any = None  # null | balanced | [w0, w1, ...]: weighs the loss per class
     # temperature | none: fitted on validation after training, folded into the head; auto: temperature where
-    # validation has enough rows to fit it (finetune/tasks/sizes.py), else none
+    # validation has enough rows to fit it (100 rows: MIN_CALIBRATION_ROWS, finetune/tasks/kind.py), else none
     calibration: str = "auto"
-    max_length: int = 128
+    max_length: int = 128  # tokens per text (or pair) the model reads; longer texts: see long_text
     long_text: LongTextFields = field(default_factory=LongTextFields)
     # carved from train when there is no validation split: fraction, or rows if >= 1; null: sized to the data
     validation_size: Optional[float] = 0.1
     folds: Optional[int] = None  # k-fold cross-validation: split train into this many folds (seeded) ...
     fold: int = 0  # ... and validate on this one, 0 to folds - 1, training on the others
-    max_train_samples: Optional[int] = None
-    max_eval_samples: Optional[int] = None
-    max_test_samples: Optional[int] = None
+    max_train_samples: Optional[int] = (
+        None  # train on the first this many rows of train (after validation is carved); null: all
+    )
+    max_eval_samples: Optional[int] = None  # score validation on at most this many rows; null: all
+    max_test_samples: Optional[int] = None  # score or predict at most this many test rows; null: all
     metrics: List[str] = field(
         default_factory=list
     )  # names in finetune.tasks.metrics.METRICS; empty: the kind's defaults
@@ -78,8 +80,8 @@ class TaskConfig(TaskFields):
 
 @dataclass
 class ModelFields:
-    name_or_path: str = ""
-    trust_remote_code: bool = False
+    name_or_path: str = ""  # a Hub model id or a local model folder
+    trust_remote_code: bool = False  # run code a Hub repository ships; off: only the architectures transformers has
     attn_implementation: Optional[str] = None  # e.g. "sdpa" or "eager"; None lets transformers choose
     base_model: Optional[str] = (
         None  # the hub id a local folder holds, for the model card; None: name_or_path if a hub id
@@ -98,16 +100,16 @@ class ModelConfig(ModelFields):
 class HardwareFields:
     device: str = "auto"  # auto (CUDA, else Apple silicon's MPS, else the CPU) | cpu | cuda | mps
     precision: str = "auto"  # auto | bf16 | fp16 | fp32
-    tf32: bool = False
+    tf32: bool = False  # TensorFloat-32 matrix products on Ampere and newer GPUs: faster, slightly less exact
     num_proc: Optional[int] = None  # tokenization processes; None: more than one only for large data
-    dataloader_num_workers: int = 0
+    dataloader_num_workers: int = 0  # processes that collate batches; 0: the training process itself
     pin_memory: Optional[bool] = None  # None: on with a GPU (page-locked host memory copies faster)
     fused_optimizer: bool = True  # AdamW in one kernel for all parameters (CUDA and CPU); false: the per-tensor loop
     # Pad each batch to a multiple of this many tokens: a handful of shapes (tensor cores want multiples
     # of 8; torch.compile builds a graph per shape) for a few padding tokens more. null: 8 with a GPU or
     # torch.compile, else 1 (each batch to its longest row: on a CPU the extra tokens cost what they save).
     pad_to_multiple_of: Optional[int] = None
-    torch_compile: bool = False
+    torch_compile: bool = False  # compile the model with torch.compile (worth it on a GPU for long runs)
     # Dropout masks drawn as integers (finetune/training/dropout.py): on a CPU, torch's float masks are ~14% of a
     # step. null: on when training on the CPU; CUDA's own dropout kernels are fast already.
     fast_dropout: Optional[bool] = None
@@ -123,7 +125,7 @@ class HardwareConfig(HardwareFields):
 class PeftFields:  # LoRA's settings (peft=lora); null under peft=none, where every weight trains
     r: Optional[int] = None  # the adapters' rank
     lora_alpha: Optional[float] = None  # the adapters' output is scaled by lora_alpha / r
-    lora_dropout: Optional[float] = None
+    lora_dropout: Optional[float] = None  # dropout on the adapters' input
     target_modules: Optional[List[str]] = (
         None  # Linear layers to adapt; null: the architecture's (finetune/training/adapters.py)
     )

@@ -2,9 +2,10 @@
 command and the server alike.
 
 An answer is the task kind's: labels ranked by probability (single-label, ``top_k`` of them),
-the labels above their thresholds (multi-label), or ``{"score": x}`` (regression). With a
+the labels above their thresholds (multi-label), or ``{"predicted": x}`` (regression). With a
 ``min_confidence`` cut-off a text the model is less sure of is not answered (abstention): its
-answer reads ``ABSTAINED``, with the confidence and the model's best guess. The confidence is the
+answer's ``predicted`` reads ``ABSTAINED``, with the confidence and the model's best guess. The
+names of the fields and of the columns are finetune/tasks/vocabulary.py's. The confidence is the
 kind's: the predicted class's probability; multi-label, its least sure label decision. With
 calibrated probabilities (runs fit a temperature by default) the cut-off means what it says; the
 run's risk-coverage table (metrics.json, ``risk_coverage_<split>.png``) shows what each cut-off buys.
@@ -14,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from finetune.errors import FinetuneError
-
-ABSTAINED = "(abstained)"  # the prediction of a text the model did not answer
+from finetune.tasks.vocabulary import ABSTAINED, ABSTAINED_COLUMN, BEST_GUESS, CONFIDENCE, PREDICTED, probability
 
 
 def check_min_confidence(kind, min_confidence: Optional[float]) -> None:
@@ -57,7 +57,7 @@ class Answers:
         return np.asarray(self.kind.confidence(scores)) >= self.min_confidence
 
     def rows(self, scores, top_k: Optional[int] = None) -> List[Any]:
-        """One answer per row of ``scores``: the kind's, or ``{"label": ABSTAINED, ...}`` below the cut-off."""
+        """One answer per row of ``scores``: the kind's, or ``{"predicted": ABSTAINED, ...}`` below the cut-off."""
         outputs = [self.kind.output(row, top_k) for row in scores]
         if self.min_confidence is None:
             return outputs
@@ -65,25 +65,22 @@ class Answers:
         return [
             output
             if sure >= self.min_confidence
-            else {"label": ABSTAINED, "confidence": float(sure), "best_guess": output}
+            else {PREDICTED: ABSTAINED, CONFIDENCE: float(sure), ABSTAINED_COLUMN: True, BEST_GUESS: output}
             for output, sure in zip(outputs, confidence)
         ]
 
     def columns(self, scores, all_scores: bool = False) -> Dict[str, List[Any]]:
-        """The answers as table columns: the kind's, ``ABSTAINED`` in the prediction column of rows below the
-        cut-off with their confidence, and with ``all_scores`` a ``score_<label>`` column per class."""
+        """The answers as table columns: the kind's (``predicted``, ``confidence``), ``ABSTAINED`` in ``predicted``
+        of the rows below the cut-off with an ``abstained`` column, and with ``all_scores`` a ``p_<label>`` column
+        per class."""
         columns = self.kind.output_columns(scores)
         if self.min_confidence is not None:
             answered = self.answered(scores)
-            prediction = next(iter(columns))  # predicted_label / predicted_labels
-            columns[prediction] = [value if keep else ABSTAINED for value, keep in zip(columns[prediction], answered)]
-            confidence = self.kind.confidence(scores).tolist()
-            if columns.get("score") != confidence:  # single-label: the score column is the confidence already
-                columns["confidence"] = confidence
-            columns["abstained"] = (~answered).tolist()
+            columns[PREDICTED] = [value if keep else ABSTAINED for value, keep in zip(columns[PREDICTED], answered)]
+            columns[ABSTAINED_COLUMN] = (~answered).tolist()
         if all_scores and scores.ndim == 2:
             for i, label in enumerate(self.kind.label_names):
-                columns[f"score_{label}"] = scores[:, i].tolist()
+                columns[probability(label)] = scores[:, i].tolist()
         return columns
 
     def report(self, truth, logits) -> Dict[str, Any]:

@@ -19,7 +19,7 @@ from finetune.tasks.registry import kind_for_model
 from finetune.tasks.windows import STRATEGIES, LongText, Windowing, encode_windows
 
 Text = Union[str, Tuple[str, str]]  # a text, or a (first, second) pair
-Output = Any  # what the task's kind returns for one text: ranked labels, labels above thresholds, or {"score": x}
+Output = Any  # what the task's kind returns for one text: ranked labels, labels above thresholds, or {"predicted": x}
 WINDOWED_TEXTS = 500  # texts read as windows (head_tail, chunks) are scored this many at a time
 
 
@@ -27,8 +27,9 @@ class Predictor:
     """A fine-tuned model: call it on a text, a (first, second) pair, or a list of either.
 
     What it returns per text is its answer (finetune/inference/answers.py): labels ranked by
-    probability (single-label), the labels above their thresholds (multi-label), or ``{"score": x}``
-    (regression); below ``min_confidence``, an abstention. ``embeddings`` gives the texts' vectors.
+    probability (single-label), the labels above their thresholds (multi-label), or ``{"predicted": x}``
+    (regression); below ``min_confidence``, an abstention (finetune/tasks/vocabulary.py names the fields).
+    ``embeddings`` gives the texts' vectors.
     """
 
     def __init__(
@@ -48,7 +49,7 @@ class Predictor:
         ``batch_size`` texts at most per forward pass, and ``max_batch_tokens`` padded tokens at most
         (default: the backend's CPU budget, none on a GPU; a longer text still goes alone).
         ``long_text``: how texts longer than ``max_length`` are read (``task.long_text``; default: truncated).
-        ``min_confidence``: texts the model is less sure of are answered ``{"label": "(abstained)", ...}``.
+        ``min_confidence``: texts the model is less sure of are answered ``{"predicted": "(abstained)", ...}``.
         ``folder``: the model folder it was loaded from (``Predictor.load``)."""
         self.runner = model if isinstance(model, OnnxModel) else TorchModel(model, precision)
         self.model, self.tokenizer, self.folder = model, tokenizer, folder

@@ -5,10 +5,11 @@ import os
 from typing import Any, Dict, Optional
 
 from finetune.errors import FinetuneError
+from finetune.packages import DISTRIBUTION
 from finetune.runs.model_folder import ModelFolder
 
 BACKENDS = ("torch", "onnx")
-# Padded tokens per batch on a CPU (bench/batch_tokens.py, docs/inference.md; MiniLM on AG News):
+# Padded tokens per batch on a CPU (bench/batch_tokens.py, docs/benchmarks/inference.md; MiniLM on AG News):
 # int8 ONNX ran 5-12% faster at 1,024 tokens (about 18 texts) than in passes of 64 texts, PyTorch
 # as fast; and the budget bounds the memory a pass takes on long texts (64 x 512 tokens would not).
 CPU_BATCH_TOKENS = 1024
@@ -21,7 +22,7 @@ def require_onnx() -> None:
 
     missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
-        raise FinetuneError(f"ONNX export and serving need {' and '.join(missing)}: pip install 'finetune[onnx]'")
+        raise FinetuneError(f"ONNX export and serving need {' and '.join(missing)}: pip install '{DISTRIBUTION}[onnx]'")
 
 
 def choose_backend(

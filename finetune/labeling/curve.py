@@ -7,7 +7,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from finetune.files import write_json, write_text
-from finetune.runs.saved import SavedRun
+from finetune.runs.examples import read_predictions
+from finetune.tasks.vocabulary import PREDICTED, probability_labels
 
 START = "start"  # round 0's strategy name: the first labels, shared by every strategy of a seed
 STOP_KAPPA, STOP_WINDOW = 0.99, 3  # small-text's KappaAverage defaults
@@ -42,7 +43,6 @@ def curves(records: List[Dict[str, Any]], strategies: Sequence[str]) -> Dict[str
 
 def stopping(records: List[Dict[str, Any]], strategy: str, seed: int, num_classes: int) -> Optional[int]:
     """The first round at which small-text's KappaAverage says to stop (predictions on TEST agree), or None."""
-    import pandas as pd
     from small_text.stopping_criteria import KappaAverage
 
     criterion = KappaAverage(num_classes, window_size=STOP_WINDOW, kappa=STOP_KAPPA)
@@ -50,9 +50,9 @@ def stopping(records: List[Dict[str, Any]], strategy: str, seed: int, num_classe
         (r for r in records if r["seed"] == seed and r["strategy"] in (START, strategy)), key=lambda r: r["round"]
     )
     for row in runs:
-        table = pd.read_parquet(SavedRun(Path(row["run"])).predictions_path("test"))
-        labels = [c[2:] for c in table.columns if c.startswith("p_")]
-        if criterion.stop(predictions=table["predicted"].map(labels.index).to_numpy()):
+        table = read_predictions(Path(row["run"]), "test")
+        labels = probability_labels(table.columns)
+        if criterion.stop(predictions=table[PREDICTED].map(labels.index).to_numpy()):
             return row["round"]
     return None
 

@@ -9,7 +9,8 @@ For each seed: ``--per-class`` rows of each label of FILE are the first labels; 
 rounds, ``finetune.suggest`` picks ``--n`` pool rows with the latest run, their labels are revealed, and a new run
 trains on every label so far. Every run is scored on TEST.
 
-The folder ``--out`` holds each run and, once all finished (a run already finished is not trained again):
+The folder ``--out`` holds each run and, once all finished (with ``--resume``, a run already finished is not trained
+again; an existing ``--out`` is refused without ``--resume`` or ``--overwrite``, which starts it afresh):
 
 - ``rounds.jsonl``: one line per run (seed, strategy, round, labels, test scores, seconds to suggest and train);
 - ``curve.md`` / ``curve.png``: the learning curves, mean and standard deviation over seeds per strategy; the
@@ -22,6 +23,7 @@ The folder ``--out`` holds each run and, once all finished (a run already finish
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -40,8 +42,31 @@ from finetune.runs.model_folder import ModelRecord
 from finetune.runs.saved import SavedRun
 from finetune.serving.tables import read_chunks
 
-RUN_PY = Path(__file__).resolve().parents[2] / "run.py"
+# Each round trains as finetune-train does (finetune/run.py), from the folder above the package: the same package.
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 ROUNDS_FILE = "rounds.jsonl"
+SIMULATION_ENTRY = re.compile(rf"\.?({re.escape(ROUNDS_FILE)}|curve\.\w+|seed-?\d+)(\.tmp)?")  # what --out holds
+
+
+def check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an --out that holds anything, unless ``resume`` (continue the simulation in it) or ``overwrite``
+    (remove it and start afresh); a folder of anything else than a simulation is never touched. Before any work."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        raise FinetuneError(f"--out {out} is a file; choose a folder.")
+    if not all(SIMULATION_ENTRY.fullmatch(entry.name) for entry in out.iterdir()):
+        raise FinetuneError(
+            f"--out {out} exists and holds files of something else than a simulation; choose a new folder."
+        )
+    if resume:
+        return
+    if not overwrite:
+        raise FinetuneError(
+            f"--out {out} exists; add --overwrite to replace it, --resume to continue its simulation "
+            "(its finished runs are kept), or choose another folder."
+        )
+    shutil.rmtree(out)
 
 
 def read_labeled(path: Path, text_fields: List[str], label_field: str):
@@ -104,11 +129,10 @@ def revealed(plan: Plan, labeled_ids: Set[str], suggested: Sequence[str]):
 
 def train(labeled_csv: Path, test: Path, run_dir: Path, seed: int, overrides: Sequence[str]) -> Dict[str, Any]:
     """``run.py task=file`` on the labels so far, scored on ``test``: its test metrics and seconds."""
-    if not RUN_PY.is_file():
-        raise FinetuneError(f"The labeling loop trains with run.py, which is not beside the package ({RUN_PY}).")
     command = [
         sys.executable,
-        str(RUN_PY),
+        "-m",
+        "finetune.run",
         "task=file",
         f"file={labeled_csv}",
         f"test_file={test}",
@@ -118,7 +142,7 @@ def train(labeled_csv: Path, test: Path, run_dir: Path, seed: int, overrides: Se
     ]
     started = time.perf_counter()
     with (run_dir.parent / f"{run_dir.name}.log").open("w") as log:
-        code = subprocess.run(command, cwd=RUN_PY.parent, stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(command, cwd=PACKAGE_ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
     if code != 0:
         raise FinetuneError(f"training {run_dir} failed (exit {code}); see {run_dir.parent / (run_dir.name + '.log')}")
     metrics = SavedRun(run_dir).metrics()["test"]
@@ -141,7 +165,7 @@ class Loop:
     """The simulation's state on disk: every run in ``out``, one line per finished run in ``rounds.jsonl``."""
 
     def __init__(self, args: argparse.Namespace):
-        self.args, self.out = args, args.out.resolve()  # run.py runs from its own folder
+        self.args, self.out = args, args.out.resolve()  # each round runs from the folder above the package
         self.out.mkdir(parents=True, exist_ok=True)
         self.records = self._read_records()
 
@@ -236,6 +260,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("labeling_curve"), help="default: labeling_curve")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true", help="continue the simulation in --out: finished runs kept")
+    existing.add_argument("--overwrite", action="store_true", help="replace --out if it holds a simulation")
     args = parser.parse_args(argv)
     args.overrides = overrides
     return args
@@ -244,6 +271,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
+        check_out(args.out, args.resume, args.overwrite)
         test = read_labeled(args.test, args.text_fields, args.label_field)
         table = read_labeled(args.file, args.text_fields, args.label_field)
         loop = Loop(args)

@@ -16,6 +16,7 @@ import numpy as np
 from finetune.labeling.strategies import Strategy, row_id, top_two
 from finetune.runs.model_folder import ModelRecord
 from finetune.serving.tables import CHUNK_ROWS, read_chunks
+from finetune.tasks.vocabulary import probability, probability_labels
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Candidates:
     """The rows of highest priority so far, in pool order within equal priority."""
 
     capacity: int
-    kept: Any = None  # a DataFrame: id, row, the text columns, priority, and p_<i> per label
+    kept: Any = None  # a DataFrame: id, row, the text columns, priority, and p_<i> per label (by its index)
 
     def add(self, frame: Any, counts: Counts) -> None:
         import pandas as pd
@@ -122,7 +123,7 @@ def ranked(
                 texts_of(frame, record.text_fields), progress=progress if progress is not None else False
             )
             for i in range(probabilities.shape[1]):
-                frame[f"p_{i}"] = probabilities[:, i]
+                frame[probability(i)] = probabilities[:, i]
         elif progress is not None:
             progress.update(len(frame))
         if len(frame):
@@ -159,8 +160,8 @@ def chosen(
     out["rank"] = np.arange(1, len(rows) + 1)
     out["strategy"] = strategy.name
     out["score"] = rows["priority"].to_numpy(dtype="float64")
-    probability_columns = [c for c in rows.columns if c.startswith("p_")]
-    if probability_columns and labels:
-        probabilities = rows[sorted(probability_columns, key=lambda c: int(c[2:]))].to_numpy(dtype="float64")
+    indices = sorted(int(i) for i in probability_labels(rows.columns) if i.isdigit())
+    if indices and labels:
+        probabilities = rows[[probability(i) for i in indices]].to_numpy(dtype="float64")
         out.update(top_two(probabilities, labels))
     return pd.DataFrame(out)

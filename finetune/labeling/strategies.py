@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 
 from finetune.errors import FinetuneError
+from finetune.tasks.vocabulary import CONFIDENCE, PREDICTED, SECOND, SECOND_CONFIDENCE
 
 CANDIDATES_PER_ROW = 10  # clustered clusters this many of the least certain rows per suggested row
 COLD_START_SAMPLE = 1000  # cold_start clusters a uniform sample of this many rows (or 10 per suggested row)
@@ -156,8 +157,8 @@ def top_two(probabilities: np.ndarray, labels: List[str]) -> Dict[str, Any]:
     rows = np.arange(len(probabilities))
     names = np.asarray(labels, dtype=object)
     return {
-        "predicted": names[order[:, 0]],
-        "confidence": probabilities[rows, order[:, 0]],
-        "second": names[order[:, 1]],
-        "second_confidence": probabilities[rows, order[:, 1]],
+        PREDICTED: names[order[:, 0]],
+        CONFIDENCE: probabilities[rows, order[:, 0]],
+        SECOND: names[order[:, 1]],
+        SECOND_CONFIDENCE: probabilities[rows, order[:, 1]],
     }

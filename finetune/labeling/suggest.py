@@ -97,7 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         started = time.perf_counter()
         strategy = strategy_named(args.strategy)
-        check_output(args.output, args.pool, args.overwrite)
+        check_output(args.output, args.pool, args.overwrite, "POOL")
         if not args.pool.is_file():
             raise FinetuneError(f"POOL: no such file: {args.pool}")
         folder = ModelFolder.open(args.path)

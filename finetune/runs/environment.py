@@ -60,6 +60,8 @@ def environment(hardware: Mapping[str, Any], data: Mapping[str, Any]) -> Dict[st
         "packages": versions(PACKAGES),
         "hardware": dict(hardware),
         "code": code_version(),
-        "command": " ".join(["python", Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": " ".join(
+            [*(["python"] if sys.argv[0].endswith(".py") else []), Path(sys.argv[0]).name, *sys.argv[1:]]
+        ),
         "data": dict(data),
     }

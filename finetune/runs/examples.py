@@ -2,7 +2,8 @@
 (``predictions_<split>.parquet``), and the rows it got wrong (``misclassified_<split>.csv``).
 
 The predictions let runs be compared after the fact (``finetune.compare``) without retraining;
-the task kind decides the columns (``TaskKind.example_columns``) and what counts as a mistake.
+the task kind decides the columns (``TaskKind.example_columns``, named in finetune/tasks/vocabulary.py) and what
+counts as a mistake. ``read_predictions`` gives a table of any version in the current names.
 """
 
 from pathlib import Path
@@ -10,8 +11,8 @@ from typing import Any, Dict, List, Mapping, Sequence
 
 from finetune.files import replaced_atomically
 from finetune.runs.saved import SavedRun
+from finetune.tasks.vocabulary import CONFIDENCE, ERROR, GOLD, PREDICTED, ROW, current
 
-ROW = "row"  # the row's position in its split, as loaded (after carving validation and max_*_samples)
 TRAIN_ROW = "train_row"  # k-fold: the row's position in train (after task.max_train_samples, before the folds were cut)
 
 
@@ -35,7 +36,7 @@ def write_examples(
             table.to_parquet(tmp, index=False)
         texts = splits[split].select_columns(list(text_fields)).to_pandas()
         wrong = kind.mistakes(table)
-        readable = [c for c in (ROW, "gold", "predicted", "confidence", "error") if c in wrong.columns]
+        readable = [c for c in (ROW, GOLD, PREDICTED, CONFIDENCE, ERROR) if c in wrong.columns]
         wrong = pd.concat(
             [
                 wrong[[ROW]].reset_index(drop=True),
@@ -64,9 +65,10 @@ def write_out_of_fold(run_dir: Path, validation, fold_rows: Sequence[int], text_
 
 
 def read_predictions(run_dir: Path, split: str):
+    """A run's ``predictions_<split>.parquet``, its columns in the current vocabulary (an older run's mapped)."""
     import pandas as pd
 
-    return pd.read_parquet(SavedRun(run_dir).predictions_path(split))
+    return current(pd.read_parquet(SavedRun(run_dir).predictions_path(split)))
 
 
 def confusion_lines(kind, mistakes: Mapping[str, Any], split: str = "validation", top: int = 5) -> List[str]:
@@ -79,7 +81,7 @@ def confusion_lines(kind, mistakes: Mapping[str, Any], split: str = "validation"
     )  # the card is in model/, the file beside it in the run folder
     confusions = kind.confusions(table, top)
     if not confusions:
-        what = "largest errors first" if "error" in table.columns else "most confident first"
+        what = "largest errors first" if ERROR in table.columns else "most confident first"
         return [f"Rows of the {split} split, {what}: [{Path(name).name}]({name}) (in the run folder)."]
     lines = [
         f"The most frequent confusions on the {split} split ({len(table)} rows wrong; "

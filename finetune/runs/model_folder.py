@@ -80,6 +80,72 @@ class ModelRecord:
         )
 
 
+def base_model_license(source: str, base_model: Optional[str] = None) -> Dict[str, str]:
+    """The base model's license, as its model card's front matter (``license:``, and ``license_name`` /
+    ``license_link`` for ``other``) or its config says it, with ``found_in``; empty where neither says it.
+
+    ``source`` is the model's folder or hub id; ``base_model`` its hub id where ``source`` is a local copy. A hub
+    model's files are read from the local cache, or fetched when the Hub is reachable.
+    """
+    folder = Path(source).expanduser()
+    hub_ids = [base_model] if base_model else []
+    hub_ids += [] if folder.is_dir() or source in hub_ids else [source]
+    places = [lambda name: folder / name] if folder.is_dir() else []
+    places += [lambda name, repo=repo: _hub_file(repo, name) for repo in hub_ids]
+    for place in places:
+        card = _front_matter(place(MODEL_CARD))
+        if card.get("license"):
+            keys = ("license", "license_name", "license_link")
+            return {**{k: str(card[k]) for k in keys if card.get(k)}, "found_in": "its model card"}
+        config = place(MODEL_CONFIG)
+        license = read_json(config).get("license") if config and config.is_file() else None
+        if isinstance(license, str) and license.strip():
+            return {"license": license.strip(), "found_in": "its config"}
+    return {}
+
+
+def _front_matter(card: Optional[Path]) -> Dict[str, Any]:
+    from huggingface_hub.repocard import metadata_load
+
+    if card is None or not card.is_file():
+        return {}
+    try:
+        return metadata_load(card) or {}
+    except Exception:  # a card whose front matter is not YAML names no license we can read
+        return {}
+
+
+def _hub_file(repo_id: str, name: str) -> Optional[Path]:
+    """A file of a hub model: from the cache, else fetched (online); None where it cannot be had."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    from finetune.hub import offline
+
+    try:
+        cached = try_to_load_from_cache(repo_id, name)
+        if isinstance(cached, str):
+            return Path(cached)
+        return None if offline() else Path(hf_hub_download(repo_id, name, etag_timeout=5))
+    except Exception:  # not a hub id, no such file, the Hub unreachable: the license stays for the user to fill in
+        return None
+
+
+def license_lines(license: Dict[str, str]) -> List[str]:
+    """The model card's License section: the base model's license, or that the user has to fill it in."""
+    if not license:
+        return [
+            "The base model's license was not found: neither its model card nor its config names one. "
+            "Fill in `license:` in the front matter above (the base model's license, or one its terms allow) "
+            "before you share this model.",
+        ]
+    name = license.get("license_name") or license["license"]
+    link = f" ({license['license_link']})" if license.get("license_link") else ""
+    return [
+        f"`{name}`{link}: the base model's license, as {license['found_in']} says it. "
+        "A fine-tuned model derives from its base model, whose terms apply to it too.",
+    ]
+
+
 def write_model_files(folder: Path, record: ModelRecord, kind_files: Dict[str, Any]) -> None:
     """The model record and the kind's files (``TaskKind.model_files``), into a model or export folder."""
     (folder / RECORD_FILE).write_text(json.dumps(record.as_dict(), indent=2) + "\n", encoding="utf-8")

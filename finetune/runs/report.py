@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from finetune.files import replaced_atomically
 from finetune.markdown import markdown_table
+from finetune.runs.model_folder import base_model_license, license_lines
 from finetune.runs.saved import SavedRun
 
 
@@ -130,7 +131,11 @@ def model_card(
     local_model = Path(source).expanduser().is_dir()
     base_model = cfg.model.get("base_model") or (None if local_model else source)
     dataset = cfg.task.path if not cfg.task.data_files.get("train") else None  # a hub data set; local files have no id
+    license = base_model_license(source, base_model)
     data = _card_data(kind, metrics, run_name, base_model, dataset, task_name)
+    data.license, data.license_name, data.license_link = (
+        license.get(k) for k in ("license", "license_name", "license_link")
+    )
     base = (
         f"[{base_model}](https://huggingface.co/{base_model})"
         if base_model
@@ -155,6 +160,7 @@ def model_card(
         body += ["", "## Errors", "", *errors]
     body += _long_text_lines(metrics["train"], cfg.task.max_length)
     body += _card_closing_sections(kind, examples, hyperparameters)
+    body += ["## License", "", *license_lines(license), ""]
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(body)).content
 
 

@@ -12,10 +12,13 @@ exporting, the run's validation split (rebuilt from its saved config and seed) o
 ``--check-file`` goes through both models: max absolute logit difference, agreement of the
 predictions, and the task's first metric of each. An fp32 export must agree on 99.9% of the
 rows; an int8 export whose metric drops more than ``--max-drop`` points is refused. The folder
-is written under a temporary name and moved into place only when the check passed.
+is written under a temporary name and moved into place only when the check passed; an existing export is
+replaced only with ``--overwrite``. What ``export.json`` records is printed as JSON on stdout, the same in
+words on stderr.
 """
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -323,17 +326,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     output = args.output or args.run / EXPORT_DIR
+    print(json.dumps({"output": str(output), **record}))
     sizes = record["sizes_bytes"]
     print(
         f"Exported {output / ONNX_FILE} ({record['precision']}, opset {record['opset']}, "
         f"{sizes[ONNX_FILE] / 2**20:.1f} MiB; "
-        f"PyTorch weights {sizes['pytorch_weights'] / 2**20:.1f} MiB)"
+        f"PyTorch weights {sizes['pytorch_weights'] / 2**20:.1f} MiB)",
+        file=sys.stderr,
     )
     print(
         f"Parity on {record['parity']['checked_on']}, {record['parity']['threads']} threads: "
-        f"{summary(record['parity'])}"
+        f"{summary(record['parity'])}",
+        file=sys.stderr,
     )
-    print(f'Serve it: python -m finetune.predict {output} "some text"  (or --backend onnx on the run folder)')
+    print(
+        f'Serve it: python -m finetune.predict {output} "some text"  (or --backend onnx on the run folder)',
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -34,7 +34,7 @@ class Int8Recipe:
         }
 
 
-# Measured on a MiniLM AG News run (docs/inference.md, bench/int8_recipes.py): per-tensor
+# Measured on a MiniLM AG News run (docs/benchmarks/inference.md, bench/int8_recipes.py): per-tensor
 # scales cost 0.4 points of accuracy, per-channel ones none; with the Predictor's passes of a
 # few texts the fused graph (one QAttention per layer) ran 10-20% slower than the plain one;
 # static quantization was slower still and lost 0.9-1.5 points. The fp32 head costs nothing measurable.

@@ -7,17 +7,23 @@
     python -m finetune.predict outputs/<run> --backend onnx "..."   # the run's ONNX export (python -m finetune.export)
 
 A file is read, predicted and written a chunk of rows at a time (``--chunk-rows``), so its
-length does not change the memory needed; it is checked whole before the model loads.
+length does not change the memory needed; it is checked whole before the model loads. The columns it adds
+are finetune/tasks/vocabulary.py's: ``predicted``, ``confidence``, ``p_<label>`` (``--all-scores``), ``abstained``.
+
+What the command prints on stdout is JSON: the answer for a text, or for a file what it wrote (with the metrics
+of a labeled file); the progress and the summary a person reads go to stderr.
 """
 
 import argparse
+import functools
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from finetune.errors import FinetuneError
-from finetune.files import write_json
+from finetune.files import refuse_to_overwrite, write_json
 from finetune.inference.answers import rounded
 from finetune.inference.predictor import Predictor, Text
 from finetune.inference.runners import BACKENDS
@@ -85,19 +91,26 @@ def check_input(input_path: Path, path: Union[str, Path], chunk_rows: int = CHUN
     return InputFile(input_path, folder, kind, rows, labeled, chunk_rows)
 
 
-def check_output(output_path: Path, input_path: Optional[Path], overwrite: bool) -> None:
-    """Refuse an --output that would destroy a file: the input itself, or any existing file without --overwrite."""
+def metrics_path(output_path: Path) -> Path:
+    """Where the metrics of a labeled --input go: beside --output, ``<output>.metrics.json``."""
+    return output_path.with_name(output_path.stem + ".metrics.json")
+
+
+def check_output(output_path: Path, input_path: Optional[Path], overwrite: bool, input_option: str = "--input") -> None:
+    """Refuse an --output that would destroy a file: the input itself, or, without --overwrite, any existing file
+    (the output, or the metrics file beside it)."""
     output_suffix(output_path)
     if output_path.is_dir():
         raise FinetuneError(
             f"--output {output_path} is a folder; give a file name, e.g. {output_path / 'predictions.csv'}."
         )
-    if not output_path.exists():
-        return
     if input_path is not None and input_path.exists() and output_path.resolve() == input_path.resolve():
-        raise FinetuneError(f"--output {output_path} is the --input file; write the predictions into another file.")
-    if not overwrite:
-        raise FinetuneError(f"--output {output_path} exists; add --overwrite to replace it, or choose another file.")
+        raise FinetuneError(
+            f"--output {output_path} is the {input_option} file; write the predictions into another file."
+        )
+    refuse_to_overwrite(output_path, overwrite)
+    if input_option == "--input":  # the predict command writes a labeled file's metrics beside its output
+        refuse_to_overwrite(metrics_path(output_path), overwrite, f"--output {output_path}: its metrics file")
 
 
 def predict_file(
@@ -127,6 +140,7 @@ def predict_file(
                 truth.append(np.array(parsed_labels(frame[info.label_field].tolist(), kind, first_row=first)))
                 logits_seen.append(logits)
     if not source.labeled:
+        metrics_path(output_path).unlink(missing_ok=True)  # an earlier output's (--overwrite): not this file's
         return None, abstained
     metrics = kind.report(np.concatenate(truth), np.concatenate(logits_seen))
     metrics["long_text"] = {
@@ -136,7 +150,7 @@ def predict_file(
     }
     if predictor.min_confidence is not None:
         metrics["abstention"] = answers.report(np.concatenate(truth), np.concatenate(logits_seen))
-    write_json(output_path.with_name(output_path.stem + ".metrics.json"), metrics)
+    write_json(metrics_path(output_path), metrics)
     return metrics, abstained
 
 
@@ -217,11 +231,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument(
         "--output",
         type=Path,
-        help="where to write --input's rows with the predictions (label and score, labels, or score)",
+        help="where to write --input's rows with the predictions (columns predicted, confidence; "
+        "abstained with --min-confidence)",
     )
-    parser.add_argument("--all-scores", action="store_true", help="with --output: a score_<label> column per class")
+    parser.add_argument("--all-scores", action="store_true", help="with --output: a p_<label> column per class")
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace --output if it exists (never the --input file)"
+        "--overwrite",
+        action="store_true",
+        help="replace --output (and its .metrics.json) if it exists (never the --input file)",
     )
     parser.add_argument(
         "--chunk-rows",
@@ -235,7 +252,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "--max-length",
         type=positive_int,
         default=None,
-        help="tokens per text (default: the model's limit, at most 512)",
+        help="tokens per text (default: the run's task.max_length; a plain model folder: its limit, at most 512)",
     )
     parser.add_argument(
         "--long-text",
@@ -267,34 +284,45 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
         if source is None:
             text: Text = (args.text, args.text_pair) if args.text_pair is not None else args.text
-            print(rounded(predictor(text, top_k=args.top_k)))
+            print(json.dumps(rounded(predictor(text, top_k=args.top_k)), ensure_ascii=False))
             return 0
         metrics, abstained = predict_file(predictor, source, args.output, args.all_scores)
     except FinetuneError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"Wrote {source.rows} rows to {args.output}")
-    if args.min_confidence is not None:
-        print(
-            f"Abstained on {abstained} of {source.rows} rows (confidence below {args.min_confidence:g}): "
-            f"coverage {1 - abstained / max(source.rows, 1):.4f}"
-        )
-    if metrics is not None:
-        scores = "  ".join(f"{name} {metrics[name]:.4f}" for name in predictor.kind.metrics)
-        print(f"{scores}  on {metrics['rows']} labeled rows")
-        answered = (metrics.get("abstention") or {}).get("on_answered")
-        if answered:
-            print(
-                "  ".join(f"{name} {answered[name]:.4f}" for name in predictor.kind.metrics)
-                + f"  on the {metrics['abstention']['answered']} answered rows"
-            )
-        for name, row in (metrics.get("per_class") or {}).items():
-            print(
-                f"  {name:<20} "
-                + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"n={v}" for k, v in row.items())
-            )
-        print(f"Metrics and per-class report: {args.output.with_name(args.output.stem + '.metrics.json')}")
+    summary = {
+        "output": str(args.output),
+        "rows": source.rows,
+        "abstained": abstained if args.min_confidence is not None else None,
+        "metrics_file": str(metrics_path(args.output)) if metrics is not None else None,
+        "metrics": metrics,
+    }
+    print(json.dumps(summary, ensure_ascii=False))
+    describe_file_result(args, predictor.kind.metrics, source.rows, metrics, abstained)
     return 0
+
+
+def describe_file_result(args: argparse.Namespace, names, rows: int, metrics, abstained: int) -> None:
+    """What a file's prediction did, for a person (stderr): rows written, abstentions, the metrics."""
+    say = functools.partial(print, file=sys.stderr)
+    say(f"Wrote {rows} rows to {args.output}")
+    if args.min_confidence is not None:
+        say(
+            f"Abstained on {abstained} of {rows} rows (confidence below {args.min_confidence:g}): "
+            f"coverage {1 - abstained / max(rows, 1):.4f}"
+        )
+    if metrics is None:
+        return
+    say(f"{'  '.join(f'{name} {metrics[name]:.4f}' for name in names)}  on {metrics['rows']} labeled rows")
+    answered = (metrics.get("abstention") or {}).get("on_answered")
+    if answered:
+        say(
+            "  ".join(f"{name} {answered[name]:.4f}" for name in names)
+            + f"  on the {metrics['abstention']['answered']} answered rows"
+        )
+    for name, row in (metrics.get("per_class") or {}).items():
+        say(f"  {name:<20} " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"n={v}" for k, v in row.items()))
+    say(f"Metrics and per-class report: {metrics_path(args.output)}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ finds unlikely; ``get_label_quality_scores`` ranks them (the probability of the 
 lowest first). The folds of several seeds (or configurations) on the same rows are averaged.
 
 ``label_audit.csv`` in the sweep folder: every train row, most likely wrong first, with
-``row, <text columns>, given_label, suggested_label, score, flagged``. Single-label tasks only.
+``row, <text columns>, given_label, suggested_label, score, flagged``. Single-label tasks only. The fold files
+are read in the current vocabulary (finetune/tasks/vocabulary.py): an older run's names are mapped.
 """
 
 import logging
@@ -16,12 +17,24 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from finetune.files import replaced_atomically
+from finetune.packages import DISTRIBUTION
 from finetune.runs.examples import TRAIN_ROW
 from finetune.runs.saved import SavedRun
+from finetune.tasks.vocabulary import (
+    CONFIDENCE,
+    CORRECT,
+    GOLD,
+    PREDICTED,
+    PROBABILITY,
+    ROW,
+    current,
+    probability,
+    probability_labels,
+)
 
 log = logging.getLogger("finetune")
 AUDIT_FILE = "label_audit.csv"
-PROBABILITY = "p_"  # single-label predictions: a p_<label> column per class
+AUDITED_KIND = "single_label"  # one probability per class, summing to one: what confident learning reads
 
 
 def out_of_fold_groups(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -29,15 +42,20 @@ def out_of_fold_groups(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     if together they predict every train row exactly once; incomplete groups are logged and left out."""
     import pandas as pd
 
-    jobs: Dict[str, List[Path]] = {}
+    jobs: Dict[str, List[SavedRun]] = {}
     for row in rows:
-        folder = SavedRun(row["run_folder"]).out_of_fold_path
-        if row["status"] == "completed" and folder.is_file():
+        run = SavedRun(row["run_folder"])
+        if row["status"] == "completed" and run.out_of_fold_path.is_file():
             unfolded = " ".join(o for o in row["overrides"].split() if not o.lstrip("+~").startswith("task.fold="))
-            jobs.setdefault(unfolded, []).append(folder)
+            jobs.setdefault(unfolded, []).append(run)
     groups = {}
-    for key, files in jobs.items():
-        table = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sort_values(TRAIN_ROW, kind="stable")
+    for key, runs in jobs.items():
+        task = runs[0].task()
+        if task.kind != AUDITED_KIND:
+            log.warning("Label audit: '%s' is a %s task; the audit reads single-label runs only.", key, task.kind)
+            continue
+        tables = [current(pd.read_parquet(r.out_of_fold_path), list(task.label_names)) for r in runs]
+        table = pd.concat(tables, ignore_index=True).sort_values(TRAIN_ROW, kind="stable")
         if table[TRAIN_ROW].tolist() != list(range(len(table))):
             log.warning(
                 "Label audit: the fold jobs of '%s' do not predict every train row once "
@@ -60,21 +78,21 @@ def label_audit(tables: List[Any], text_columns: Optional[List[str]] = None):
     from cleanlab.rank import get_label_quality_scores
 
     first = tables[0]
-    names = [c[len(PROBABILITY) :] for c in first.columns if c.startswith(PROBABILITY)]
-    probabilities = np.mean([t[[PROBABILITY + n for n in names]].to_numpy(dtype="float64") for t in tables], axis=0)
+    names = probability_labels(first.columns)
+    probabilities = np.mean([t[[probability(n) for n in names]].to_numpy(dtype="float64") for t in tables], axis=0)
     probabilities /= probabilities.sum(axis=1, keepdims=True)
-    given = first["gold"].map({n: i for i, n in enumerate(names)}).to_numpy()
+    given = first[GOLD].map({n: i for i, n in enumerate(names)}).to_numpy()
     text_columns = text_columns or [
         c
         for c in first.columns
-        if c not in {TRAIN_ROW, "row", "gold", "predicted", "correct", "confidence"} and not c.startswith(PROBABILITY)
+        if c not in {TRAIN_ROW, ROW, GOLD, PREDICTED, CORRECT, CONFIDENCE} and not c.startswith(PROBABILITY)
     ]
     flagged = find_label_issues(given, probabilities, filter_by="prune_by_noise_rate")
     audit = pd.DataFrame(
         {
             "row": first[TRAIN_ROW],
             **{c: first[c] for c in text_columns},
-            "given_label": first["gold"],
+            "given_label": first[GOLD],
             "suggested_label": [names[i] for i in probabilities.argmax(axis=1)],
             "score": get_label_quality_scores(given, probabilities),
             "flagged": flagged,
@@ -92,7 +110,7 @@ def write_label_audit(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optional[s
     if not groups:
         return None
     sizes = {len(t) for t in groups.values()}
-    if len(sizes) > 1 or not any(c.startswith(PROBABILITY) for c in next(iter(groups.values())).columns):
+    if len(sizes) > 1 or not probability_labels(next(iter(groups.values())).columns):
         log.warning(
             "Label audit: skipped; it needs single-label fold jobs on the same train rows "
             "(found %d groups of %s rows).",
@@ -103,7 +121,7 @@ def write_label_audit(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optional[s
     try:
         audit = label_audit(list(groups.values()))
     except ImportError:
-        log.warning("Label audit: skipped; it needs cleanlab: pip install 'finetune[audit]'.")
+        log.warning("Label audit: skipped; it needs cleanlab: pip install '%s[audit]'.", DISTRIBUTION)
         return None
     with replaced_atomically(Path(sweep_dir) / AUDIT_FILE) as tmp:
         audit.to_csv(tmp, index=False)

@@ -4,7 +4,9 @@
 
 Each side is a run folder, a sweep folder (all its finished runs: the seeds or folds of one
 configuration) or run folders joined by commas. It reads the predictions each run saved
-(``predictions_<split>.parquet``), so nothing is retrained.
+(``predictions_<split>.parquet``, an older run's column names mapped), so nothing is retrained. The result
+is written to ``--output`` (an existing file only with ``--overwrite``) and printed as JSON on stdout; the
+same in words goes to stderr.
 
 How runs are paired and pooled. Runs are matched by the fingerprint of the rows they were
 scored on (``environment.json``: a hash of the split's text and labels). Runs of the same rows
@@ -27,16 +29,18 @@ its own. A run of one side whose rows no run of the other side was scored on is 
 """
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from finetune.errors import FinetuneError
-from finetune.files import write_json
+from finetune.files import refuse_to_overwrite, write_json
 from finetune.runs.examples import read_predictions
 from finetune.runs.saved import ENVIRONMENT_FILE, METRICS_FILE, SavedRun
 from finetune.tasks.registry import best_metric
+from finetune.tasks.vocabulary import CORRECT
 
 RESAMPLES = 2000
 EXACT_BELOW = 25  # discordant rows: fewer than this, McNemar's exact binomial test; else chi-square
@@ -205,15 +209,15 @@ def _score_group(
 
     if metric == "accuracy":  # mean over runs of accuracy = accuracy of the per-row share of runs that are right
         right = {
-            side: np.mean([np.asarray(t["correct"], dtype=float) for t in ts], axis=0) for side, ts in tables.items()
+            side: np.mean([np.asarray(t[CORRECT], dtype=float) for t in ts], axis=0) for side, ts in tables.items()
         }
         draws = (right["a"] - right["b"])[indices].mean(axis=1)
     else:
         draws = np.array([score("a", idx) - score("b", idx) for idx in indices])
-    classified = "correct" in tables["a"][0].columns
+    classified = CORRECT in tables["a"][0].columns
     discordant = [0, 0]
     if classified and len(side_a) == len(side_b) == 1:
-        right = {side: np.asarray(ts[0]["correct"], dtype=bool) for side, ts in tables.items()}
+        right = {side: np.asarray(ts[0][CORRECT], dtype=bool) for side, ts in tables.items()}
         discordant = [int((right["a"] & ~right["b"]).sum()), int((~right["a"] & right["b"]).sum())]
     return {
         "rows": rows,
@@ -315,15 +319,18 @@ def main(argv: Optional[List[str]] = None) -> None:
         default=Path("comparison.json"),
         help="where to write the result (default ./comparison.json)",
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     args = parser.parse_args(argv)
     if args.resamples < 1:
         parser.error(f"--resamples {args.resamples}: must be an integer >= 1, e.g. --resamples {RESAMPLES}")
     try:
+        refuse_to_overwrite(args.output, args.overwrite)
         result = compare(runs_of(args.a), runs_of(args.b), args.split, args.metric, args.resamples, args.seed)
     except FinetuneError as error:
         sys.exit(f"finetune.compare: {error}")
     write_json(args.output, result)
-    print(f"{describe(result)}\nWritten to {args.output}")
+    print(json.dumps(result))
+    print(f"{describe(result)}\nWritten to {args.output}", file=sys.stderr)
 
 
 if __name__ == "__main__":

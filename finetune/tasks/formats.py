@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from finetune.errors import FinetuneError
+from finetune.packages import DISTRIBUTION
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +322,9 @@ def _read_excel(file: Path, key: str, split: str, column_names: Optional[List[st
     try:
         import openpyxl  # noqa: F401
     except ImportError:
-        raise FinetuneError(f"{key}: reading {file} (Excel) needs openpyxl: pip install 'finetune[excel]'") from None
+        raise FinetuneError(
+            f"{key}: reading {file} (Excel) needs openpyxl: pip install '{DISTRIBUTION}[excel]'"
+        ) from None
     from datasets import Dataset
 
     stat = file.stat()

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from finetune.tasks.metrics import compute
+from finetune.tasks.vocabulary import CONFIDENCE, CORRECT, GOLD, PREDICTED
 
 log = logging.getLogger(__name__)
 UNLABELED_MARKERS = (-1, "-1", None)  # the hub's marker for a test split without labels (GLUE)
@@ -369,9 +370,11 @@ class TaskKind(ABC):
     def prediction_cell(self, prediction, as_ids: bool = False) -> str:
         """One cell of a submission file (``index<TAB>prediction``)."""
 
-    @abstractmethod
     def output_columns(self, scores) -> Dict[str, List[Any]]:
-        """The columns ``finetune.predict --output`` adds to a file."""
+        """The columns ``finetune.predict --output`` adds: ``predicted`` (a label cell) and ``confidence``."""
+        columns: Dict[str, List[Any]] = {PREDICTED: [self.prediction_cell(p) for p in self.predict(scores)]}
+        confidence = self.confidence(scores)
+        return columns if confidence is None else {**columns, CONFIDENCE: confidence.tolist()}
 
     # --- per-example predictions and errors (predictions_<split>.parquet, misclassified_<split>.csv) ---
     @abstractmethod
@@ -383,13 +386,13 @@ class TaskKind(ABC):
         """The gold labels and predictions of a saved ``example_columns`` table, as the metrics take them."""
         import numpy as np
 
-        return tuple(np.asarray([self.parse(cell) for cell in table[column]]) for column in ("gold", "predicted"))
+        return tuple(np.asarray([self.parse(cell) for cell in table[column]]) for column in (GOLD, PREDICTED))
 
     def mistakes(self, table):
         """The rows the model got wrong, most confident first: the errors most worth reading."""
-        return table[~table["correct"]].sort_values("confidence", ascending=False, kind="stable")
+        return table[~table[CORRECT]].sort_values(CONFIDENCE, ascending=False, kind="stable")
 
     def confusions(self, mistakes, top: int = 5) -> List[Tuple[str, str, int]]:
         """The most frequent ``(gold, predicted, rows)`` among the mistakes."""
-        counts = mistakes.groupby(["gold", "predicted"], sort=False).size().sort_values(ascending=False, kind="stable")
+        counts = mistakes.groupby([GOLD, PREDICTED], sort=False).size().sort_values(ascending=False, kind="stable")
         return [(str(gold), str(predicted), int(n)) for (gold, predicted), n in counts.head(top).items()]

@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Optional
 from finetune.errors import FinetuneError
 from finetune.tasks.kind import TaskKind, label_index
 from finetune.tasks.metrics import compute
+from finetune.tasks.vocabulary import CONFIDENCE, CORRECT, GOLD, LABEL, PREDICTED, SCORE, probability
 
 log = logging.getLogger(__name__)
 
@@ -299,18 +300,11 @@ class MultiLabel(TaskKind):
 
     def output(self, row_scores, top_k=None):
         chosen = [(n, s) for n, s, t in zip(self.label_names, row_scores.tolist(), self.threshold_array()) if s >= t]
-        return [{"label": n, "score": s} for n, s in sorted(chosen, key=lambda pair: -pair[1])[:top_k]]
+        return [{LABEL: n, SCORE: s} for n, s in sorted(chosen, key=lambda pair: -pair[1])[:top_k]]
 
     def prediction_cell(self, prediction, as_ids=False):
         chosen = [str(i) if as_ids else self.label_names[i] for i in range(self.num_labels) if prediction[i]]
         return self.separator.join(chosen)
-
-    def output_columns(self, scores):
-        predicted = self.predict(scores)
-        return {
-            "predicted_labels": [self.prediction_cell(row) for row in predicted],
-            "score": [float(s[p.astype(bool)].max()) if p.any() else 0.0 for s, p in zip(scores, predicted)],
-        }
 
     def example_columns(self, truth, scores):
         import numpy as np
@@ -320,12 +314,12 @@ class MultiLabel(TaskKind):
         certainty = np.where(predicted == 1, scores, 1 - scores)
         wrong = predicted != truth
         return {
-            "gold": [self.prediction_cell(row) for row in truth],
-            "predicted": [self.prediction_cell(row) for row in predicted],
-            "correct": (~wrong.any(axis=1)).tolist(),  # every label of the row right, as accuracy counts
+            GOLD: [self.prediction_cell(row) for row in truth],
+            PREDICTED: [self.prediction_cell(row) for row in predicted],
+            CORRECT: (~wrong.any(axis=1)).tolist(),  # every label of the row right, as accuracy counts
             # a wrong row: its most confident wrong decision; a right one: its least sure decision
-            "confidence": np.where(
+            CONFIDENCE: np.where(
                 wrong.any(axis=1), np.where(wrong, certainty, 0).max(axis=1), certainty.min(axis=1)
             ).tolist(),
-            **{f"score_{name}": scores[:, i].tolist() for i, name in enumerate(self.label_names)},
+            **{probability(name): scores[:, i].tolist() for i, name in enumerate(self.label_names)},
         }

@@ -6,6 +6,7 @@ from typing import Any, List, Optional, Sequence
 
 from finetune.errors import FinetuneError
 from finetune.tasks.kind import TaskKind
+from finetune.tasks.vocabulary import ERROR, GOLD, PREDICTED
 
 log = logging.getLogger(__name__)
 
@@ -123,23 +124,23 @@ class Regression(TaskKind):
         return "scatter", scatter_figure(truth, self.scores(logits), title)
 
     def output(self, row_scores, top_k=None):
-        return {"score": float(row_scores)}
+        return {PREDICTED: float(row_scores)}
 
     def prediction_cell(self, prediction, as_ids=False):
         return f"{float(prediction):.3f}"
 
     def output_columns(self, scores):
-        return {"predicted_score": scores.tolist()}
+        return {PREDICTED: scores.tolist()}
 
     def example_columns(self, truth, scores):
         import numpy as np
 
         truth = np.asarray(truth, dtype=float)
-        return {"gold": truth.tolist(), "predicted": scores.tolist(), "error": (scores - truth).tolist()}
+        return {GOLD: truth.tolist(), PREDICTED: scores.tolist(), ERROR: (scores - truth).tolist()}
 
     def mistakes(self, table):
         """Every row, largest error first: a score is never simply right or wrong."""
-        return table.iloc[table["error"].abs().argsort(kind="stable")[::-1]]
+        return table.iloc[table[ERROR].abs().argsort(kind="stable")[::-1]]
 
     def confusions(self, mistakes, top=5):
         return []  # no classes to confuse

@@ -5,6 +5,7 @@ from typing import Any, Dict, List, Optional
 
 from finetune.errors import FinetuneError
 from finetune.tasks.kind import TaskKind, label_index
+from finetune.tasks.vocabulary import CONFIDENCE, CORRECT, GOLD, LABEL, PREDICTED, SCORE, probability
 
 log = logging.getLogger(__name__)
 
@@ -156,22 +157,18 @@ class SingleLabel(TaskKind):
 
     def output(self, row_scores, top_k=None):
         ranked = sorted(zip(self.label_names, row_scores.tolist()), key=lambda pair: -pair[1])
-        return [{"label": label, "score": score} for label, score in ranked[:top_k]]
+        return [{LABEL: label, SCORE: score} for label, score in ranked[:top_k]]
 
     def prediction_cell(self, prediction, as_ids=False):
         return str(int(prediction)) if as_ids else self.label_names[int(prediction)]
-
-    def output_columns(self, scores):
-        predicted = self.predict(scores)
-        return {"predicted_label": [self.label_names[i] for i in predicted], "score": scores.max(axis=1).tolist()}
 
     def example_columns(self, truth, scores):
         predicted = self.predict(scores)
         truth = [int(t) for t in truth]
         return {
-            "gold": [self.label_names[t] for t in truth],
-            "predicted": [self.label_names[p] for p in predicted],
-            "correct": (predicted == truth).tolist(),
-            "confidence": scores.max(axis=1).tolist(),  # the probability of the predicted class
-            **{f"p_{name}": scores[:, i].tolist() for i, name in enumerate(self.label_names)},
+            GOLD: [self.label_names[t] for t in truth],
+            PREDICTED: [self.label_names[p] for p in predicted],
+            CORRECT: (predicted == truth).tolist(),
+            CONFIDENCE: self.confidence(scores).tolist(),  # the probability of the predicted class
+            **{probability(name): scores[:, i].tolist() for i, name in enumerate(self.label_names)},
         }

@@ -22,10 +22,15 @@ log = logging.getLogger(__name__)
 
 # Linear layers LoRA adapts by default, by model_type: the attention query and value projections
 # (peft's own table where it has the architecture). XLNet's attention weights are plain tensors,
-# not Linear layers, so its feed-forward layers take the adapters instead.
+# not Linear layers, so its feed-forward layers take the adapters instead. ModernBERT (and mmBERT,
+# Ettin: the same architecture) computes query, key and value in one Linear layer, Wqkv, as DeBERTa's
+# in_proj does.
 TARGET_MODULES = {
     "distilbert": ["q_lin", "v_lin"],
     "xlnet": ["layer_1", "layer_2"],
+    "modernbert": ["Wqkv"],
+    "eurobert": ["q_proj", "v_proj"],
+    "gte": ["q_proj", "v_proj"],
 }
 
 

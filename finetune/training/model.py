@@ -23,6 +23,29 @@ WEIGHT_FILES = (
 )
 
 
+def longer_context(train_lengths: Optional[Dict[str, Any]], max_length: int, tokenizer) -> Optional[str]:
+    """Where many train rows are cut at ``task.max_length`` and the model reads more tokens: a line naming its
+    limit and the ``task.max_length`` that reads nine train rows in ten whole (long-context encoders such as
+    ModernBERT, EuroBERT and GTE read 8,192). None where few rows are cut or the model reads no more."""
+    from finetune.tasks.windows import CUT_WARNING_SHARE
+
+    limit = tokenizer.model_max_length
+    if not train_lengths or train_lengths["share_over_max_length"] <= CUT_WARNING_SHARE:
+        return None
+    if not max_length < limit < 1_000_000:  # XLNet and others report ~1e30: no limit of their own
+        return None
+    p90 = int(train_lengths["p90_tokens"])
+    if p90 > limit:
+        reach = f"task.max_length={limit}, its most, reads more of each (their 90th percentile: {p90} tokens)"
+    else:
+        wanted = min(limit, -(-p90 // 64) * 64)  # the 90th percentile, rounded up to a multiple of 64
+        reach = f"task.max_length={wanted} reads 90% of them whole"
+    return (
+        f"The model reads up to {limit:,} tokens and {train_lengths['share_over_max_length']:.0%} of the train rows "
+        f"are longer than task.max_length={max_length}: {reach} (time and memory grow with it)."
+    )
+
+
 @dataclass
 class PretrainedClassifier(ModelFields):
     """Loads ``name_or_path`` (hub id or local folder) with a fresh classification head."""

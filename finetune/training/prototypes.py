@@ -85,6 +85,16 @@ def fold_mean_pooling(model) -> bool:
     return True
 
 
+def token_mean(features, attention_mask):
+    """The mean of each row's token features, padding left out.
+
+    A head that scores every token and averages the scores (EuroBERT's ``classifier_pooling: late``) is linear
+    in its last layer, so its logits are that layer on this mean: the row's features for the prototypes.
+    """
+    mask = attention_mask.to(features).unsqueeze(-1)
+    return (features * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
 def init_from_prototypes(model, kind, train, collator, batch_size: int = 32) -> None:
     """Set the last layer's class rows to the unit-length means of the training rows' features (times SCALE)."""
     import torch
@@ -101,6 +111,8 @@ def init_from_prototypes(model, kind, train, collator, batch_size: int = 32) -> 
                 batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
                 labels.append(batch.pop("labels"))
                 model(**{k: v.to(model.device) for k, v in batch.items()})
+                if features[-1].dim() == 3:  # a head on every token: its features are the tokens' mean
+                    features[-1] = token_mean(features[-1], batch["attention_mask"])
     finally:
         hook.remove()
         model.train(was_training)

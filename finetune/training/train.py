@@ -23,6 +23,7 @@ from finetune.runs.folders import latest_checkpoint
 from finetune.runs.saved import SavedRun
 from finetune.tasks.data import DOCUMENT, LABEL, label_array
 from finetune.tasks.registry import best_metric
+from finetune.training.model import longer_context
 from finetune.training.outputs import show_examples, write_outputs
 from finetune.training.schedule import sized_settings
 
@@ -212,6 +213,9 @@ def tokenized(task, splits, tokenizer, args, hardware) -> Tuple[Dict[str, Any], 
     """The token lengths of each split (logged, with a warning when many rows are cut), and the splits tokenized."""
     log.info("Token lengths (the model's tokenizer; long texts read by %s):", task.long_text.describe())
     lengths = task.lengths(splits, tokenizer)
+    hint = longer_context(lengths.get("train"), task.max_length, tokenizer)
+    if hint:
+        log.info(hint)
     started = time.perf_counter()
     with (
         args.main_process_first(desc="tokenization"),
