@@ -174,3 +174,19 @@ def test_the_label_audit_reads_out_of_fold_predictions_saved_in_older_names(name
     audit = label_audit([group])
     assert list(audit.columns) == ["row", "text", "given_label", "suggested_label", "score", "flagged"]
     pd.testing.assert_frame_equal(audit, label_audit([expected]))
+
+
+def test_the_label_audit_starts_no_process_pool(monkeypatch):
+    """A forked pool in a process that runs threads (torch's, tqdm's, a sweep's or a test runner's) can deadlock
+    in the child: the audit runs cleanlab in its own process."""
+    import multiprocessing.pool
+
+    pytest.importorskip("cleanlab")
+    from finetune.sweeps.audit import label_audit
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the label audit started a multiprocessing pool")
+
+    monkeypatch.setattr(multiprocessing.pool.Pool, "__init__", refuse)
+    audit = label_audit([pd.concat(fold_tables(), ignore_index=True)])
+    assert len(audit) == 24 and audit["flagged"].dtype == bool

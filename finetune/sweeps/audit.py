@@ -87,7 +87,9 @@ def label_audit(tables: List[Any], text_columns: Optional[List[str]] = None):
         for c in first.columns
         if c not in {TRAIN_ROW, ROW, GOLD, PREDICTED, CORRECT, CONFIDENCE} and not c.startswith(PROBABILITY)
     ]
-    flagged = find_label_issues(given, probabilities, filter_by="prune_by_noise_rate")
+    # n_jobs=1: cleanlab's default forks a multiprocessing pool, and a fork of a process that runs threads
+    # (torch's, tqdm's, a test runner's) can deadlock in the child; one process is fast at a sweep's row counts.
+    flagged = find_label_issues(given, probabilities, filter_by="prune_by_noise_rate", n_jobs=1)
     audit = pd.DataFrame(
         {
             "row": first[TRAIN_ROW],
