@@ -34,6 +34,7 @@ from tests.helpers import (
 TRAINED_RUNS = ("topic_run", "pair_run", "multi_label_run", "regression_run")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the groups into the test ids
 def pytest_collection_modifyitems(items) -> None:
     """A test that reads a trained run trains (once per session); so do the slow and integration ones.
 
@@ -47,6 +48,20 @@ def pytest_collection_modifyitems(items) -> None:
             item.add_marker(pytest.mark.trains)
         together = reads_runs or item.get_closest_marker("uses_trained_runs") is not None
         item.add_marker(pytest.mark.xdist_group("trained_runs" if together else item.module.__name__))
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: run where the workers' collections arrive
+def pytest_xdist_node_collection_finished(node, ids) -> None:
+    """Under ``--dist loadgroup``, each test id carries its group: a pytest-xdist that no longer adds it would
+    spread the groups over the workers (each trained run trained on every one), silently; stop instead."""
+    ungrouped = [nodeid for nodeid in ids if "@" not in nodeid.rsplit("]", 1)[-1]]
+    if node.config.getvalue("dist") == "loadgroup" and ungrouped:
+        pytest.exit(
+            f"pytest-xdist did not group {len(ungrouped)} of {len(ids)} tests (the first: {ungrouped[0]}): this "
+            "pytest and pytest-xdist do not work together under --dist loadgroup; install the versions the test "
+            "extra of pyproject.toml names (pip install -e '.[test]').",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -2,9 +2,10 @@
 checkout, then its console scripts from another folder: finetune-train trains a tiny run (its folder under that
 folder's outputs/, as python run.py would), and predict, export, serve, compare and publish --dry-run work on it.
 
-torch is not installed again: the fresh environment sees this one's torch, and what torch requires, through a .pth
-file naming a folder of links to them. Every other dependency installs from the package index (or pip's cache), so
-a dependency pyproject.toml forgets fails here.
+The dependencies are not downloaded again: the fresh environment sees those of this environment that the package
+declares (its requirements and theirs, with the extras the test installs), and only those, through a .pth file
+naming a folder of links to them. pip checks them against pyproject.toml's versions and installs the package alone;
+a dependency pyproject.toml forgets is missing there, and fails here.
 """
 
 import importlib.metadata
@@ -25,7 +26,8 @@ from tests.helpers import REPO, TINY_TRAINING, call, free_socket, program, topic
 
 pytestmark = [pytest.mark.trains, pytest.mark.slow]
 
-REUSED = "torch"  # the distribution the fresh environment reuses, with its requirements
+DISTRIBUTION = "finetune-encoders"  # this checkout, installed here (editable) and into the fresh environment
+EXTRAS = ("serve", "onnx")  # for finetune-serve and finetune-export
 OWN = {"pip", "setuptools", "wheel"}  # the fresh environment's own: pip may upgrade them there
 COMMANDS = ("train", "predict", "export", "serve", "compare", "publish", "suggest", "simulate-labeling")
 HEAVY = {"torch", "transformers", "datasets", "sklearn"}
@@ -51,19 +53,29 @@ def with_requirements(name: str, found: Dict[str, importlib.metadata.Distributio
             with_requirements(requirement.name, found)
 
 
-def reuse_torch(python: Path, folder: Path) -> None:
-    """Links to this environment's torch and its requirements in ``folder``, on the fresh environment's path."""
+def declared_requirements() -> Dict[str, importlib.metadata.Distribution]:
+    """This environment's distributions that the package requires (with ``EXTRAS``), and what they require."""
+    from packaging.requirements import Requirement
+
     found: Dict[str, importlib.metadata.Distribution] = {}
-    with_requirements(REUSED, found)
-    assert REUSED in found, f"{REUSED} is not installed here"
+    for line in importlib.metadata.distribution(DISTRIBUTION).requires or []:
+        requirement = Requirement(line)
+        if requirement.marker is None or any(requirement.marker.evaluate({"extra": e}) for e in ("", *EXTRAS)):
+            with_requirements(requirement.name, found)
+    assert {"torch", "transformers", "fastapi", "onnxruntime"} <= set(found), sorted(found)
+    return found
+
+
+def reuse_declared_requirements(python: Path, folder: Path) -> None:
+    """Links to the declared requirements in ``folder``, on the fresh environment's path."""
     folder.mkdir()
-    for dist in found.values():
+    for dist in declared_requirements().values():
         for top in {Path(str(f)).parts[0] for f in dist.files or [] if not str(f).startswith("..")}:
             source = Path(dist.locate_file(top))
             if source.exists() and not top.endswith(".pth") and not (folder / top).exists():
                 (folder / top).symlink_to(source)
     site = program(str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", cwd=folder)
-    (Path(site.stdout.strip()) / f"reused_{REUSED}.pth").write_text(f"{folder}\n", encoding="utf-8")
+    (Path(site.stdout.strip()) / "declared_requirements.pth").write_text(f"{folder}\n", encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +86,12 @@ def installed(tmp_path_factory) -> Path:
     started = time.monotonic()
     assert program(sys.executable, "-m", "venv", str(root / "venv"), cwd=root).returncode == 0
     python = root / "venv" / "bin" / "python"
-    reuse_torch(python, root / "reused")
+    reuse_declared_requirements(python, root / "reused")
     # The checkout as a fresh clone has it: no build/ or egg-info of an earlier build to leak into the wheel, and
     # none left in the checkout by this one.
     checkout = Path(shutil.copytree(REPO, root / "checkout", ignore=shutil.ignore_patterns(*NOT_COPIED)))
     result = program(
-        str(python), "-m", "pip", "install", "--no-compile", f"{checkout}[serve,onnx]", cwd=root, timeout=1200
+        str(python), "-m", "pip", "install", "--no-compile", f"{checkout}[{','.join(EXTRAS)}]", cwd=root, timeout=1200
     )
     assert result.returncode == 0, result.output[-4000:]
     print(f"created and installed in {time.monotonic() - started:.0f} s")

@@ -119,7 +119,19 @@ def test_a_signal_saves_a_checkpoint_stops_and_resume_true_finishes_the_run(
     step = int(stopped[0].split(" at step ")[1].split(";")[0])
     assert 50 <= step < 240 and (run_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").is_file()
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "model").exists()
+    if signum == signal.SIGTERM:  # what a stopped run refuses does not depend on the signal that stopped it
+        assert_refuses_a_new_run_and_changed_settings(args, run_dir, tmp_path)
+    else:  # a folder saved before the peft and callbacks groups existed: they take their defaults
+        saved = run_dir / ".hydra" / "config.yaml"
+        config = yaml.safe_load(saved.read_text())
+        saved.write_text(yaml.safe_dump({k: v for k, v in config.items() if k not in ("peft", "callbacks")}))
+    result = run_py(*args, "resume=true", cwd=tmp_path)  # the same command line, plus resume=true
+    assert result.returncode == 0, result.output[-4000:]
+    assert f"Resuming from {run_dir / 'checkpoints' / f'checkpoint-{step}'}" in result.output
+    assert_same_final_metrics(run_dir, uninterrupted)
 
+
+def assert_refuses_a_new_run_and_changed_settings(args, run_dir: Path, tmp_path: Path) -> None:
     again = run_py(
         *args, cwd=tmp_path
     )  # the same command without resume=true: a new run, refused in a stopped run's folder
@@ -132,15 +144,6 @@ def test_a_signal_saves_a_checkpoint_stops_and_resume_true_finishes_the_run(
     extra = run_py(f"resume={run_dir}", "seed=7", cwd=tmp_path)
     assert extra.returncode == 1 and "drop seed=7" in extra.output
     assert not (run_dir / "metrics.json").exists()
-
-    if signum == signal.SIGINT:  # a folder saved before the peft and callbacks groups existed: they take their defaults
-        saved = run_dir / ".hydra" / "config.yaml"
-        config = yaml.safe_load(saved.read_text())
-        saved.write_text(yaml.safe_dump({k: v for k, v in config.items() if k not in ("peft", "callbacks")}))
-    result = run_py(*args, "resume=true", cwd=tmp_path)  # the same command line, plus resume=true
-    assert result.returncode == 0, result.output[-4000:]
-    assert f"Resuming from {run_dir / 'checkpoints' / f'checkpoint-{step}'}" in result.output
-    assert_same_final_metrics(run_dir, uninterrupted)
 
 
 @pytest.mark.trains

@@ -20,7 +20,6 @@ needs = {
     )
     for name, module in [
         ("optuna", "hydra_plugins.hydra_optuna_sweeper"),
-        ("joblib", "hydra_plugins.hydra_joblib_launcher"),
         ("submitit", "hydra_plugins.hydra_submitit_launcher"),
     ]
 }
@@ -140,16 +139,15 @@ def test_optuna_search_reports_the_best_parameters(tmp_path, topic_files, tiny_m
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "launcher", [pytest.param("joblib", marks=needs["joblib"]), pytest.param("submitit_local", marks=needs["submitit"])]
-)
-def test_local_process_launchers_run_a_sweep(launcher, tmp_path, topic_files, tiny_models):
+@needs["submitit"]
+def test_the_submitit_launcher_runs_a_sweep_in_processes_of_its_own(tmp_path, topic_files, tiny_models):
+    """submitit_local: the launcher of a SLURM cluster (hydra/launcher=submitit_slurm), on this machine."""
     result = run_command(
         [
             sys.executable,
             str(REPO / "run.py"),
             "-m",
-            f"hydra/launcher={launcher}",
+            "hydra/launcher=submitit_local",
             "seed=1,2",
             *data_args(topic_files, tiny_models),
         ],
