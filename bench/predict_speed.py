@@ -59,7 +59,7 @@ def classifier(method: str, args: argparse.Namespace) -> Tuple[Classify, Path, s
         weights = model_dir / "model.safetensors"
     else:
         predictor = Predictor.load(args.onnx if method == "onnx_fp32" else args.int8, backend="onnx")
-        weights = predictor.runner.export_dir / "model.onnx"
+        weights = predictor.runner.onnx_file
     return lambda texts: predictor.kind.predict(predictor.scores(texts)).tolist(), weights, predictor.describe()
 
 
