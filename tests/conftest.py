@@ -54,8 +54,10 @@ def pytest_collection_modifyitems(items) -> None:
 def pytest_xdist_node_collection_finished(node, ids) -> None:
     """Under ``--dist loadgroup``, each test id carries its group: a pytest-xdist that no longer adds it would
     spread the groups over the workers (each trained run trained on every one), silently; stop instead."""
+    if node.config.getvalue("dist") != "loadgroup":
+        return
     ungrouped = [nodeid for nodeid in ids if "@" not in nodeid.rsplit("]", 1)[-1]]
-    if node.config.getvalue("dist") == "loadgroup" and ungrouped:
+    if ungrouped:
         pytest.exit(
             f"pytest-xdist did not group {len(ungrouped)} of {len(ids)} tests (the first: {ungrouped[0]}): this "
             "pytest and pytest-xdist do not work together under --dist loadgroup; install the versions the test "

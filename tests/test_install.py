@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Tuple
 
 import pytest
 
@@ -35,8 +35,11 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
 NOT_COPIED = (".git", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".venv", "outputs", "multirun")
 
 
-def with_requirements(name: str, found: Dict[str, importlib.metadata.Distribution]) -> None:
-    """``name``'s installed distribution and, recursively, those of its requirements (extras left out)."""
+def with_requirements(
+    name: str, found: Dict[str, importlib.metadata.Distribution], extras: Tuple[str, ...] = ()
+) -> None:
+    """``name``'s installed distribution and, recursively, those of its requirements (with ``name``'s ``extras``,
+    its requirements' extras left out)."""
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
@@ -49,19 +52,15 @@ def with_requirements(name: str, found: Dict[str, importlib.metadata.Distributio
         return
     for line in found[key].requires or []:
         requirement = Requirement(line)
-        if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+        if requirement.marker is None or any(requirement.marker.evaluate({"extra": e}) for e in ("", *extras)):
             with_requirements(requirement.name, found)
 
 
 def declared_requirements() -> Dict[str, importlib.metadata.Distribution]:
     """This environment's distributions that the package requires (with ``EXTRAS``), and what they require."""
-    from packaging.requirements import Requirement
-
     found: Dict[str, importlib.metadata.Distribution] = {}
-    for line in importlib.metadata.distribution(DISTRIBUTION).requires or []:
-        requirement = Requirement(line)
-        if requirement.marker is None or any(requirement.marker.evaluate({"extra": e}) for e in ("", *EXTRAS)):
-            with_requirements(requirement.name, found)
+    with_requirements(DISTRIBUTION, found, EXTRAS)
+    del found[DISTRIBUTION]  # installed from the checkout
     assert {"torch", "transformers", "fastapi", "onnxruntime"} <= set(found), sorted(found)
     return found
 
