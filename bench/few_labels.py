@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -135,8 +136,11 @@ def run_logged(command: list[str], log: Path, cwd: Path) -> float:
 
 
 def fresh_run_dir(method: str, train_csv: Path, workdir: Path) -> Path:
-    """WORKDIR/<method>_k{k}_s{seed} (the draw's folder is named k{k}_s{seed}), emptied of any earlier attempt."""
-    run_dir = workdir / f"{method}_{train_csv.parent.name}"
+    """WORKDIR/<method>_k{k}_s{seed} (the draw's folder is named k{k}_s{seed}), emptied of any earlier attempt.
+
+    ``method`` may name flags (``ours model.head=fresh``): each becomes part of the name, so that invocations with
+    other flags, running at once, keep to folders of their own."""
+    run_dir = workdir / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', method)}_{train_csv.parent.name}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
     return run_dir
@@ -265,7 +269,7 @@ def run(args: argparse.Namespace) -> None:
                 load = os.getloadavg()[0]
                 try:
                     if method == "ours":
-                        result = run_py("ours", list(args.flags), train_csv, test_csv, seed, args.workdir)
+                        result = run_py(label, list(args.flags), train_csv, test_csv, seed, args.workdir)
                     else:
                         result = METHODS[method](train_csv, test_csv, seed, args.workdir)
                 except Exception as error:  # one failed combination does not stop the others; it is not recorded
@@ -273,7 +277,10 @@ def run(args: argparse.Namespace) -> None:
                     continue
                 record = {"method": label, "k": k, "seed": seed, **result}
                 if args.dev:
-                    record["scored_on"] = f"{args.dev} dev rows of train.csv"
+                    # which rows: they depend on the draws left out, those of this invocation's seeds too
+                    record["scored_on"] = (
+                        f"{args.dev} dev rows of train.csv, in no draw of seeds 0-4 or {seeds.start}-{seeds.stop - 1}"
+                    )
                 record |= {"torch_threads": threads, "cpu_count": os.cpu_count(), "load_1min": round(load, 2)}
                 with args.results.open("a") as out:
                     out.write(json.dumps(record) + "\n")

@@ -342,3 +342,46 @@ def test_each_architecture_serves_long_texts_as_it_reads_them_whole(preset_run):
     (short, _), (whole, cut) = whole_and_cut(run_dir / "model", SHORT), whole_and_cut(run_dir / "model", LONG)
     assert np.allclose(as_scores(answers[0]), short, atol=1e-5)
     assert np.abs(as_scores(answers[1]) - whole).max() < np.abs(whole - cut).max() / 10  # read whole, not cut
+
+
+def test_the_contrastive_stage_pulls_a_class_together_and_leaves_the_pooling_and_head_alone(tiny_models, tmp_path):
+    """SetFit's objective on the body's mean-pooled tokens (model.contrastive_pairs): one class's rows come closer
+    than two classes' rows were; the folded pooling layer and the head take no part."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments
+
+    from finetune.tasks.single_label import SingleLabel
+    from finetune.training.contrastive import contrastive_stage
+    from finetune.training.prototypes import fold_mean_pooling, token_mean
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    model = four_label_model(tiny_models["bert"])
+    assert fold_mean_pooling(model)
+    rows = topic_rows(40, seed=9)
+    train = Dataset.from_dict(
+        {**tokenizer([r["text"] for r in rows]), "label": [list(TOPICS).index(r["label"]) for r in rows]}
+    )
+    labels = torch.tensor(train["label"])
+    same = (labels[:, None] == labels[None, :]) & ~torch.eye(len(labels), dtype=torch.bool)
+    batch = tokenizer([r["text"] for r in rows], padding=True, return_tensors="pt")
+
+    def gap() -> float:
+        """Mean cosine of one class's pairs minus that of two classes' pairs, on the body's mean-pooled tokens."""
+        model.eval()
+        with torch.no_grad():
+            tokens = model.base_model(**batch, output_hidden_states=True).hidden_states[-2]  # before the folded layer
+        features = torch.nn.functional.normalize(token_mean(tokens, batch["attention_mask"]), dim=1)
+        cosines = features @ features.T
+        return float(cosines[same].mean() - cosines[~same & ~torch.eye(len(labels), dtype=torch.bool)].mean())
+
+    untouched = {n: p.detach().clone() for n, p in model.named_parameters() if "layer.2." in n or "classifier" in n}
+    before = gap()
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, seed=3, report_to=[], learning_rate=1.0)
+    pad = DataCollatorWithPadding(tokenizer)
+    said = contrastive_stage(model, SingleLabel(list(TOPICS)), train, pad, args, pairs=320, folded=True)
+    assert said == "the body trained first on 320 pairs of training rows (SetFit's contrastive objective)"
+    # 20 steps at SetFit's learning rate move a random body a little, always the same way: pinned
+    assert (before, gap()) == (pytest.approx(0.0308, abs=2e-4), pytest.approx(0.0336, abs=2e-4))
+    assert all(torch.equal(p, untouched[n]) for n, p in model.named_parameters() if n in untouched)
+    assert args.learning_rate == 1.0  # the run's arguments are the run's: the stage trains with a copy

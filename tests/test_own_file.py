@@ -170,3 +170,37 @@ def test_a_difference_too_few_rows_can_tell_asks_for_more_rows_not_for_more_step
         line.startswith("The model is not shown to have learned: validation accuracy 0.6333") and "test_file=" in line
     )
     assert "Likely causes" not in line
+
+
+def test_the_contrastive_stage_draws_pairs_as_setfit_does():
+    from finetune.training.contrastive import draw_pairs
+
+    labels = np.array([0, 1, 2, 3] * 8)  # 8 rows per class
+    first, second, target = draw_pairs(labels, 320, seed=5)
+    assert len(first) == len(second) == len(target) == 320
+    assert target.tolist() == [1.0, 0.0] * 160  # one pair of one class, one of two, in turn
+    assert ((labels[first] == labels[second]) == (target == 1.0)).all()
+    assert (first <= second).all() and (first == second).any()  # a row with itself is a pair of one class
+    # 4 classes of 8 rows give 144 pairs of one class: the 160 asked for take them all, then 16 from the start
+    positives = list(zip(first[target == 1], second[target == 1]))
+    assert len(set(positives)) == 144 and positives[144:] == positives[:16]
+    again = draw_pairs(labels, 320, seed=5)
+    assert all((a == b).all() for a, b in zip(again, (first, second, target)))
+    assert not (draw_pairs(labels, 320, seed=6)[0] == first).all()
+    assert all(len(part) == 0 for part in draw_pairs(np.zeros(10, dtype=int), 20, seed=5))  # one class: no pairs
+
+
+def test_the_contrastive_stage_is_refused_with_a_fresh_head_under_lora_and_below_two_pairs():
+    from finetune.config.checks import validate
+    from finetune.training.adapters import FullFineTuning, Lora
+
+    model = instantiate(compose_config("model=minilm", "model.contrastive_pairs=48").model, _convert_="object")
+    model.check_pairs(FullFineTuning())
+    with pytest.raises(FinetuneError, match=r"peft=lora keeps the body as it was: set model.contrastive_pairs=0"):
+        model.check_pairs(Lora())
+    fresh = instantiate(compose_config("model=minilm", "model.contrastive_pairs=48", "model.head=fresh").model)
+    with pytest.raises(FinetuneError, match=r"before the few-label head, but model.head=fresh: set model.head="):
+        fresh.check_pairs(FullFineTuning())
+    for wrong in (-1, 1):
+        with pytest.raises(FinetuneError, match=rf"contrastive_pairs={wrong}: must be 0 \(no contrastive stage\)"):
+            validate(compose_config("model=minilm", f"model.contrastive_pairs={wrong}"))

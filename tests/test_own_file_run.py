@@ -99,7 +99,7 @@ def test_what_was_detected_is_printed_recorded_and_named_after_the_file(own_run)
 def test_the_few_label_head_trains_learns_and_is_a_standard_model(own_run, monkeypatch):
     run_dir, printed = own_run
     metrics = read_json(run_dir / "metrics.json")
-    assert "Head: the few-label head: mean pooling folded in as one more layer" in printed
+    assert "Head: the few-label head: mean pooling folded in as one more layer, the head started" in printed
     assert read_json(run_dir / "model" / "config.json")["num_hidden_layers"] == 3  # 2 + the folded pooling
     assert metrics["train"]["steps"] == 104 and metrics["validation"] is None and metrics["train"]["batch_size"] == 8
     assert metrics["train"]["loss"] == pytest.approx(REFERENCE_LOSS, abs=1e-3)
@@ -161,11 +161,13 @@ def test_a_resumed_run_reads_the_file_as_it_did_and_refuses_a_file_that_changed(
         "task.max_length=32",
         "trainer.save_strategy=steps",
         "trainer.save_steps=10",
+        "model.contrastive_pairs=40",
         f"hydra.run.dir={run_dir}",
     ]
     process = start_and_wait_for_checkpoint(args, tmp_path, run_dir, step=10)
     process.kill()
-    process.communicate()
+    first = process.communicate()[0]
+    assert "Contrastive stage: 40 pairs of training rows (20 of one class), 3 steps" in first
     original = (tmp_path / "tickets.csv").read_text()
     (tmp_path / "tickets.csv").write_text(original + "a brand new kind of ticket,Billing\n")
     changed = run_py(*args, "resume=true", cwd=tmp_path)
@@ -178,4 +180,10 @@ def test_a_resumed_run_reads_the_file_as_it_did_and_refuses_a_file_that_changed(
     resumed = run_py(*args, "resume=true", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.output[-4000:]
     assert "Resuming from" in resumed.output
+    assert "Contrastive stage:" not in resumed.output  # the checkpoint holds the body it trained
+    card = (run_dir / "model" / "README.md").read_text()
+    assert (
+        "the body trained first on 40 pairs of training rows (SetFit's contrastive objective) (in the checkpoint"
+        in card
+    )
     assert read_json(run_dir / "model" / "finetune.json")["labels"] == sorted(TOPICS)

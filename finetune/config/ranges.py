@@ -124,6 +124,9 @@ RULES: Dict[str, Rule] = {
     "trainer.eval_accumulation_steps": Rule(
         optional(integer(1)), "null (keep every prediction on the device) or an integer >= 1", "8"
     ),
+    "model.contrastive_pairs": Rule(
+        lambda v: integer(0)(v) and v != 1, "0 (no contrastive stage) or an integer >= 2 (half of each sort)", "320"
+    ),
     "peft.r": Rule(optional(integer(1)), "an integer >= 1", "8"),
     "peft.lora_alpha": Rule(optional(number(above=0)), "a number > 0", "16"),
     "peft.learning_rate": Rule(optional(number(above=0)), "null (the trainer's) or a number > 0", "2e-3"),

@@ -89,6 +89,9 @@ class ModelFields:
     # fresh: transformers' random head | prototypes: the few-label head (finetune/training/prototypes.py) |
     # auto: prototypes for single-label tasks under 1,000 training rows, else fresh
     head: str = "auto"
+    # Pairs of training rows the body trains on first, SetFit's contrastive stage, with the few-label head
+    # (finetune/training/contrastive.py); 0: none. E.g. 320 for 32 rows (SetFit's 5 iterations); not with peft=lora.
+    contrastive_pairs: int = 0
 
 
 @dataclass

@@ -79,6 +79,8 @@ def parameter_counts(model) -> Dict[str, Any]:
 class FullFineTuning(PeftFields):
     """Every weight trains; ``model/`` is the trained model itself."""
 
+    trains_every_weight = True  # model.contrastive_pairs may train the body before the head (training/contrastive.py)
+
     @staticmethod
     def config_errors(peft_cfg: Any) -> List[str]:
         """LoRA settings given without ``peft=lora`` would be ignored: say so."""
@@ -107,6 +109,8 @@ class FullFineTuning(PeftFields):
 @dataclass
 class Lora(PeftFields):
     """LoRA adapters on ``target_modules`` (default: by architecture), the head trained in full."""
+
+    trains_every_weight = False  # adapter/ holds what changed against the pretrained body, and nothing else may
 
     def describe(self) -> str:
         """How the run fine-tuned, in words (the model card's Training table)."""

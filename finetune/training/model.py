@@ -166,13 +166,37 @@ class PretrainedClassifier(ModelFields):
             )
         return self.head == "prototypes"
 
-    def prototype_head(self, model, kind, train, tokenizer) -> str:
-        """The few-label head (finetune/training/prototypes.py) on ``model``; what was done, in words."""
+    def check_pairs(self, adapter) -> None:
+        """``model.contrastive_pairs`` trains the whole body before the few-label head: refused with a fresh head,
+        and under LoRA, which keeps the body as it was."""
+        if self.contrastive_pairs and self.head == "fresh":
+            raise FinetuneError(
+                f"model.contrastive_pairs={self.contrastive_pairs} trains the body before the few-label head, but "
+                "model.head=fresh: set model.head=prototypes (or auto), or model.contrastive_pairs=0."
+            )
+        if self.contrastive_pairs and not adapter.trains_every_weight:
+            raise FinetuneError(
+                f"model.contrastive_pairs={self.contrastive_pairs} trains the whole body before the head, but "
+                "peft=lora keeps the body as it was: set model.contrastive_pairs=0, or peft=none."
+            )
+
+    def prototype_head(self, model, kind, train, tokenizer, args, resumed: bool = False) -> str:
+        """The few-label head (finetune/training/prototypes.py) on ``model``, after ``model.contrastive_pairs``
+        pairs of the contrastive stage (finetune/training/contrastive.py) under ``args``; what was done, in words.
+
+        ``resumed``: a checkpoint's weights replace these, the stage's work included: it is not trained again.
+        """
         from transformers import DataCollatorWithPadding
 
+        from finetune.training.contrastive import contrastive_stage, described
         from finetune.training.prototypes import fold_mean_pooling, init_from_prototypes, mean_pooled
 
         folded = mean_pooled(self) and fold_mean_pooling(model)
-        init_from_prototypes(model, kind, train, DataCollatorWithPadding(tokenizer))
+        pad = DataCollatorWithPadding(tokenizer)
+        pairs, stage = self.contrastive_pairs, ""
+        if pairs:
+            done = described(pairs) + " (in the checkpoint resumed)" if resumed else None
+            stage = f"{done or contrastive_stage(model, kind, train, pad, args, pairs, folded)}, "
+        init_from_prototypes(model, kind, train, pad)
         pooling = "mean pooling folded in as one more layer, " if folded else ""
-        return f"the few-label head: {pooling}the head started from the {len(train)} training rows' class means"
+        return f"the few-label head: {pooling}{stage}the head started from the {len(train)} training rows' class means"

@@ -92,7 +92,7 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
         tokenizer = pretrained.load_tokenizer()
     task.check_max_length(tokenizer.model_max_length, pretrained.name_or_path)
     lengths, encoded = tokenized(task, splits, tokenizer, args, hardware)
-    model, head = built_model(cfg, task, pretrained, hardware, adapter, tokenizer, encoded["train"])
+    model, head = built_model(cfg, task, pretrained, hardware, adapter, tokenizer, encoded["train"], args, checkpoint)
     with setup_stage("Building the Trainer", ("trainer", "hardware"), "trainer.*, hardware.*"):
         validation = encoded.get("validation")  # none with few labels and a labeled test file (tasks/data.py)
         documents = validation[DOCUMENT] if task.long_text.windowed and validation is not None else None
@@ -190,9 +190,9 @@ def arguments(cfg: DictConfig, run_dir: Path, task, hardware, adapter, splits, c
         return training_arguments(cfg.trainer, defaults, run_dir)
 
 
-def built_model(cfg: DictConfig, task, pretrained, hardware, adapter, tokenizer, train):
-    """The model with the task's head (seeded; from class means with few labels), LoRA's adapters where asked,
-    prepared for the hardware."""
+def built_model(cfg: DictConfig, task, pretrained, hardware, adapter, tokenizer, train, args, checkpoint=None):
+    """The model with the task's head (seeded; from class means with few labels, after the contrastive stage
+    unless a checkpoint's weights replace them), LoRA's adapters where asked, prepared for the hardware."""
     from transformers import set_seed
 
     set_seed(cfg.seed)  # before the classification head is initialised
@@ -201,7 +201,13 @@ def built_model(cfg: DictConfig, task, pretrained, hardware, adapter, tokenizer,
     task.kind.prepare_model(model)
     head = "fresh (transformers' random initialisation)"
     if pretrained.uses_prototypes(task.kind, len(train)):
-        head = pretrained.prototype_head(model, task.kind, train, tokenizer)
+        head = pretrained.prototype_head(model, task.kind, train, tokenizer, args, resumed=bool(checkpoint))
+    elif pretrained.contrastive_pairs:
+        raise FinetuneError(
+            f"model.contrastive_pairs={pretrained.contrastive_pairs} trains the body before the few-label head, "
+            f"which this run does not use (model.head={pretrained.head}, {len(train)} training rows): "
+            "set model.head=prototypes, or model.contrastive_pairs=0."
+        )
     log.info("Head: %s (model.head=%s)", head, pretrained.head)
     with setup_stage("Adding the LoRA adapters", ("peft",), "peft.*"):
         model = adapter.wrap(model)  # LoRA: adapters on the encoder, the head trained in full
@@ -237,6 +243,7 @@ def refuse_early(cfg: DictConfig, task, pretrained, adapter) -> None:
     limit, said_by = pretrained.length_limit()
     task.check_max_length(limit, pretrained.name_or_path, said_by)
     adapter.check_model(pretrained)  # LoRA: target modules the architecture lacks
+    pretrained.check_pairs(adapter)  # LoRA: no contrastive stage
     report_to = cfg.trainer.get("report_to") or []
     report_to = [report_to] if isinstance(report_to, str) else list(report_to)
     if set(report_to) - {"tensorboard", "none"}:  # the check imports transformers: only when a tracker is named
