@@ -284,7 +284,10 @@ def run(args: argparse.Namespace) -> None:
                 record |= {"torch_threads": threads, "cpu_count": os.cpu_count(), "load_1min": round(load, 2)}
                 with args.results.open("a") as out:
                     out.write(json.dumps(record) + "\n")
-                print(f"{label} k={k} seed={seed}: accuracy {result['accuracy']:.4f}, {result['wall_s']:.0f} s")
+                print(
+                    f"{label} k={k} seed={seed}: accuracy {result['accuracy']:.4f}, {result['wall_s']:.0f} s",
+                    flush=True,
+                )
 
 
 def report(results: Path) -> tuple[Path, Path]:
