@@ -243,7 +243,7 @@ def refuse_early(cfg: DictConfig, task, pretrained, adapter) -> None:
     limit, said_by = pretrained.length_limit()
     task.check_max_length(limit, pretrained.name_or_path, said_by)
     adapter.check_model(pretrained)  # LoRA: target modules the architecture lacks
-    pretrained.check_pairs(adapter)  # LoRA: no contrastive stage
+    pretrained.check_pairs(adapter)  # the contrastive stage: not with a fresh head, nor under LoRA
     report_to = cfg.trainer.get("report_to") or []
     report_to = [report_to] if isinstance(report_to, str) else list(report_to)
     if set(report_to) - {"tensorboard", "none"}:  # the check imports transformers: only when a tracker is named
