@@ -4,6 +4,7 @@ Shared by training and prediction.
 """
 
 from pathlib import Path
+from typing import Optional
 
 from finetune.errors import FinetuneError
 
@@ -54,14 +55,28 @@ def choose_device(wanted: str = "auto", setting: str = "hardware.device") -> str
     return wanted
 
 
-def resolve_precision(precision: str, device: str, setting: str) -> str:
+# Model types whose transformers code fails under half-precision autocast: DeBERTa (v1) adds its fp32 biases to
+# the half-precision queries, then masks the scores with fp32's lowest number, which bf16 and fp16 cannot hold
+# ("value cannot be converted to type c10::BFloat16 without overflow", huggingface/transformers#35332).
+FP32_ONLY = frozenset({"deberta"})
+
+
+def resolve_precision(precision: str, device: str, setting: str, model_type: Optional[str] = None) -> str:
     """``auto`` becomes bf16 (fp16 on GPUs without it) where the hardware computes it natively, else fp32.
 
-    On Apple silicon (``mps``) ``auto`` is fp32: half precision there is untested by this project.
+    On Apple silicon (``mps``) ``auto`` is fp32: half precision there is untested by this project. A model type
+    of ``FP32_ONLY`` gets fp32 from ``auto``, and half precision asked for it is refused.
     """
     import torch
 
     kind = device.split(":", 1)[0]
+    if model_type in FP32_ONLY:
+        if precision in ("bf16", "fp16"):
+            raise FinetuneError(
+                f"{setting}={precision}: {model_type} models fail in half precision in transformers (their "
+                "attention masks with a number bf16 and fp16 cannot hold): use fp32, or auto, which picks it for them."
+            )
+        return "fp32"
     if precision == "auto":
         if kind == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

@@ -25,12 +25,14 @@ def export_dir(topic_run, tmp_path_factory) -> Path:
     return folder
 
 
-def cli_answers(path: Path, texts, cut_off: float, folder: Path):
-    """The predict command's rows, as the Predictor's answers: (label or ABSTAINED, confidence, top scores)."""
+def cli_answers(path: Path, texts, cut_off: float, folder: Path, settings: dict):
+    """The predict command's rows, as the Predictor's answers: (label or ABSTAINED, confidence, top scores);
+    ``settings`` as the Predictor's (fp32 for PyTorch: on a CPU with native bf16, auto would pick bf16)."""
     from finetune.serving.predict import main as predict_main
 
     source, output = write_csv(folder / "in.csv", [{"text": t} for t in texts]), folder / "out.jsonl"
     options = ["--min-confidence", str(cut_off), "--all-scores", "--overwrite"]
+    options += [item for key, value in settings.items() for item in (f"--{key}", str(value))]
     assert predict_main([str(path), "--input", str(source), "--output", str(output), *options]) == 0
     return [json.loads(line) for line in output.read_text().splitlines()]
 
@@ -70,7 +72,7 @@ def test_predictor_command_and_server_give_the_same_answers_from_any_copy(topic_
             predictor = Predictor.load(path, min_confidence=cut_off, **settings)
             assert predictor.backend == backend
             answers = predictor(texts, top_k=TOP_K)
-            rows = cli_answers(path, texts, cut_off, tmp_path)
+            rows = cli_answers(path, texts, cut_off, tmp_path, settings)
             with served(path, min_confidence=cut_off, **settings) as url:
                 status, served_answers = call(url, "/predict", {"texts": texts, "top_k": TOP_K})
                 assert status == 200

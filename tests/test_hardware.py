@@ -74,3 +74,51 @@ def test_fast_dropout_is_on_for_cpu_training_unless_switched_off(fake_hopper, de
     hardware = Hardware(device=device, precision="fp32", fast_dropout=setting)
     hardware.resolve()
     assert hardware.integer_dropout == hardware.summary()["fast_dropout"] == used
+
+
+@pytest.fixture
+def native_bf16_cpu(monkeypatch):
+    """A CPU that computes bf16 natively (AVX512-BF16, AMX), where auto picks bf16 autocast."""
+    monkeypatch.setattr("finetune.devices.cpu_has_native_bf16", lambda: True)
+
+
+def test_auto_keeps_deberta_in_fp32_where_half_precision_breaks_it(native_bf16_cpu, fake_hopper):
+    from finetune.devices import resolve_precision
+    from finetune.errors import FinetuneError
+
+    for device in ("cpu", "cuda"):
+        assert resolve_precision("auto", device, "hardware.precision", "bert") == "bf16"
+        assert resolve_precision("auto", device, "hardware.precision", "deberta") == "fp32"
+    assert Hardware(device="cpu", precision="auto").resolve("bert")["bf16"] is True
+    assert Hardware(device="cpu", precision="auto").resolve("deberta")["bf16"] is False
+    with pytest.raises(FinetuneError, match=r"^hardware.precision=bf16: deberta models fail.*use fp32"):
+        Hardware(device="cpu", precision="bf16").resolve("deberta")
+
+
+def test_a_deberta_known_only_once_loaded_is_refused_before_training_in_half_precision(native_bf16_cpu, tiny_models):
+    from transformers import AutoModelForSequenceClassification
+
+    from finetune.errors import FinetuneError
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_models["deberta"])
+    hardware = Hardware(device="cpu", precision="auto")
+    hardware.resolve(None)  # a hub id not downloaded yet: config.json not at hand
+    with pytest.raises(FinetuneError, match=r"precision=auto chose bf16 before the model's config.json.*fp32"):
+        hardware.check_model(model)
+    fp32 = Hardware(device="cpu", precision="fp32")
+    fp32.resolve(None)
+    fp32.check_model(model)  # fp32: nothing to say
+
+
+def test_every_architecture_predicts_in_the_precision_auto_picks_on_a_native_bf16_cpu(native_bf16_cpu, tiny_models):
+    """bf16 autocast where the CPU computes it (DeBERTa, which fails in it, in fp32): finite logits from each."""
+    import numpy as np
+
+    from finetune import Predictor
+
+    picked = {}
+    for architecture, folder in tiny_models.items():
+        predictor = Predictor.load(folder, device="cpu")
+        picked[architecture] = predictor.precision
+        assert np.isfinite(predictor.logits(["robot chip", "the a on goal"])).all(), architecture
+    assert picked == {name: "fp32" if name == "deberta" else "bf16" for name in tiny_models}

@@ -83,7 +83,7 @@ class TorchModel:
         self.model = model.eval()
         self.config = model.config.to_dict()
         self.num_labels = model.config.num_labels
-        self.precision = resolve_precision(precision, model.device.type, "--precision")
+        self.precision = resolve_precision(precision, model.device.type, "--precision", model.config.model_type)
         # Autocast runs the matrix products in half precision and leaves the weights as they
         # are, so a model shared with a Trainer (or saved later) is not changed.
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from finetune.config.schemas import HardwareFields
-from finetune.devices import choose_device, cpu_has_native_bf16, resolve_precision
+from finetune.devices import FP32_ONLY, choose_device, cpu_has_native_bf16, resolve_precision
 from finetune.distributed import world_size
 from finetune.errors import FinetuneError
 
@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Hardware(HardwareFields):
-    def resolve(self) -> Dict[str, Any]:
-        """The TrainingArguments this hardware setting implies (trainer.* settings win over them)."""
+    def resolve(self, model_type: Optional[str] = None) -> Dict[str, Any]:
+        """The TrainingArguments this hardware setting implies (trainer.* settings win over them), for a model of
+        ``model_type`` (config.json's; None where it is not at hand yet: ``check_model`` tells once loaded)."""
         import torch
 
         if self.distributed and world_size() <= 1:
@@ -27,7 +28,9 @@ class Hardware(HardwareFields):
             )
         self.device_used = choose_device(self.device)  # cuda, mps or cpu
         on_gpu = self.device_used == "cuda"
-        precision = resolve_precision(self.precision, self.device_used, "hardware.precision")
+        precision = resolve_precision(self.precision, self.device_used, "hardware.precision", model_type)
+        if model_type in FP32_ONLY and self.precision == "auto":
+            log.info("Precision fp32: %s models fail in half precision (transformers#35332)", model_type)
         args: Dict[str, Any] = {
             "use_cpu": self.device_used == "cpu",  # otherwise the Trainer takes CUDA, or MPS where that is all there is
             "bf16": precision == "bf16",
@@ -97,6 +100,18 @@ class Hardware(HardwareFields):
             f"batch padding: {padding}, "
             f"fast dropout: {on(self.integer_dropout)}, torch.compile: {on(self.torch_compile)}{processes}"
         )
+
+    def check_model(self, model) -> None:
+        """A model whose type was not known when the precision was chosen (a hub id not yet downloaded) and which
+        fails in it: one line, before any step."""
+        model_type = model.config.model_type
+        resolve_precision(self.precision, self.device_used, "hardware.precision", model_type)  # half asked: refused
+        if model_type in FP32_ONLY and self.precision_used != "fp32":  # auto chose before config.json was at hand
+            raise FinetuneError(
+                f"hardware.precision=auto chose {self.precision_used} before the model's config.json was at hand, "
+                f"and {model_type} models fail in half precision in transformers: run again (the model is "
+                "downloaded now, so auto picks fp32), or set hardware.precision=fp32."
+            )
 
     def prepare_model(self, model) -> None:
         """What this hardware changes in the model before training: dropout's masks (``fast_dropout``)."""

@@ -106,6 +106,11 @@ class PretrainedClassifier(ModelFields):
         except (OSError, ValueError):  # unreadable: the loaders say what is wrong with it
             return {}
 
+    @property
+    def model_type(self) -> Optional[str]:
+        """config.json's ``model_type`` where the file is at hand (the folder, the Hub cache), else None."""
+        return self._read("config.json").get("model_type")
+
     def length_limit(self) -> Tuple[Optional[int], str]:
         """The most tokens the model accepts and which file says so: the tokenizer's ``model_max_length``, else
         the position table of config.json; ``(None, ...)`` where neither tells (XLNet, DeBERTa-v2: relative
