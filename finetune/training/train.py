@@ -86,7 +86,7 @@ def set_up(cfg: DictConfig, run_dir: Path) -> PreparedRun:
     from finetune.training.trackers import use_run_trackers
     from finetune.training.trainer import build_trainer
 
-    args = arguments(cfg, run_dir, task, hardware, adapter, splits, checkpoint, pretrained.model_type)
+    args = arguments(cfg, run_dir, task, pretrained, hardware, adapter, splits, checkpoint)
     callbacks = instantiate_callbacks(cfg.callbacks)  # after the arguments: the TensorBoard one reads where to write
     with setup_stage("Loading the tokenizer", ("model",), "model.name_or_path"):
         tokenizer = pretrained.load_tokenizer()
@@ -162,16 +162,7 @@ def loaded_data(cfg: DictConfig, task) -> Dict[str, Any]:
     return splits
 
 
-def arguments(
-    cfg: DictConfig,
-    run_dir: Path,
-    task,
-    hardware,
-    adapter,
-    splits,
-    checkpoint: Optional[str],
-    model_type: Optional[str] = None,
-):
+def arguments(cfg: DictConfig, run_dir: Path, task, pretrained, hardware, adapter, splits, checkpoint: Optional[str]):
     """The TrainingArguments: the trainer group over the hardware's and the task's defaults. The run's
     environment.json is written here, so that a run that fails later still tells what it ran on."""
     from finetune.runs.environment import data_fingerprint, environment
@@ -180,7 +171,7 @@ def arguments(
     from finetune.training.trainer import training_arguments
 
     with setup_stage("Choosing the hardware", ("hardware",), "hardware.*"):
-        hardware_args = hardware.resolve(model_type)
+        hardware_args = hardware.resolve(pretrained.model_type)
     log.info("%s\n%s", hardware.describe(), learning_rate_note(cfg.trainer, adapter))
     if rank() == 0:
         env = environment(hardware.summary(), data_fingerprint(splits, [*task.text_fields, LABEL]))
