@@ -152,7 +152,13 @@ def run_py(method: str, extra: list[str], train_csv: Path, test_csv: Path, seed:
     command = [sys.executable, *(part.format(**fields) for part in RUN_COMMAND), *extra]
     wall_s = run_logged(command, workdir / f"{run_dir.name}.log", cwd=REPO)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    result: Result = {"accuracy": float(metrics["test"]["accuracy"]), "wall_s": wall_s}
+    hardware = json.loads((run_dir / "environment.json").read_text())["hardware"]
+    # the precision auto chose: bf16 autocast on CPUs that compute it natively, fp32 elsewhere
+    result: Result = {
+        "accuracy": float(metrics["test"]["accuracy"]),
+        "wall_s": wall_s,
+        "precision": hardware["precision"],
+    }
     if "accuracy" in (metrics.get("validation") or {}):  # none with few labels and a test file
         result["validation_accuracy"] = float(metrics["validation"]["accuracy"])
     return result
