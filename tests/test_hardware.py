@@ -95,19 +95,26 @@ def test_auto_keeps_deberta_in_fp32_where_half_precision_breaks_it(native_bf16_c
         Hardware(device="cpu", precision="bf16").resolve("deberta")
 
 
-def test_a_deberta_known_only_once_loaded_is_refused_before_training_in_half_precision(native_bf16_cpu, tiny_models):
+def test_a_deberta_in_half_precision_is_refused_before_training_however_it_got_there(native_bf16_cpu, tiny_models):
+    """auto chose bf16 before config.json was at hand (a hub id not yet downloaded), or trainer.bf16 set by hand."""
+    from types import SimpleNamespace
+
     from transformers import AutoModelForSequenceClassification
 
     from finetune.errors import FinetuneError
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_models["deberta"])
     hardware = Hardware(device="cpu", precision="auto")
-    hardware.resolve(None)  # a hub id not downloaded yet: config.json not at hand
+    args = SimpleNamespace(**hardware.resolve(None))  # the type not known: bf16
     with pytest.raises(FinetuneError, match=r"precision=auto chose bf16 before the model's config.json.*fp32"):
-        hardware.check_model(model)
+        hardware.check_model(model, args)
     fp32 = Hardware(device="cpu", precision="fp32")
-    fp32.resolve(None)
-    fp32.check_model(model)  # fp32: nothing to say
+    args = SimpleNamespace(**fp32.resolve("deberta"))
+    fp32.check_model(model, args)  # fp32: nothing to say
+    with pytest.raises(
+        FinetuneError, match=r"^trainer.bf16=true: deberta models fail in half precision.*leave it unset"
+    ):
+        fp32.check_model(model, SimpleNamespace(**{**vars(args), "bf16": True}))
 
 
 def test_every_architecture_predicts_in_the_precision_auto_picks_on_a_native_bf16_cpu(native_bf16_cpu, tiny_models):

@@ -101,17 +101,25 @@ class Hardware(HardwareFields):
             f"fast dropout: {on(self.integer_dropout)}, torch.compile: {on(self.torch_compile)}{processes}"
         )
 
-    def check_model(self, model) -> None:
-        """A model whose type was not known when the precision was chosen (a hub id not yet downloaded) and which
-        fails in it: one line, before any step."""
+    def check_model(self, model, args) -> None:
+        """A model that fails in the half precision ``args`` (the TrainingArguments) hold: one line, before any step.
+        Where auto chose it before the model's type was known (a hub id not yet downloaded), or trainer.bf16 or
+        trainer.fp16 was set by hand."""
         model_type = model.config.model_type
+        half = "bf16" if args.bf16 else "fp16" if args.fp16 else None
+        if model_type not in FP32_ONLY or half is None:
+            return
         resolve_precision(self.precision, self.device_used, "hardware.precision", model_type)  # half asked: refused
-        if model_type in FP32_ONLY and self.precision_used != "fp32":  # auto chose before config.json was at hand
+        if self.precision_used == "fp32":  # the hardware chose fp32: the trainer group asked for half precision
             raise FinetuneError(
-                f"hardware.precision=auto chose {self.precision_used} before the model's config.json was at hand, "
-                f"and {model_type} models fail in half precision in transformers: run again (the model is "
-                "downloaded now, so auto picks fp32), or set hardware.precision=fp32."
+                f"trainer.{half}=true: {model_type} models fail in half precision in transformers: leave it unset "
+                "(hardware.precision=auto picks fp32 for them)."
             )
+        raise FinetuneError(
+            f"hardware.precision=auto chose {self.precision_used} before the model's config.json was at hand, "
+            f"and {model_type} models fail in half precision in transformers: run again (the model is "
+            "downloaded now, so auto picks fp32), or set hardware.precision=fp32."
+        )
 
     def prepare_model(self, model) -> None:
         """What this hardware changes in the model before training: dropout's masks (``fast_dropout``)."""

@@ -198,7 +198,7 @@ def built_model(cfg: DictConfig, task, pretrained, hardware, adapter, tokenizer,
     set_seed(cfg.seed)  # before the classification head is initialised
     with setup_stage("Loading the model", ("model",), "model.name_or_path, model.attn_implementation"):
         model = pretrained.load_model(task.kind.model_config(), tokenizer)
-    hardware.check_model(model)
+    hardware.check_model(model, args)  # args: trainer.bf16 may have been set by hand
     task.kind.prepare_model(model)
     head = "fresh (transformers' random initialisation)"
     if pretrained.uses_prototypes(task.kind, len(train)):
