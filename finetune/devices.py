@@ -59,6 +59,7 @@ def choose_device(wanted: str = "auto", setting: str = "hardware.device") -> str
 # the half-precision queries, then masks the scores with fp32's lowest number, which bf16 and fp16 cannot hold
 # ("value cannot be converted to type c10::BFloat16 without overflow", huggingface/transformers#35332).
 FP32_ONLY = frozenset({"deberta"})
+HALF_FAILS = "models fail in half precision in transformers (transformers#35332)"  # said of an FP32_ONLY type
 
 
 def resolve_precision(precision: str, device: str, setting: str, model_type: Optional[str] = None) -> str:
@@ -73,8 +74,7 @@ def resolve_precision(precision: str, device: str, setting: str, model_type: Opt
     if model_type in FP32_ONLY:
         if precision in ("bf16", "fp16"):
             raise FinetuneError(
-                f"{setting}={precision}: {model_type} models fail in half precision in transformers (their "
-                "attention masks with a number bf16 and fp16 cannot hold): use fp32, or auto, which picks it for them."
+                f"{setting}={precision}: {model_type} {HALF_FAILS}: use fp32, or auto, which picks it for them."
             )
         return "fp32"
     if precision == "auto":

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from finetune.config.schemas import HardwareFields
-from finetune.devices import FP32_ONLY, choose_device, cpu_has_native_bf16, resolve_precision
+from finetune.devices import FP32_ONLY, HALF_FAILS, choose_device, cpu_has_native_bf16, resolve_precision
 from finetune.distributed import world_size
 from finetune.errors import FinetuneError
 
@@ -30,7 +30,7 @@ class Hardware(HardwareFields):
         on_gpu = self.device_used == "cuda"
         precision = resolve_precision(self.precision, self.device_used, "hardware.precision", model_type)
         if model_type in FP32_ONLY and self.precision == "auto":
-            log.info("Precision fp32: %s models fail in half precision (transformers#35332)", model_type)
+            log.info("Precision fp32: %s %s", model_type, HALF_FAILS)
         args: Dict[str, Any] = {
             "use_cpu": self.device_used == "cpu",  # otherwise the Trainer takes CUDA, or MPS where that is all there is
             "bf16": precision == "bf16",
@@ -112,12 +112,12 @@ class Hardware(HardwareFields):
         resolve_precision(self.precision, self.device_used, "hardware.precision", model_type)  # half asked: refused
         if self.precision_used == "fp32":  # the hardware chose fp32: the trainer group asked for half precision
             raise FinetuneError(
-                f"trainer.{half}=true: {model_type} models fail in half precision in transformers: leave it unset "
+                f"trainer.{half}=true: {model_type} {HALF_FAILS}: leave it unset "
                 "(hardware.precision=auto picks fp32 for them)."
             )
         raise FinetuneError(
             f"hardware.precision=auto chose {self.precision_used} before the model's config.json was at hand, "
-            f"and {model_type} models fail in half precision in transformers: run again (the model is "
+            f"and {model_type} {HALF_FAILS}: run again (the model is "
             "downloaded now, so auto picks fp32), or set hardware.precision=fp32."
         )
 
